@@ -1,0 +1,52 @@
+//! Every limit and size in one place, units last, with compile-time checks of their relations.
+//!
+//! Pure constants; no core affinity. Invariant: every buffer, batch and queue in the crate is
+//! bounded by a constant declared here (or by a flag whose default is declared here).
+
+/// The alignment of every O_DIRECT write position and length.
+pub const IO_ALIGNMENT_BYTES: usize = 4096;
+
+/// The largest message batch accepted on the wire or written to a segment.
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The most records one batch may hold.
+pub const BATCH_RECORDS_MAX: u32 = 1 << 20;
+
+/// The longest message key.
+pub const KEY_BYTES_MAX: usize = 4096;
+
+/// The longest filter value.
+pub const FILTER_VALUE_BYTES_MAX: usize = 255;
+
+/// The most headers on one message.
+pub const HEADERS_PER_RECORD_MAX: usize = 64;
+
+/// The longest header key.
+pub const HEADER_KEY_BYTES_MAX: usize = 255;
+
+/// Default size at which the active segment is sealed and a new one started.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+
+/// The largest segment size a log accepts (positions inside a segment are `u32`).
+pub const SEGMENT_BYTES_MAX: u64 = u32::MAX as u64;
+
+/// Default spacing of sparse index entries, in log bytes.
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
+
+/// Default capacity of one aligned write chunk of the segment writer.
+pub const WRITE_CHUNK_BYTES_DEFAULT: usize = 1024 * 1024;
+
+/// The most unflushed bytes one partition may buffer before appenders wait for the disk.
+pub const DIRTY_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// Index entries buffered before the active segment's index files are written out.
+pub const INDEX_FLUSH_ENTRIES: usize = 256;
+
+/// Bytes read per step while recovery scans a segment.
+pub const RECOVERY_READ_BYTES: usize = 4 * 1024 * 1024;
+
+const _: () = assert!(IO_ALIGNMENT_BYTES.is_power_of_two());
+const _: () = assert!(WRITE_CHUNK_BYTES_DEFAULT % IO_ALIGNMENT_BYTES == 0);
+const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
+const _: () = assert!(RECOVERY_READ_BYTES >= 2 * IO_ALIGNMENT_BYTES);

@@ -1,0 +1,7 @@
+//! Wire and disk formats with no I/O: the message batch (the unit producers send, segments store
+//! and consumers receive, byte for byte the same).
+//!
+//! Pure functions over byte slices; runs on whichever core holds the bytes. Invariant: nothing in
+//! here panics on untrusted input; every decoder returns a typed error instead.
+
+pub mod batch;
