@@ -368,7 +368,11 @@ impl<I: Io> PartitionLog<I> {
         let alignment = file.alignment() as u64;
         let tail_start = crate::io::align_down(stable.len, alignment as usize);
         let tail = file.read_at(tail_start, (stable.len - tail_start) as usize).await;
-        let cut = file.truncate(stable.len).await;
+        // Cut the file back and make the cut durable, so a rolled-back append cannot reappear.
+        let cut = match file.truncate(stable.len).await {
+            Ok(()) => file.sync().await,
+            Err(error) => Err(error),
+        };
         let mut state = self.state.borrow_mut();
         state.rollback_epoch += 1;
         state.last_write_error = Some(reason.clone());
@@ -389,17 +393,8 @@ impl<I: Io> PartitionLog<I> {
     /// Seals the active segment (flushed, fsynced, index written in full) and starts a new one.
     /// Caller holds the flush lock.
     async fn roll_locked(&self) -> StorageResult<()> {
-        self.flush_locked(Level::Committed).await?;
-        let (file, index_writes, base) = {
-            let mut state = self.state.borrow_mut();
-            let Some(active) = state.segments.last_mut() else { return Ok(()) };
-            let writes = take_index_writes(active, true);
-            (active.log.clone(), writes, active.end.next_offset)
-        };
-        if let Some((writes, lens)) = index_writes {
-            self.write_index(writes, lens).await?;
-        }
-        file.truncate(self.state.borrow().segments.last().map_or(0, |s| s.end.len)).await?;
+        self.seal_active_locked().await?;
+        let base = self.state.borrow().segments.last().map_or(0, |s| s.end.next_offset);
         let new = create_segment(&self.io, &self.dir, base, &self.config).await?;
         let mut state = self.state.borrow_mut();
         if let Some(active) = state.segments.last_mut() {
@@ -408,6 +403,27 @@ impl<I: Io> PartitionLog<I> {
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         state.segments.push(new);
         Ok(())
+    }
+
+    /// Flushes and fsyncs the active segment, writes its index in full, and cuts every file to
+    /// its exact length, fsynced: the segment is then complete on disk. Caller holds the lock.
+    async fn seal_active_locked(&self) -> StorageResult<()> {
+        self.flush_locked(Level::Committed).await?;
+        let (log_file, index_writes, len) = {
+            let mut state = self.state.borrow_mut();
+            let Some(active) = state.segments.last_mut() else { return Ok(()) };
+            (active.log.clone(), take_index_writes(active, true), active.end.len)
+        };
+        if let Some((writes, lens)) = index_writes {
+            let files = [writes[0].0.clone(), writes[1].0.clone()];
+            self.write_index(writes, lens).await?;
+            for (file, len) in files.iter().zip(lens) {
+                file.truncate(len).await?;
+                file.sync().await?;
+            }
+        }
+        log_file.truncate(len).await?;
+        self.sync_active(&log_file).await
     }
 
     /// Flushes and fsyncs everything appended so far, whatever the policy.
@@ -541,33 +557,9 @@ impl<I: Io> PartitionLog<I> {
     pub async fn close(&self) -> StorageResult<()> {
         let _guard = self.flush_lock.lock().await;
         if self.state.borrow().poisoned.is_none() {
-            self.flush_locked(Level::Committed).await?;
-            let (file, writes, len) = {
-                let mut state = self.state.borrow_mut();
-                let Some(active) = state.segments.last_mut() else { return Ok(()) };
-                (active.log.clone(), take_index_writes(active, true), active.end.len)
-            };
-            if let Some((writes, lens)) = writes {
-                self.write_index(writes, lens).await?;
-                self.truncate_index_files(lens).await?;
-            }
-            file.truncate(len).await?;
-            file.sync().await?;
+            self.seal_active_locked().await?;
         }
         self.state.borrow_mut().closed = true;
-        Ok(())
-    }
-
-    async fn truncate_index_files(&self, lens: [u64; 2]) -> StorageResult<()> {
-        let files = {
-            let state = self.state.borrow();
-            let Some(writer) = state.segments.last().and_then(|s| s.writer.as_ref()) else { return Ok(()) };
-            [writer.offset_index.file().clone(), writer.time_index.file().clone()]
-        };
-        for (file, len) in files.iter().zip(lens) {
-            file.truncate(len).await?;
-            file.sync().await?;
-        }
         Ok(())
     }
 }

@@ -25,6 +25,8 @@ mod appender;
 pub mod index;
 mod log;
 mod segment;
+#[cfg(test)]
+mod tests;
 
 pub use log::{AppendInfo, LogRead, PartitionLog};
 
