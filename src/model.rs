@@ -16,8 +16,5 @@ pub type PartitionId = u32;
 
 /// The current wall-clock time in microseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_us() -> TimestampUs {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as TimestampUs)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as TimestampUs).unwrap_or(0)
 }

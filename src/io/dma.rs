@@ -264,3 +264,21 @@ pub fn plan_io_memory(wanted_per_shard: usize, shards: usize) -> IoMemoryPlan {
         raised_limit,
     }
 }
+
+/// Runs `make()`'s future to completion on a new glommio executor thread (unpinned), with
+/// `io_memory` fitted under `RLIMIT_MEMLOCK` by [`plan_io_memory`]. For tools, tests and
+/// benchmarks; the server builds its pinned executors in `shard`.
+pub fn run_local<G, F, T>(name: &str, wanted_io_memory_bytes: usize, make: G) -> std::io::Result<T>
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let plan = plan_io_memory(wanted_io_memory_bytes, 1);
+    let handle = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name(name)
+        .io_memory(plan.io_memory_per_shard_bytes)
+        .spawn(make)
+        .map_err(std::io::Error::from)?;
+    handle.join().map_err(std::io::Error::from)
+}

@@ -203,10 +203,7 @@ impl FaultIo {
 
     /// An empty file system with `config`.
     pub fn with_config(config: FaultConfig) -> Self {
-        assert!(
-            config.alignment.is_power_of_two(),
-            "alignment must be a power of two"
-        );
+        assert!(config.alignment.is_power_of_two(), "alignment must be a power of two");
         assert!(config.file_bytes_max <= usize::MAX as u64);
         let state = State {
             config,
@@ -220,9 +217,7 @@ impl FaultIo {
             space_limit_bytes: None,
             enospc_always: false,
         };
-        Self {
-            state: Rc::new(RefCell::new(state)),
-        }
+        Self { state: Rc::new(RefCell::new(state)) }
     }
 
     /// The configuration this file system was created with.
@@ -234,43 +229,27 @@ impl FaultIo {
     /// `at_byte` bytes land (all of them if `at_byte` is larger) and it returns EIO. Counts the
     /// writes that [`FaultIo::writes`] counts. Replaces any tear armed before; fires once.
     pub fn tear_write(&self, nth: u64, at_byte: usize) {
-        self.state.borrow_mut().tear = Some(Armed {
-            path_suffix: None,
-            remaining: nth,
-            payload: at_byte,
-        });
+        self.state.borrow_mut().tear = Some(Armed { path_suffix: None, remaining: nth, payload: at_byte });
     }
 
     /// Like [`FaultIo::tear_write`], counting only writes to files whose path (as opened) ends
     /// with `path_suffix`, e.g. `".log"`.
     pub fn tear_write_on(&self, path_suffix: &str, nth: u64, at_byte: usize) {
         let path_suffix = Some(path_suffix.to_owned());
-        self.state.borrow_mut().tear = Some(Armed {
-            path_suffix,
-            remaining: nth,
-            payload: at_byte,
-        });
+        self.state.borrow_mut().tear = Some(Armed { path_suffix, remaining: nth, payload: at_byte });
     }
 
     /// Fails the `nth` sync (0 = the next one) issued from now on, on any file, with EIO. That
     /// sync makes nothing durable and forgets the file's pending writes (see the module docs).
     /// Replaces any sync failure armed before; fires once.
     pub fn fail_sync(&self, nth: u64) {
-        self.state.borrow_mut().sync_failure = Some(Armed {
-            path_suffix: None,
-            remaining: nth,
-            payload: (),
-        });
+        self.state.borrow_mut().sync_failure = Some(Armed { path_suffix: None, remaining: nth, payload: () });
     }
 
     /// Like [`FaultIo::fail_sync`], counting only syncs of files whose path ends with `path_suffix`.
     pub fn fail_sync_on(&self, path_suffix: &str, nth: u64) {
         let path_suffix = Some(path_suffix.to_owned());
-        self.state.borrow_mut().sync_failure = Some(Armed {
-            path_suffix,
-            remaining: nth,
-            payload: (),
-        });
+        self.state.borrow_mut().sync_failure = Some(Armed { path_suffix, remaining: nth, payload: () });
     }
 
     /// While `enabled`, every write fails with ENOSPC and changes nothing.
@@ -322,10 +301,7 @@ impl FaultIo {
     fn crash_with(&self, mut choose: impl FnMut(&PendingOp) -> Fate) -> CrashReport {
         let mut state = self.state.borrow_mut();
         state.generation += 1;
-        let mut report = CrashReport {
-            files: state.files.len(),
-            ..CrashReport::default()
-        };
+        let mut report = CrashReport { files: state.files.len(), ..CrashReport::default() };
         for node in state.files.values() {
             let mut node = node.borrow_mut();
             let pending = std::mem::take(&mut node.pending);
@@ -358,20 +334,17 @@ impl FaultIo {
 
     /// The bytes reads of `path` see now, or `None` when there is no such file.
     pub fn file_bytes(&self, path: impl AsRef<Path>) -> Option<Vec<u8>> {
-        self.node(path.as_ref())
-            .map(|node| node.borrow().current.clone())
+        self.node(path.as_ref()).map(|node| node.borrow().current.clone())
     }
 
     /// The bytes of `path` that a clean crash would leave, or `None` when there is no such file.
     pub fn durable_bytes(&self, path: impl AsRef<Path>) -> Option<Vec<u8>> {
-        self.node(path.as_ref())
-            .map(|node| node.borrow().durable.clone())
+        self.node(path.as_ref()).map(|node| node.borrow().durable.clone())
     }
 
     /// How many writes and truncates of `path` are not durable yet (0 when there is no such file).
     pub fn pending_ops(&self, path: impl AsRef<Path>) -> usize {
-        self.node(path.as_ref())
-            .map_or(0, |node| node.borrow().pending.len())
+        self.node(path.as_ref()).map_or(0, |node| node.borrow().pending.len())
     }
 
     /// Makes `bytes` both the current and the durable contents of `path`, creating the file and
@@ -379,23 +352,11 @@ impl FaultIo {
     /// garbage tails, truncated or corrupt files in tests. Counts as no write.
     pub fn set_file_bytes(&self, path: impl AsRef<Path>, bytes: &[u8]) {
         let key = normalize(path.as_ref());
-        assert!(
-            key.file_name().is_some(),
-            "set_file_bytes needs a file path: {}",
-            key.display()
-        );
+        assert!(key.file_name().is_some(), "set_file_bytes needs a file path: {}", key.display());
         let mut state = self.state.borrow_mut();
-        assert!(
-            !state.dirs.contains(&key),
-            "set_file_bytes on a directory: {}",
-            key.display()
-        );
+        assert!(!state.dirs.contains(&key), "set_file_bytes on a directory: {}", key.display());
         for dir in key.ancestors().skip(1).filter(|dir| !is_root(dir)) {
-            assert!(
-                !state.files.contains_key(dir),
-                "parent is a file: {}",
-                dir.display()
-            );
+            assert!(!state.files.contains_key(dir), "parent is a file: {}", dir.display());
             state.dirs.insert(dir.to_path_buf());
         }
         let node = state.files.entry(key).or_default();
@@ -408,11 +369,7 @@ impl FaultIo {
 
     /// Removes `path` at once (durably). Returns whether there was such a file.
     pub fn remove_file_now(&self, path: impl AsRef<Path>) -> bool {
-        self.state
-            .borrow_mut()
-            .files
-            .remove(&normalize(path.as_ref()))
-            .is_some()
+        self.state.borrow_mut().files.remove(&normalize(path.as_ref())).is_some()
     }
 
     /// Every file path, sorted.
@@ -485,11 +442,7 @@ impl FaultIo {
         if state.files.remove(&key).is_some() {
             return Ok(());
         }
-        let code = if state.dir_exists(&key) {
-            EISDIR
-        } else {
-            ENOENT
-        };
+        let code = if state.dir_exists(&key) { EISDIR } else { ENOENT };
         Err(os_error("remove", path, code))
     }
 
@@ -497,11 +450,7 @@ impl FaultIo {
         let (from_key, to_key) = (normalize(from), normalize(to));
         let mut state = self.state.borrow_mut();
         if !state.files.contains_key(&from_key) {
-            let code = if state.dir_exists(&from_key) {
-                EISDIR
-            } else {
-                ENOENT
-            };
+            let code = if state.dir_exists(&from_key) { EISDIR } else { ENOENT };
             return Err(os_error("rename", from, code));
         }
         if state.dir_exists(&to_key) || to_key.file_name().is_none() {
@@ -520,11 +469,7 @@ impl FaultIo {
         let key = normalize(dir);
         let state = self.state.borrow();
         if !state.dir_exists(&key) {
-            let code = if state.files.contains_key(&key) {
-                ENOTDIR
-            } else {
-                ENOENT
-            };
+            let code = if state.files.contains_key(&key) { ENOTDIR } else { ENOENT };
             return Err(os_error("list", dir, code));
         }
         let in_dir = |path: &&PathBuf| path.parent() == Some(key.as_path());
@@ -586,21 +531,14 @@ impl State {
     fn check_parent(&self, operation: &'static str, path: &Path, key: &Path) -> IoResult<()> {
         let parent = key.parent().unwrap_or(Path::new(""));
         if self.config.require_parent_dir && !self.dir_exists(parent) {
-            let code = if self.files.contains_key(parent) {
-                ENOTDIR
-            } else {
-                ENOENT
-            };
+            let code = if self.files.contains_key(parent) { ENOTDIR } else { ENOENT };
             return Err(os_error(operation, path, code));
         }
         Ok(())
     }
 
     fn total_bytes(&self) -> u64 {
-        self.files
-            .values()
-            .map(|node| node.borrow().current.len() as u64)
-            .sum()
+        self.files.values().map(|node| node.borrow().current.len() as u64).sum()
     }
 }
 
@@ -643,21 +581,15 @@ impl FaultFile {
             self.generation + 1,
             generation
         );
-        Err(IoError::new(
-            operation,
-            &self.path,
-            std::io::Error::other(message),
-        ))
+        Err(IoError::new(operation, &self.path, std::io::Error::other(message)))
     }
 
     fn write_now(&self, bytes: &[u8], position: u64) -> IoResult<usize> {
         self.check_live("write")?;
         let len = bytes.len();
         if position % self.alignment as u64 != 0 || len % self.alignment != 0 {
-            let message = format!(
-                "unaligned write: position {position}, length {len}, alignment {}",
-                self.alignment
-            );
+            let message =
+                format!("unaligned write: position {position}, length {len}, alignment {}", self.alignment);
             let source = std::io::Error::new(ErrorKind::InvalidInput, message);
             return Err(IoError::new("write", &self.path, source));
         }
@@ -700,9 +632,7 @@ impl FaultFile {
         let start = usize::try_from(position).map_or(size, |position| position.min(size));
         let end = start.saturating_add(len).min(size);
         assert!(start <= end && end - start <= len);
-        Ok(FaultReadBuf {
-            bytes: Rc::from(&node.current[start..end]),
-        })
+        Ok(FaultReadBuf { bytes: Rc::from(&node.current[start..end]) })
     }
 
     fn sync_now(&self) -> IoResult<()> {
@@ -720,9 +650,7 @@ impl FaultFile {
         let pending = std::mem::take(&mut node.pending);
         for op in &pending {
             match op {
-                PendingOp::Write { position, bytes } => {
-                    apply_write(&mut node.durable, *position, bytes)
-                }
+                PendingOp::Write { position, bytes } => apply_write(&mut node.durable, *position, bytes),
                 PendingOp::Truncate { len } => node.durable.resize(*len, 0),
             }
         }
@@ -767,9 +695,7 @@ impl IoFile for FaultFile {
     }
 
     fn alloc(&self, len: usize) -> FaultBuffer {
-        FaultBuffer {
-            bytes: vec![self.alloc_fill_byte; len],
-        }
+        FaultBuffer { bytes: vec![self.alloc_fill_byte; len] }
     }
 
     async fn write_at(&self, buffer: FaultBuffer, position: u64) -> IoResult<usize> {
@@ -838,11 +764,7 @@ impl AsMut<[u8]> for FaultBuffer {
 
 impl IoBuffer for FaultBuffer {
     fn trim(&mut self, len: usize) {
-        assert!(
-            len <= self.bytes.len(),
-            "trim to {len} beyond length {}",
-            self.bytes.len()
-        );
+        assert!(len <= self.bytes.len(), "trim to {len} beyond length {}", self.bytes.len());
         self.bytes.truncate(len);
     }
 }
@@ -891,9 +813,7 @@ fn apply_write(target: &mut Vec<u8>, position: usize, bytes: &[u8]) {
 
 /// The namespace key of a path: its components, without `.` and repeated separators.
 fn normalize(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|component| *component != Component::CurDir)
-        .collect()
+    path.components().filter(|component| *component != Component::CurDir).collect()
 }
 
 /// The empty path and `/` always exist as directories.
@@ -917,9 +837,7 @@ impl Xorshift64Star {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        Self {
-            state: if z == 0 { 0x9E37_79B9_7F4A_7C15 } else { z },
-        }
+        Self { state: if z == 0 { 0x9E37_79B9_7F4A_7C15 } else { z } }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -976,13 +894,8 @@ mod tests {
         assert_eq!(&*block_on(file.read_at(0, 2 * A)).unwrap(), &expected[..]);
         assert_eq!(&*block_on(file.read_at(7, 100)).unwrap(), &expected[7..107]);
         // Short at the end of file, empty past it.
-        assert_eq!(
-            block_on(file.read_at(2 * A as u64 - 3, 10)).unwrap().len(),
-            3
-        );
-        assert!(block_on(file.read_at(10 * A as u64, 10))
-            .unwrap()
-            .is_empty());
+        assert_eq!(block_on(file.read_at(2 * A as u64 - 3, 10)).unwrap().len(), 3);
+        assert!(block_on(file.read_at(10 * A as u64, 10)).unwrap().is_empty());
         assert!(block_on(file.read_at(u64::MAX, 10)).unwrap().is_empty());
         // A write past the end zero-fills the gap.
         write(&file, 4 * A as u64, A, 9).unwrap();
@@ -1047,10 +960,7 @@ mod tests {
         }
         write(&file, 0, A, 9).unwrap();
         let report = io.crash(seed);
-        assert_eq!(
-            report.writes_kept + report.writes_torn + report.writes_dropped,
-            6
-        );
+        assert_eq!(report.writes_kept + report.writes_torn + report.writes_dropped, 6);
         (report, io.file_bytes("/data/p0/0.log").unwrap())
     }
 
@@ -1144,10 +1054,7 @@ mod tests {
         write(&file, 0, A, 1).unwrap();
         io.crash(7);
         let error = write(&file, 0, A, 1).unwrap_err();
-        assert!(
-            error.to_string().contains("stale handle after crash"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("stale handle after crash"), "{error}");
         assert!(block_on(file.read_at(0, 1)).is_err());
         assert!(block_on(file.sync()).is_err());
         assert!(block_on(file.size()).is_err());

@@ -16,8 +16,9 @@
 //!
 //! Invariants:
 //! * Nothing here panics, overflows or allocates per record on untrusted bytes; every decoder
-//!   returns a typed [`BatchError`]. (The one assertion callers can trip is
-//!   [`patch_server_fields`] on a slice shorter than a header, which is a caller bug.)
+//!   returns a typed [`BatchError`]. (The only assertions callers can trip are in
+//!   [`patch_server_fields`], and only through caller bugs: a slice shorter than a header, or
+//!   offsets past `u64::MAX`.)
 //! * A [`Batch`] exists only for bytes that passed [`validate`]: the length matches, the CRC
 //!   matches, every record is well formed, and the header's summary fields (maximum timestamp,
 //!   filter attribute bit, Bloom bits) agree exactly with the records.
@@ -28,8 +29,8 @@ use std::fmt;
 use std::iter::FusedIterator;
 
 use crate::constants::{
-    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, FILTER_VALUE_BYTES_MAX, HEADERS_PER_RECORD_MAX,
-    HEADER_KEY_BYTES_MAX, KEY_BYTES_MAX,
+    BATCH_BYTES_MAX, BATCH_RECORDS_MAX, FILTER_VALUE_BYTES_MAX, HEADERS_PER_RECORD_MAX, HEADER_KEY_BYTES_MAX,
+    KEY_BYTES_MAX,
 };
 use crate::model::{now_us, Offset, TimestampUs};
 
@@ -242,25 +243,21 @@ impl fmt::Display for BatchError {
             ),
             Self::UnsupportedCodec(codec) => write!(f, "unsupported batch codec {codec}"),
             Self::ReservedBitsSet => f.write_str("reserved batch header bits are not zero"),
-            Self::LengthOutOfRange(length) => write!(
-                f,
-                "batch length {length} outside {BATCH_BYTES_MIN}..={BATCH_BYTES_MAX}"
-            ),
+            Self::LengthOutOfRange(length) => {
+                write!(f, "batch length {length} outside {BATCH_BYTES_MIN}..={BATCH_BYTES_MAX}")
+            }
             Self::LengthMismatch { header, actual } => {
                 write!(f, "batch header says {header} bytes but {actual} were given")
             }
-            Self::CrcMismatch { stored, computed } => write!(
-                f,
-                "batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
-            ),
-            Self::RecordCountOutOfRange(count) => write!(
-                f,
-                "batch record count {count} outside 1..={BATCH_RECORDS_MAX}"
-            ),
-            Self::OffsetOverflow { base_offset, record_count } => write!(
-                f,
-                "batch offsets overflow: base offset {base_offset} + {record_count} records"
-            ),
+            Self::CrcMismatch { stored, computed } => {
+                write!(f, "batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")
+            }
+            Self::RecordCountOutOfRange(count) => {
+                write!(f, "batch record count {count} outside 1..={BATCH_RECORDS_MAX}")
+            }
+            Self::OffsetOverflow { base_offset, record_count } => {
+                write!(f, "batch offsets overflow: base offset {base_offset} + {record_count} records")
+            }
             Self::MalformedRecord { index, reason } => {
                 write!(f, "malformed record {index}: {reason}")
             }
@@ -329,10 +326,7 @@ impl BatchHeader {
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         check_leading_fields(bytes)?;
         let Some(header) = bytes.first_chunk::<BATCH_HEADER_BYTES>() else {
-            return Err(BatchError::Truncated {
-                needed: BATCH_HEADER_BYTES,
-                available: bytes.len(),
-            });
+            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: bytes.len() });
         };
         let record_count = u32_at::<RECORD_COUNT_AT>(header);
         if record_count == 0 || record_count > BATCH_RECORDS_MAX {
@@ -419,24 +413,25 @@ fn check_leading_fields(bytes: &[u8]) -> Result<(), BatchError> {
         }
         return Err(BatchError::BadMagic(magic));
     }
-    let mut reader = Reader { bytes, at: VERSION_AT };
-    let Ok(version) = reader.u16("") else { return Ok(()) };
-    if version != BATCH_FORMAT_VERSION {
-        return Err(BatchError::UnsupportedVersion(version));
+    if let Some(version) = read_le(bytes, VERSION_AT).map(u16::from_le_bytes) {
+        if version != BATCH_FORMAT_VERSION {
+            return Err(BatchError::UnsupportedVersion(version));
+        }
     }
-    let Ok(attributes) = reader.u16("") else { return Ok(()) };
-    let codec = (attributes & ATTRIBUTE_CODEC_MASK) as u8;
-    if codec != CODEC_NONE {
-        return Err(BatchError::UnsupportedCodec(codec));
+    if let Some(attributes) = read_le(bytes, ATTRIBUTES_AT).map(u16::from_le_bytes) {
+        let codec = (attributes & ATTRIBUTE_CODEC_MASK) as u8;
+        if codec != CODEC_NONE {
+            return Err(BatchError::UnsupportedCodec(codec));
+        }
+        if attributes & ATTRIBUTE_RESERVED_MASK != 0 {
+            return Err(BatchError::ReservedBitsSet);
+        }
     }
-    if attributes & ATTRIBUTE_RESERVED_MASK != 0 {
-        return Err(BatchError::ReservedBitsSet);
+    if let Some(length) = read_le(bytes, LENGTH_AT).map(u32::from_le_bytes) {
+        if !(BATCH_BYTES_MIN..=BATCH_BYTES_MAX).contains(&(length as usize)) {
+            return Err(BatchError::LengthOutOfRange(length));
+        }
     }
-    let Ok(length) = reader.u32("") else { return Ok(()) };
-    if !(BATCH_BYTES_MIN..=BATCH_BYTES_MAX).contains(&(length as usize)) {
-        return Err(BatchError::LengthOutOfRange(length));
-    }
-    debug_assert_eq!(reader.at, CRC_AT);
     Ok(())
 }
 
@@ -529,11 +524,7 @@ fn walk_records(bytes: &[u8], header: &BatchHeader) -> Result<RecordsSummary, Ba
 /// # Panics
 /// If `bytes` is shorter than a header, or the offsets `base_offset + record_count` would not fit
 /// a `u64`: both are caller bugs, as the caller has validated the batch and assigns offsets.
-pub fn patch_server_fields(
-    bytes: &mut [u8],
-    base_offset: Offset,
-    append_timestamp_us: TimestampUs,
-) {
+pub fn patch_server_fields(bytes: &mut [u8], base_offset: Offset, append_timestamp_us: TimestampUs) {
     let len = bytes.len();
     let Some(header) = bytes.first_chunk_mut::<BATCH_HEADER_BYTES>() else {
         panic!("patch_server_fields on {len} bytes, fewer than a batch header");
@@ -550,7 +541,7 @@ pub fn patch_server_fields(
 
 /// A validated batch: its decoded header and its bytes. Only [`validate`] (and [`batches`]) make
 /// one, so everything it hands out comes from bytes that passed every check.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Batch<'a> {
     header: BatchHeader,
     bytes: &'a [u8],
@@ -582,10 +573,7 @@ impl<'a> Batch<'a> {
 
 impl fmt::Debug for Batch<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Batch")
-            .field("header", &self.header)
-            .field("bytes", &self.bytes.len())
-            .finish()
+        f.debug_struct("Batch").field("header", &self.header).field("bytes", &self.bytes.len()).finish()
     }
 }
 
@@ -865,7 +853,9 @@ impl<'a> Reader<'a> {
     }
 
     fn array<const N: usize>(&mut self, reason: &'static str) -> Result<[u8; N], &'static str> {
-        self.take(N, reason)?.try_into().map_err(|_| reason)
+        let array = read_le(self.bytes, self.at).ok_or(reason)?;
+        self.at += N;
+        Ok(array)
     }
 
     fn u8(&mut self, reason: &'static str) -> Result<u8, &'static str> {
@@ -879,6 +869,11 @@ impl<'a> Reader<'a> {
     fn u32(&mut self, reason: &'static str) -> Result<u32, &'static str> {
         self.array(reason).map(u32::from_le_bytes)
     }
+}
+
+/// The `N` bytes at `at`, if all are there.
+fn read_le<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+    bytes.get(at..at.checked_add(N)?)?.try_into().ok()
 }
 
 /// Reads `N` bytes at the constant offset `AT` of a header; out-of-range offsets fail to compile.
@@ -1121,10 +1116,8 @@ impl BatchBuilder {
         if self.record_count == 0 {
             return Err(BatchError::Empty);
         }
-        let length = u32::try_from(self.buffer.len()).map_err(|_| BatchError::TooLarge {
-            bytes: self.buffer.len(),
-            bytes_max: BATCH_BYTES_MAX,
-        })?;
+        let length = u32::try_from(self.buffer.len())
+            .map_err(|_| BatchError::TooLarge { bytes: self.buffer.len(), bytes_max: BATCH_BYTES_MAX })?;
         let mut header = BatchHeader {
             version: BATCH_FORMAT_VERSION,
             attributes: if self.has_filter_values { ATTRIBUTE_HAS_FILTER_VALUES } else { 0 },
@@ -1161,10 +1154,7 @@ impl BatchBuilder {
     }
 
     /// The timestamp a message gets and its delta from the first record's.
-    fn timestamp_of(
-        &self,
-        requested_us: Option<TimestampUs>,
-    ) -> Result<(TimestampUs, u32), BatchError> {
+    fn timestamp_of(&self, requested_us: Option<TimestampUs>) -> Result<(TimestampUs, u32), BatchError> {
         if self.record_count == 0 {
             return Ok((requested_us.unwrap_or_else(now_us), 0));
         }
@@ -1265,4 +1255,897 @@ fn check_limit(field: &'static str, len: usize, max: usize) -> Result<(), BatchE
         return Err(BatchError::FieldTooLarge { field, len, max });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIRST_US: TimestampUs = 1_700_000_000_000_000;
+
+    /// Recomputes and stores the CRC, so a test reaches the checks behind it.
+    fn fix_crc(bytes: &mut [u8]) {
+        let crc = crc32_of(bytes);
+        if let Some(field) = bytes.get_mut(CRC_AT..CRC_AT + 4) {
+            field.copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+
+    /// Writes `value` at `at`, fixes the CRC and validates.
+    fn corrupt(bytes: &[u8], at: usize, value: &[u8]) -> Result<(), BatchError> {
+        let mut bytes = bytes.to_vec();
+        bytes[at..at + value.len()].copy_from_slice(value);
+        fix_crc(&mut bytes);
+        validate(&bytes).map(|_| ())
+    }
+
+    fn is_malformed(result: Result<(), BatchError>) -> bool {
+        matches!(result, Err(BatchError::MalformedRecord { index: 0, .. }))
+    }
+
+    fn malformed_reason(result: Result<(), BatchError>) -> &'static str {
+        match result {
+            Err(BatchError::MalformedRecord { reason, .. }) => reason,
+            other => panic!("expected MalformedRecord, got {other:?}"),
+        }
+    }
+
+    const TRACE: [u8; 300] = [0xab; 300];
+    const HEADERS: &[(&[u8], &[u8])] = &[(b"content-type", b"text/plain"), (b"", b""), (b"trace", &TRACE)];
+
+    fn sample_messages() -> Vec<Message<'static>> {
+        vec![
+            Message {
+                key: Some(b"user-1"),
+                filter_value: Some(b"eu"),
+                headers: HEADERS,
+                payload: b"hello",
+                timestamp_us: Some(FIRST_US),
+            },
+            Message { timestamp_us: Some(FIRST_US + 5), ..Message::payload(b"") },
+            Message {
+                key: Some(b""),
+                filter_value: Some(b""),
+                timestamp_us: Some(FIRST_US + 3),
+                ..Message::payload(&[7u8; 1000])
+            },
+            Message {
+                filter_value: Some(b"us"),
+                headers: &HEADERS[..1],
+                timestamp_us: Some(FIRST_US + 1),
+                ..Message::payload(b"x")
+            },
+        ]
+    }
+
+    fn build(producer_id: u64, sequence: u32, messages: &[Message<'_>]) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(producer_id, sequence);
+        for message in messages {
+            builder.push(message).unwrap();
+        }
+        builder.finish().unwrap()
+    }
+
+    fn sample_batch() -> Vec<u8> {
+        build(42, 1000, &sample_messages())
+    }
+
+    /// One record: key "abc", header ("h", "val"), payload "payload". The record starts at 104:
+    /// length 104, offset delta 108, timestamp delta 112, flags 116, reserved 117, header count
+    /// 118, payload length 120, key length 124, key 126, header key length 129, header key 130,
+    /// header value length 131, header value 135, payload 138..145.
+    fn one_record_batch() -> Vec<u8> {
+        let headers: &[(&[u8], &[u8])] = &[(b"h", b"val")];
+        let message = Message {
+            key: Some(b"abc"),
+            headers,
+            timestamp_us: Some(FIRST_US),
+            ..Message::payload(b"payload")
+        };
+        let bytes = build(0, 0, &[message]);
+        assert_eq!(bytes.len(), 145);
+        bytes
+    }
+
+    fn inside(outer: &[u8], inner: &[u8]) -> bool {
+        let outer_range = outer.as_ptr_range();
+        let inner_range = inner.as_ptr_range();
+        outer_range.start <= inner_range.start && inner_range.end <= outer_range.end
+    }
+
+    /// Everything a validated batch promises, checked through the public API.
+    fn assert_consistent(batch: &Batch<'_>) {
+        let header = batch.header();
+        let bytes = batch.as_bytes();
+        assert_eq!(bytes.len(), header.length as usize);
+        assert_eq!(crc32_of(bytes), header.crc32);
+        assert_eq!(BatchHeader::decode(bytes).as_ref(), Ok(header));
+        let mut total_bytes = BATCH_HEADER_BYTES;
+        let mut count = 0u32;
+        let mut max_timestamp_us = 0;
+        let records = batch.records();
+        assert_eq!(records.size_hint(), (header.record_count as usize, Some(header.record_count as usize)));
+        for (index, record) in records.enumerate() {
+            assert_eq!(record.offset, header.base_offset + index as u64);
+            assert!(record.timestamp_us >= header.first_timestamp_us);
+            assert!(record.timestamp_us <= header.max_timestamp_us);
+            if index == 0 {
+                assert_eq!(record.timestamp_us, header.first_timestamp_us);
+            }
+            max_timestamp_us = max_timestamp_us.max(record.timestamp_us);
+            let mut size = RECORD_HEADER_BYTES
+                + record.key.map_or(0, |key| 2 + key.len())
+                + record.filter_value.map_or(0, |value| 1 + value.len())
+                + record.payload.len();
+            let mut header_count = 0;
+            for (key, value) in record.headers() {
+                assert!(inside(bytes, key) && inside(bytes, value));
+                assert!(key.len() <= HEADER_KEY_BYTES_MAX);
+                size += 1 + key.len() + 4 + value.len();
+                header_count += 1;
+            }
+            assert_eq!(header_count, record.header_count());
+            assert!(header_count <= HEADERS_PER_RECORD_MAX);
+            assert!(inside(bytes, record.payload));
+            if let Some(key) = record.key {
+                assert!(inside(bytes, key) && key.len() <= KEY_BYTES_MAX);
+            }
+            if let Some(value) = record.filter_value {
+                assert!(inside(bytes, value));
+                assert!(header.might_contain_filter(value), "bloom false negative");
+            }
+            total_bytes += size;
+            count += 1;
+        }
+        assert_eq!(count, header.record_count);
+        assert_eq!(total_bytes, bytes.len());
+        assert_eq!(max_timestamp_us, header.max_timestamp_us);
+    }
+
+    #[test]
+    fn round_trip_keeps_every_part() {
+        let messages = sample_messages();
+        let bytes = build(42, 1000, &messages);
+        let batch = validate(&bytes).unwrap();
+        assert_consistent(&batch);
+        let header = batch.header();
+        assert_eq!(header.version, BATCH_FORMAT_VERSION);
+        assert_eq!(header.attributes, ATTRIBUTE_HAS_FILTER_VALUES);
+        assert_eq!(header.codec(), CODEC_NONE);
+        assert_eq!(header.length as usize, bytes.len());
+        assert_eq!(header.base_offset, 0);
+        assert_eq!(header.append_timestamp_us, 0);
+        assert_eq!(header.record_count, 4);
+        assert_eq!(header.first_timestamp_us, FIRST_US);
+        assert_eq!(header.max_timestamp_us, FIRST_US + 5);
+        assert_eq!(header.producer_id, 42);
+        assert_eq!(header.producer_sequence, 1000);
+        assert_eq!((header.last_offset(), header.next_offset()), (3, 4));
+
+        let records: Vec<Record<'_>> = batch.records().collect();
+        assert_eq!(records.len(), messages.len());
+        for (index, (record, message)) in records.iter().zip(&messages).enumerate() {
+            assert_eq!(record.offset, index as u64);
+            assert_eq!(Some(record.timestamp_us), message.timestamp_us);
+            assert_eq!(record.key, message.key);
+            assert_eq!(record.filter_value, message.filter_value);
+            assert_eq!(record.payload, message.payload);
+            assert!(record.headers().eq(message.headers.iter().copied()));
+        }
+        assert_eq!(records[1].payload, b"");
+        assert_eq!(records[2].key, Some(&b""[..]));
+    }
+
+    #[test]
+    fn payload_only_and_most_headers_round_trip() {
+        let mut builder = BatchBuilder::with_capacity(0, 0, 0);
+        builder.push_payload(b"").unwrap();
+        builder.push_payload(b"second").unwrap();
+        let keys: Vec<[u8; 1]> = (0..HEADERS_PER_RECORD_MAX as u8).map(|i| [i]).collect();
+        let headers: Vec<(&[u8], &[u8])> = keys.iter().map(|key| (&key[..], &b"v"[..])).collect();
+        builder.push(&Message { headers: &headers, ..Message::payload(b"3") }).unwrap();
+        let bytes = builder.finish().unwrap();
+        let batch = validate(&bytes).unwrap();
+        assert_consistent(&batch);
+        assert_eq!(batch.header().attributes, 0);
+        assert!(!batch.header().might_contain_filter(b""));
+        let records: Vec<_> = batch.records().collect();
+        assert_eq!(records[0].payload, b"");
+        assert_eq!((records[0].key, records[0].filter_value), (None, None));
+        assert_eq!(records[1].payload, b"second");
+        assert_eq!(records[2].header_count(), HEADERS_PER_RECORD_MAX);
+        assert!(records[2].headers().eq(headers.iter().copied()));
+        // Defaulted timestamps never run backwards from the first record.
+        assert!(records.iter().all(|record| record.timestamp_us >= records[0].timestamp_us));
+    }
+
+    #[test]
+    fn header_encode_decode_round_trip() {
+        let bytes = sample_batch();
+        let header = BatchHeader::decode(&bytes).unwrap();
+        assert_eq!(header.encode(), bytes[..BATCH_HEADER_BYTES]);
+        assert_eq!(BatchHeader::decode(&header.encode()), Ok(header));
+        // decode needs only the header, not the records.
+        assert_eq!(BatchHeader::decode(&bytes[..BATCH_HEADER_BYTES]), Ok(header));
+    }
+
+    #[test]
+    fn patch_server_fields_keeps_crc_valid() {
+        let mut bytes = sample_batch();
+        let crc_before = BatchHeader::decode(&bytes).unwrap().crc32;
+        patch_server_fields(&mut bytes, 1_000_000, 77);
+        let batch = validate(&bytes).unwrap();
+        assert_consistent(&batch);
+        let header = batch.header();
+        assert_eq!((header.base_offset, header.append_timestamp_us), (1_000_000, 77));
+        assert_eq!((header.last_offset(), header.next_offset()), (1_000_003, 1_000_004));
+        assert_eq!(header.crc32, crc_before);
+        let offsets: Vec<Offset> = batch.records().map(|record| record.offset).collect();
+        assert_eq!(offsets, [1_000_000, 1_000_001, 1_000_002, 1_000_003]);
+
+        let last_base = u64::MAX - u64::from(header.record_count);
+        patch_server_fields(&mut bytes, last_base, u64::MAX);
+        let batch = validate(&bytes).unwrap();
+        assert_eq!(batch.header().next_offset(), u64::MAX);
+        assert_consistent(&batch);
+    }
+
+    #[test]
+    #[should_panic(expected = "fewer than a batch header")]
+    fn patch_server_fields_refuses_a_short_slice() {
+        patch_server_fields(&mut [0u8; BATCH_HEADER_BYTES - 1], 0, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "overflows")]
+    fn patch_server_fields_refuses_overflowing_offsets() {
+        let mut bytes = sample_batch();
+        patch_server_fields(&mut bytes, u64::MAX - 1, 0);
+    }
+
+    #[test]
+    fn bloom_matches_the_documented_derivation() {
+        // FNV-1a 64 reference values.
+        assert_eq!(fnv1a_64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a_64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        // h1 = 0x84222325, h2 = 0xcbf29ce5: bits 0x25, 0x25 + 0xe5, 0x25 + 2 * 0xe5 (mod 256).
+        assert_eq!(bloom_bits(b"").collect::<Vec<_>>(), [37, 10, 239]);
+        let mut bloom = [0u8; FILTER_BLOOM_BYTES];
+        bloom_insert(&mut bloom, b"");
+        let mut expected = [0u8; FILTER_BLOOM_BYTES];
+        expected[37 / 8] |= 1 << (37 % 8);
+        expected[10 / 8] |= 1 << (10 % 8);
+        expected[239 / 8] |= 1 << (239 % 8);
+        assert_eq!(bloom, expected);
+    }
+
+    #[test]
+    fn bloom_has_no_false_negatives() {
+        let values: Vec<String> = (0..300).map(|i| format!("tenant-{i}")).collect();
+        let mut builder = BatchBuilder::new(1, 0);
+        for value in &values {
+            let message = Message { filter_value: Some(value.as_bytes()), ..Message::payload(b"") };
+            builder.push(&message).unwrap();
+        }
+        let bytes = builder.finish().unwrap();
+        let batch = validate(&bytes).unwrap();
+        assert!(values.iter().all(|value| batch.header().might_contain_filter(value.as_bytes())));
+
+        // With one value the filter is sparse: almost every other value is ruled out.
+        let message = Message { filter_value: Some(b"eu-west"), ..Message::payload(b"") };
+        let bytes = build(0, 0, &[message]);
+        let header = *validate(&bytes).unwrap().header();
+        assert!(header.might_contain_filter(b"eu-west"));
+        let false_positives = values.iter().filter(|v| header.might_contain_filter(v.as_bytes()));
+        assert!(false_positives.count() < 5);
+    }
+
+    #[test]
+    fn batches_iterates_a_concatenation() {
+        let first = sample_batch();
+        let mut second = one_record_batch();
+        patch_server_fields(&mut second, 4, 9);
+        let third = build(0, 0, &[Message::payload(b"z")]);
+        let stream = [first.as_slice(), &second, &third].concat();
+        let mut iter = batches(&stream);
+        let found: Vec<Batch<'_>> = iter.by_ref().map(Result::unwrap).collect();
+        assert_eq!(found.len(), 3);
+        assert_eq!(found[0].as_bytes(), first);
+        assert_eq!(found[1].as_bytes(), second);
+        assert_eq!(found[1].header().base_offset, 4);
+        assert_eq!(found[2].as_bytes(), third);
+        assert!(iter.remaining().is_empty());
+        assert!(iter.next().is_none());
+        assert!(batches(&[]).next().is_none());
+    }
+
+    #[test]
+    fn batches_reports_an_incomplete_tail_as_truncated() {
+        let first = sample_batch();
+        let second = one_record_batch();
+        for cut in [1, 50, BATCH_HEADER_BYTES, second.len() - 1] {
+            let stream = [first.as_slice(), &second[..cut]].concat();
+            let mut iter = batches(&stream);
+            assert!(iter.next().unwrap().is_ok());
+            let needed = if cut < BATCH_HEADER_BYTES { BATCH_HEADER_BYTES } else { second.len() };
+            assert_eq!(
+                iter.next(),
+                Some(Err(BatchError::Truncated { needed, available: cut })),
+                "cut at {cut}"
+            );
+            assert_eq!(iter.remaining(), &second[..cut]);
+            assert!(iter.next().is_none());
+        }
+    }
+
+    #[test]
+    fn batches_stops_at_the_first_corrupt_batch() {
+        let first = sample_batch();
+        let mut second = one_record_batch();
+        second[140] ^= 1;
+        let stream = [first.as_slice(), &second, &first].concat();
+        let mut iter = batches(&stream);
+        assert!(iter.next().unwrap().is_ok());
+        assert!(matches!(iter.next(), Some(Err(BatchError::CrcMismatch { .. }))));
+        assert_eq!(iter.remaining().len(), second.len() + first.len());
+        assert!(iter.next().is_none());
+
+        // A zero-filled tail is corruption, not an incomplete batch.
+        let zeros = [0u8; 4096];
+        assert_eq!(batches(&zeros).next(), Some(Err(BatchError::BadMagic([0; 4]))));
+        assert_eq!(batches(&zeros[..2]).next(), Some(Err(BatchError::BadMagic([0; 4]))));
+    }
+
+    #[test]
+    fn every_truncation_point_is_rejected() {
+        let bytes = sample_batch();
+        for cut in 0..bytes.len() {
+            let prefix = &bytes[..cut];
+            let expected = if cut < BATCH_HEADER_BYTES {
+                BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: cut }
+            } else {
+                BatchError::LengthMismatch { header: bytes.len() as u32, actual: cut }
+            };
+            assert_eq!(validate(prefix).unwrap_err(), expected, "cut at {cut}");
+            let mut iter = batches(prefix);
+            if cut > 0 {
+                assert!(matches!(iter.next(), Some(Err(BatchError::Truncated { .. }))));
+            }
+            assert!(iter.next().is_none());
+        }
+    }
+
+    #[test]
+    fn hostile_headers_are_rejected() {
+        let bytes = sample_batch();
+        let with = |at: usize, value: &[u8]| {
+            let mut bytes = bytes.clone();
+            bytes[at..at + value.len()].copy_from_slice(value);
+            validate(&bytes).map(|_| ())
+        };
+        assert_eq!(with(MAGIC_AT, b"RBAX"), Err(BatchError::BadMagic(*b"RBAX")));
+        assert_eq!(with(VERSION_AT, &2u16.to_le_bytes()), Err(BatchError::UnsupportedVersion(2)));
+        assert_eq!(with(VERSION_AT, &0u16.to_le_bytes()), Err(BatchError::UnsupportedVersion(0)));
+        assert_eq!(with(ATTRIBUTES_AT, &[0b1001, 0]), Err(BatchError::UnsupportedCodec(1)));
+        assert_eq!(with(ATTRIBUTES_AT, &[0b1_1000, 0]), Err(BatchError::ReservedBitsSet));
+        assert_eq!(with(ATTRIBUTES_AT, &[0b1000, 0x80]), Err(BatchError::ReservedBitsSet));
+        assert_eq!(with(RESERVED_A_AT, &[1]), Err(BatchError::ReservedBitsSet));
+        assert_eq!(with(RESERVED_B_AT + 3, &[0x80]), Err(BatchError::ReservedBitsSet));
+        for length in [0, 50, BATCH_BYTES_MIN as u32 - 1, BATCH_BYTES_MAX as u32 + 1, u32::MAX] {
+            assert_eq!(with(LENGTH_AT, &length.to_le_bytes()), Err(BatchError::LengthOutOfRange(length)));
+        }
+        let longer = bytes.len() as u32 + 1;
+        assert_eq!(
+            with(LENGTH_AT, &longer.to_le_bytes()),
+            Err(BatchError::LengthMismatch { header: longer, actual: bytes.len() })
+        );
+        let mut stream = bytes.clone();
+        stream[LENGTH_AT..CRC_AT].copy_from_slice(&longer.to_le_bytes());
+        assert!(matches!(batches(&stream).next(), Some(Err(BatchError::Truncated { .. }))));
+        for count in [0, BATCH_RECORDS_MAX + 1, u32::MAX] {
+            assert_eq!(
+                with(RECORD_COUNT_AT, &count.to_le_bytes()),
+                Err(BatchError::RecordCountOutOfRange(count))
+            );
+        }
+        assert_eq!(
+            with(BASE_OFFSET_AT, &(u64::MAX - 3).to_le_bytes()),
+            Err(BatchError::OffsetOverflow { base_offset: u64::MAX - 3, record_count: 4 })
+        );
+        // More records claimed than present (CRC fixed so the walk is reached).
+        assert!(matches!(
+            corrupt(&bytes, RECORD_COUNT_AT, &5u32.to_le_bytes()),
+            Err(BatchError::MalformedRecord { index: 4, .. })
+        ));
+        assert_eq!(
+            corrupt(&bytes, RECORD_COUNT_AT, &3u32.to_le_bytes()),
+            Err(BatchError::Invalid("record lengths do not add up to the batch length"))
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_outside_the_server_fields_is_caught() {
+        let bytes = one_record_batch();
+        for at in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut flipped = bytes.clone();
+                flipped[at] ^= 1 << bit;
+                let result = validate(&flipped);
+                if (BASE_OFFSET_AT..CRC_RESUMES_AT).contains(&at) {
+                    // Not covered by the CRC: the flip is a different, still valid base offset
+                    // or append time.
+                    assert_consistent(&result.unwrap());
+                } else {
+                    assert!(result.is_err(), "flip of bit {bit} at byte {at} accepted");
+                }
+            }
+        }
+        // Flips that only the CRC can see, one per region.
+        let field_regions = [
+            CRC_AT,
+            FIRST_TIMESTAMP_AT,
+            MAX_TIMESTAMP_AT,
+            PRODUCER_ID_AT,
+            PRODUCER_SEQUENCE_AT,
+            FILTER_BLOOM_AT,
+            BATCH_HEADER_BYTES + TIMESTAMP_DELTA_AT,
+            140,
+        ];
+        for at in field_regions {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x10;
+            assert!(matches!(validate(&flipped), Err(BatchError::CrcMismatch { .. })), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn hostile_records_are_rejected() {
+        let bytes = one_record_batch();
+        let record = BATCH_HEADER_BYTES;
+        assert!(validate(&bytes).is_ok());
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record, &u32::MAX.to_le_bytes())),
+            "record_length runs past the end of the batch"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record, &42u32.to_le_bytes())),
+            "record_length runs past the end of the batch"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record, &19u32.to_le_bytes())),
+            "record_length is smaller than the record header"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record, &40u32.to_le_bytes())),
+            "payload runs past the record"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record + OFFSET_DELTA_AT, &[1])),
+            "offset_delta is not the record's index in the batch"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record + TIMESTAMP_DELTA_AT, &[1])),
+            "record 0 has a timestamp delta other than 0"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record + FLAGS_AT, &[0b101])),
+            "undefined record flag bits are set"
+        );
+        assert!(is_malformed(corrupt(&bytes, record + FLAGS_AT, &[0])));
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record + RECORD_RESERVED_AT, &[1])),
+            "reserved record byte is not zero"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record + HEADER_COUNT_AT, &65u16.to_le_bytes())),
+            "header_count is above HEADERS_PER_RECORD_MAX"
+        );
+        assert!(is_malformed(corrupt(&bytes, record + HEADER_COUNT_AT, &2u16.to_le_bytes())));
+        assert!(is_malformed(corrupt(&bytes, record + HEADER_COUNT_AT, &0u16.to_le_bytes())));
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record + PAYLOAD_LENGTH_AT, &u32::MAX.to_le_bytes())),
+            "payload runs past the record"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, record + PAYLOAD_LENGTH_AT, &6u32.to_le_bytes())),
+            "record parts do not add up to record_length"
+        );
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, 124, &u16::MAX.to_le_bytes())),
+            "key is longer than KEY_BYTES_MAX"
+        );
+        assert_eq!(malformed_reason(corrupt(&bytes, 124, &100u16.to_le_bytes())), "key runs past the record");
+        assert_eq!(malformed_reason(corrupt(&bytes, 129, &[200])), "header key runs past the record");
+        assert_eq!(
+            malformed_reason(corrupt(&bytes, 131, &u32::MAX.to_le_bytes())),
+            "header value runs past the record"
+        );
+    }
+
+    #[test]
+    fn header_summary_must_match_the_records() {
+        let bytes = one_record_batch();
+        let max_timestamp = (FIRST_US + 1).to_le_bytes();
+        assert_eq!(
+            corrupt(&bytes, MAX_TIMESTAMP_AT, &max_timestamp),
+            Err(BatchError::Invalid("max_timestamp_us is not the latest record timestamp"))
+        );
+        assert_eq!(
+            corrupt(&bytes, ATTRIBUTES_AT, &ATTRIBUTE_HAS_FILTER_VALUES.to_le_bytes()),
+            Err(BatchError::Invalid("the filter attribute bit disagrees with the records"))
+        );
+        assert_eq!(
+            corrupt(&bytes, FILTER_BLOOM_AT + 5, &[0x04]),
+            Err(BatchError::Invalid("the filter bloom disagrees with the records"))
+        );
+        // Bytes after the last record.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let length = longer.len() as u32;
+        longer[LENGTH_AT..CRC_AT].copy_from_slice(&length.to_le_bytes());
+        fix_crc(&mut longer);
+        assert_eq!(
+            validate(&longer).map(|_| ()),
+            Err(BatchError::Invalid("record lengths do not add up to the batch length"))
+        );
+        // A second record whose offset delta repeats the first's.
+        let mut builder = BatchBuilder::new(0, 0);
+        builder.push_payload(b"a").unwrap();
+        builder.push_payload(b"b").unwrap();
+        let two = builder.finish().unwrap();
+        let second = BATCH_HEADER_BYTES + RECORD_HEADER_BYTES + 1;
+        assert!(matches!(
+            corrupt(&two, second + OFFSET_DELTA_AT, &[0]),
+            Err(BatchError::MalformedRecord { index: 1, .. })
+        ));
+        // A record time past u64::MAX.
+        let mut late = two.clone();
+        late[second + TIMESTAMP_DELTA_AT] = 2;
+        assert_eq!(
+            corrupt(&late, FIRST_TIMESTAMP_AT, &(u64::MAX - 1).to_le_bytes()),
+            Err(BatchError::MalformedRecord { index: 1, reason: "timestamp overflows u64" })
+        );
+    }
+
+    #[test]
+    fn builder_enforces_limits_and_stays_unchanged_on_error() {
+        let mut builder = BatchBuilder::new(3, 10);
+        builder.push(&Message { timestamp_us: Some(FIRST_US), ..Message::payload(b"a") }).unwrap();
+        let before = builder.clone().finish().unwrap();
+        let big_key = vec![0u8; KEY_BYTES_MAX + 1];
+        let big_filter = vec![0u8; FILTER_VALUE_BYTES_MAX + 1];
+        let big_header_key = vec![0u8; HEADER_KEY_BYTES_MAX + 1];
+        let bad_header: &[(&[u8], &[u8])] = &[(&big_header_key, b"")];
+        let many_headers = vec![(&b"k"[..], &b"v"[..]); HEADERS_PER_RECORD_MAX + 1];
+        let huge_payload = vec![0u8; BATCH_BYTES_MAX];
+        let rejected = [
+            (Message { key: Some(&big_key), ..Message::payload(b"") }, "key"),
+            (Message { filter_value: Some(&big_filter), ..Message::payload(b"") }, "filter value"),
+            (Message { headers: bad_header, ..Message::payload(b"") }, "header key"),
+            (Message { headers: &many_headers, ..Message::payload(b"") }, "header count"),
+        ];
+        for (message, field) in rejected {
+            assert!(
+                matches!(builder.push(&message), Err(BatchError::FieldTooLarge { field: f, .. }) if f == field)
+            );
+        }
+        assert!(matches!(
+            builder.push_payload(&huge_payload),
+            Err(BatchError::TooLarge { bytes_max: BATCH_BYTES_MAX, .. })
+        ));
+        let early = Message { timestamp_us: Some(FIRST_US - 1), ..Message::payload(b"") };
+        assert_eq!(
+            builder.push(&early),
+            Err(BatchError::TimestampOutOfRange { first_timestamp_us: FIRST_US, timestamp_us: FIRST_US - 1 })
+        );
+        let late_us = FIRST_US + u64::from(u32::MAX) + 1;
+        let late = Message { timestamp_us: Some(late_us), ..Message::payload(b"") };
+        assert!(matches!(builder.push(&late), Err(BatchError::TimestampOutOfRange { .. })));
+        assert_eq!(builder.record_count(), 1);
+        assert_eq!(builder.clone().finish().unwrap(), before);
+
+        let latest_us = FIRST_US + u64::from(u32::MAX);
+        builder.push(&Message { timestamp_us: Some(latest_us), ..Message::payload(b"") }).unwrap();
+        let bytes = builder.finish().unwrap();
+        let batch = validate(&bytes).unwrap();
+        assert_eq!(batch.header().max_timestamp_us, latest_us);
+        assert_consistent(&batch);
+    }
+
+    #[test]
+    fn defaulted_timestamps_never_precede_the_first() {
+        let future_us = now_us() + 3_600_000_000;
+        let mut builder = BatchBuilder::new(0, 0);
+        builder.push(&Message { timestamp_us: Some(future_us), ..Message::payload(b"") }).unwrap();
+        builder.push_payload(b"now").unwrap();
+        let bytes = builder.finish().unwrap();
+        let batch = validate(&bytes).unwrap();
+        assert!(batch.records().all(|record| record.timestamp_us == future_us));
+    }
+
+    #[test]
+    fn builder_fills_up_to_the_byte_limit() {
+        let payload = [0x5a; 1024];
+        let mut builder = BatchBuilder::with_capacity(0, 0, BATCH_BYTES_MAX);
+        let error = loop {
+            if let Err(error) = builder.push_payload(&payload) {
+                break error;
+            }
+        };
+        assert!(matches!(error, BatchError::TooLarge { .. }));
+        let full_len = builder.byte_len();
+        assert!(full_len <= BATCH_BYTES_MAX);
+        assert!(full_len + RECORD_HEADER_BYTES + payload.len() > BATCH_BYTES_MAX);
+        let bytes = builder.finish().unwrap();
+        assert_eq!(bytes.len(), full_len);
+        assert_consistent(&validate(&bytes).unwrap());
+    }
+
+    #[test]
+    fn builder_can_be_reused() {
+        let mut builder = BatchBuilder::new(9, 100);
+        assert!(builder.is_empty());
+        assert_eq!(builder.byte_len(), BATCH_HEADER_BYTES);
+        assert_eq!(builder.finish_in_place(), Err(BatchError::Empty));
+        builder.push_payload(b"one").unwrap();
+        let first = builder.finish_in_place().unwrap().to_vec();
+        assert_eq!(validate(&first).unwrap().header().record_count, 1);
+        // More pushes after finishing are covered by the next finish.
+        builder.push_payload(b"two").unwrap();
+        let both = builder.finish_in_place().unwrap().to_vec();
+        assert_eq!(validate(&both).unwrap().header().record_count, 2);
+        assert_eq!(builder.next_producer_sequence(), 102);
+
+        let capacity = builder.buffer.capacity();
+        builder.reset(builder.next_producer_sequence());
+        assert!(builder.is_empty());
+        assert_eq!(builder.buffer.capacity(), capacity);
+        assert_eq!(builder.producer_sequence(), 102);
+        builder.push(&Message { filter_value: Some(b"f"), ..Message::payload(b"three") }).unwrap();
+        let third = builder.finish_in_place().unwrap();
+        let header = *validate(third).unwrap().header();
+        assert_eq!((header.producer_id, header.producer_sequence, header.record_count), (9, 102, 1));
+        assert!(header.has_filter_values());
+        builder.reset(0);
+        builder.push_payload(b"four").unwrap();
+        let header = *validate(builder.finish_in_place().unwrap()).unwrap().header();
+        assert_eq!(header.filter_bloom, [0; FILTER_BLOOM_BYTES]);
+        assert_eq!(header.attributes, 0);
+        assert_eq!(BatchBuilder::new(0, 0).finish(), Err(BatchError::Empty));
+    }
+
+    /// Version 1 bytes as the format document draws them. If this test fails, the format
+    /// changed: bump the version and keep reading the old one.
+    #[test]
+    fn fixture_v1_bytes_are_stable() {
+        let headers: &[(&[u8], &[u8])] = &[(b"h", b"v")];
+        let messages = [
+            Message {
+                key: Some(b"k"),
+                filter_value: Some(b"f"),
+                headers,
+                payload: b"hi",
+                timestamp_us: Some(1_000_000),
+            },
+            Message { timestamp_us: Some(1_000_002), ..Message::payload(b"") },
+        ];
+        let mut bytes = build(0x0102_0304_0506_0708, 9, &messages);
+        patch_server_fields(&mut bytes, 5, 6);
+        let expected_hex: String = FIXTURE_V1_HEX.concat();
+        let actual_hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        assert_eq!(actual_hex, expected_hex);
+        let batch = validate(&bytes).unwrap();
+        assert_eq!(batch.header().crc32, 0x7a7a_45bb);
+        assert_consistent(&batch);
+        // Filter value "f": FNV-1a gives bits 217, 38 and 115.
+        assert_eq!(bloom_bits(b"f").collect::<Vec<_>>(), [217, 38, 115]);
+    }
+
+    /// The fixture batch field by field (also drawn in `docs/format.md`); checked against an
+    /// independent CRC32 and FNV-1a implementation when written.
+    const FIXTURE_V1_HEX: [&str; 34] = [
+        "52424154",                         //   0: magic "RBAT"
+        "0100",                             //   4: version 1
+        "0800",                             //   6: attributes: has filter values
+        "9e000000",                         //   8: length 158
+        "bb457a7a",                         //  12: crc32 0x7a7a45bb
+        "0500000000000000",                 //  16: base_offset 5
+        "0600000000000000",                 //  24: append_timestamp_us 6
+        "02000000",                         //  32: record_count 2
+        "00000000",                         //  36: reserved
+        "40420f0000000000",                 //  40: first_timestamp_us 1_000_000
+        "42420f0000000000",                 //  48: max_timestamp_us 1_000_002
+        "0807060504030201",                 //  56: producer_id 0x0102030405060708
+        "09000000",                         //  64: producer_sequence 9
+        "00000000",                         //  68: reserved
+        "00000000400000000000000000000800", //  72: filter bloom, bytes 0..16
+        "00000000000000000000000200000000", //  88: filter bloom, bytes 16..32
+        "22000000",                         // 104: record 0: record_length 34
+        "00000000",                         // 108: offset_delta 0
+        "00000000",                         // 112: timestamp_delta_us 0
+        "03",                               // 116: flags: key, filter value
+        "00",                               // 117: reserved
+        "0100",                             // 118: header_count 1
+        "02000000",                         // 120: payload_length 2
+        "01006b",                           // 124: key: length 1, "k"
+        "0166",                             // 127: filter value: length 1, "f"
+        "01680100000076",                   // 129: header: key length 1, "h", length 1, "v"
+        "6869",                             // 136: payload "hi"
+        "14000000",                         // 138: record 1: record_length 20
+        "01000000",                         // 142: offset_delta 1
+        "02000000",                         // 146: timestamp_delta_us 2
+        "00",                               // 150: flags: none
+        "00",                               // 151: reserved
+        "0000",                             // 152: header_count 0
+        "00000000",                         // 154: payload_length 0
+    ];
+
+    #[test]
+    fn errors_display_their_context() {
+        let shown = [
+            BatchError::Truncated { needed: 104, available: 3 }.to_string(),
+            BatchError::BadMagic(*b"XBAT").to_string(),
+            BatchError::CrcMismatch { stored: 1, computed: 2 }.to_string(),
+            BatchError::MalformedRecord { index: 7, reason: "why" }.to_string(),
+            BatchError::TimestampOutOfRange { first_timestamp_us: 5, timestamp_us: 4 }.to_string(),
+        ];
+        assert!(shown[0].contains("104") && shown[0].contains('3'));
+        assert!(shown[1].contains("58"));
+        assert!(shown[2].contains("0x00000001") && shown[2].contains("0x00000002"));
+        assert!(shown[3].contains("record 7") && shown[3].contains("why"));
+        assert!(shown[4].contains('4') && shown[4].contains('5'));
+    }
+
+    /// xorshift64: tiny, seedable, good enough to pick mutations.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>) {
+        const BYTES: [u8; 6] = [0, 1, 0x7f, 0x80, 0xfe, 0xff];
+        let len = bytes.len();
+        let at = if rng.below(2) == 0 || len <= BATCH_HEADER_BYTES {
+            rng.below(len)
+        } else {
+            BATCH_HEADER_BYTES + rng.below((len - BATCH_HEADER_BYTES).min(64))
+        };
+        match rng.below(7) {
+            _ if len == 0 => bytes.push(rng.next() as u8),
+            0 => bytes[at] ^= 1 << rng.below(8),
+            1 => bytes[at] = rng.next() as u8,
+            2 => bytes[at] = BYTES[rng.below(BYTES.len())],
+            3 | 4 => {
+                let words = [
+                    0,
+                    1,
+                    19,
+                    20,
+                    21,
+                    64,
+                    65,
+                    255,
+                    256,
+                    4096,
+                    4097,
+                    len as u32,
+                    len.saturating_sub(BATCH_HEADER_BYTES) as u32,
+                    0x8000_0000,
+                    u32::MAX - 1,
+                    u32::MAX,
+                ];
+                let word = words[rng.below(words.len())].to_le_bytes();
+                let at = at.min(len.saturating_sub(4));
+                for (slot, byte) in bytes[at..].iter_mut().zip(word) {
+                    *slot = byte;
+                }
+            }
+            5 => bytes.truncate(rng.below(len)),
+            _ => {
+                for _ in 0..1 + rng.below(64) {
+                    bytes.push(rng.next() as u8);
+                }
+            }
+        }
+    }
+
+    fn seed() -> u64 {
+        let seed = match std::env::var("RINGBROKER_SEED") {
+            Ok(text) => text.parse().expect("RINGBROKER_SEED must be a u64"),
+            Err(_) => now_us(),
+        };
+        eprintln!("batch mutation seed {seed} (replay with RINGBROKER_SEED={seed})");
+        seed
+    }
+
+    #[test]
+    fn random_mutations_never_panic_and_accepted_batches_are_consistent() {
+        let seed = seed();
+        let mut rng = Rng((seed ^ 0x9e37_79b9_7f4a_7c15).max(1));
+        let mut mixed = Vec::new();
+        for i in 0..40u8 {
+            let key = [i; 3];
+            let filter = [b'a' + i % 5];
+            let headers: &[(&[u8], &[u8])] = &[(b"i", b"dx"), (b"", b"")];
+            let message = Message {
+                key: (i % 2 == 0).then_some(&key[..]),
+                filter_value: (i % 3 == 0).then_some(&filter[..]),
+                headers: &headers[..usize::from(i % 3)],
+                payload: &[i; 40][..usize::from(i)],
+                timestamp_us: Some(FIRST_US + u64::from(i % 7)),
+            };
+            mixed.push(build(0, 0, &[message]));
+        }
+        let mut builder = BatchBuilder::new(5, 5);
+        for bytes in &mixed {
+            let batch = validate(bytes).unwrap();
+            let record = batch.records().next().unwrap();
+            let headers: Vec<_> = record.headers().collect();
+            builder
+                .push(&Message {
+                    key: record.key,
+                    filter_value: record.filter_value,
+                    headers: &headers,
+                    payload: record.payload,
+                    timestamp_us: Some(record.timestamp_us),
+                })
+                .unwrap();
+        }
+        let bases = [sample_batch(), one_record_batch(), builder.finish().unwrap()];
+        let (mut accepted, mut rejected) = (0u32, 0u32);
+        let mut reasons = std::collections::BTreeMap::<String, u32>::new();
+        for _ in 0..20_000 {
+            let mut bytes = bases[rng.below(bases.len())].clone();
+            for _ in 0..1 + rng.below(3) {
+                mutate(&mut rng, &mut bytes);
+            }
+            if rng.below(4) != 0 {
+                if rng.below(2) == 0 && bytes.len() >= CRC_AT {
+                    let length = bytes.len() as u32;
+                    bytes[LENGTH_AT..CRC_AT].copy_from_slice(&length.to_le_bytes());
+                }
+                fix_crc(&mut bytes);
+            }
+            let _ = BatchHeader::decode(&bytes);
+            match validate(&bytes) {
+                Ok(batch) => {
+                    accepted += 1;
+                    assert_consistent(&batch);
+                }
+                Err(error) => {
+                    rejected += 1;
+                    assert!(!error.to_string().is_empty());
+                    let reason = match error {
+                        BatchError::MalformedRecord { reason, .. } => reason.to_string(),
+                        BatchError::Invalid(reason) => reason.to_string(),
+                        other => format!("{other:?}").split([' ', '(']).next().unwrap().into(),
+                    };
+                    *reasons.entry(reason).or_default() += 1;
+                }
+            }
+            let stream = [bytes.as_slice(), &bases[0]].concat();
+            let mut iter = batches(&stream);
+            while let Some(result) = iter.next() {
+                match result {
+                    Ok(batch) => assert_consistent(&batch),
+                    Err(_) => assert!(iter.next().is_none()),
+                }
+            }
+            assert!(iter.remaining().len() <= stream.len());
+        }
+        eprintln!("accepted {accepted}, rejected {rejected}: {reasons:#?}");
+        assert!(accepted > 100 && rejected > 100, "seed {seed}: mutations too weak or too strong");
+    }
 }

@@ -78,11 +78,8 @@ impl SegmentIndex {
         }
         let relative_offset = offset - self.base_offset;
         assert!(relative_offset <= u64::from(u32::MAX) && position <= u64::from(u32::MAX));
-        let entry = IndexEntry {
-            relative_offset: relative_offset as u32,
-            position: position as u32,
-            timestamp_us,
-        };
+        let entry =
+            IndexEntry { relative_offset: relative_offset as u32, position: position as u32, timestamp_us };
         if let Some(last) = self.entries.last() {
             assert!(entry.relative_offset > last.relative_offset && entry.position > last.position);
             assert!(entry.timestamp_us >= last.timestamp_us);
@@ -229,7 +226,7 @@ mod tests {
         assert!(offset <= 555 && offset > 500, "{offset}");
         assert_eq!(position, (offset - 100) / 10 * 1500);
         let (offset, _) = index.lookup_timestamp(1_050);
-        assert!(offset < 100 + 50 * 10 && offset >= 100 + 45 * 10, "{offset}");
+        assert!((100 + 45 * 10..100 + 50 * 10).contains(&offset), "{offset}");
         assert_eq!(index.lookup_timestamp(0), (100, 0));
     }
 

@@ -103,7 +103,8 @@ impl<I: Io> PartitionLog<I> {
         for (i, &base) in bases.iter().enumerate() {
             let expected = segments.last().map(|s| s.end.next_offset);
             if expected.is_some_and(|next| next != base) {
-                remove_segments(&io, dir, &bases[i..], &mut repairs, "offset gap after a torn segment").await?;
+                remove_segments(&io, dir, &bases[i..], &mut repairs, "offset gap after a torn segment")
+                    .await?;
                 break;
             }
             let active = i + 1 == bases.len();
@@ -130,7 +131,13 @@ impl<I: Io> PartitionLog<I> {
             fsyncs: 0,
             appends: 0,
         };
-        let log = Self { io, dir: dir.to_path_buf(), config, state: RefCell::new(state), flush_lock: Mutex::new(()) };
+        let log = Self {
+            io,
+            dir: dir.to_path_buf(),
+            config,
+            state: RefCell::new(state),
+            flush_lock: Mutex::new(()),
+        };
         Ok((log, repairs))
     }
 
@@ -482,7 +489,11 @@ impl<I: Io> PartitionLog<I> {
     /// Reads whole batches starting with the one holding `offset`, at most `max_bytes` of them
     /// (but always at least one batch), from one segment. `Ok(None)` when `offset` is at or past
     /// the visible end; an error when it is below the log start.
-    pub async fn read(&self, offset: Offset, max_bytes: usize) -> StorageResult<Option<LogRead<<I::File as IoFile>::ReadBuf>>> {
+    pub async fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> StorageResult<Option<LogRead<<I::File as IoFile>::ReadBuf>>> {
         let (file, start_offset, start_position, visible) = {
             let state = self.state.borrow();
             let visible_next = self.visible_next(&state);
@@ -499,7 +510,8 @@ impl<I: Io> PartitionLog<I> {
             let (o, p) = segment.index.lookup_offset(offset);
             (segment.log.clone(), o, p, visible)
         };
-        read_batches(&*file, start_position, start_offset, visible, max_bytes, |h| h.last_offset() >= offset).await
+        read_batches(&*file, start_position, start_offset, visible, max_bytes, |h| h.last_offset() >= offset)
+            .await
     }
 
     /// The offset of the first batch appended at or after `timestamp_us` (its first record), or
@@ -507,7 +519,8 @@ impl<I: Io> PartitionLog<I> {
     pub async fn offset_for_timestamp(&self, timestamp_us: TimestampUs) -> StorageResult<Option<Offset>> {
         let (file, start_offset, start_position, visible) = {
             let state = self.state.borrow();
-            let found = state.segments.iter().position(|s| s.last_append_us.is_some_and(|t| t >= timestamp_us));
+            let found =
+                state.segments.iter().position(|s| s.last_append_us.is_some_and(|t| t >= timestamp_us));
             let Some(i) = found else { return Ok(None) };
             let visible = visible_mark(&state, i, self.config.fsync);
             let (o, p) = state.segments[i].index.lookup_timestamp(timestamp_us);

@@ -107,7 +107,9 @@ impl LogConfig {
     pub fn check(&self) -> StorageResult<()> {
         let problem = if self.segment_bytes == 0 || self.segment_bytes > SEGMENT_BYTES_MAX {
             Some(format!("segment bytes {} outside 1..={SEGMENT_BYTES_MAX}", self.segment_bytes))
-        } else if self.write_chunk_bytes < IO_ALIGNMENT_BYTES || self.write_chunk_bytes % IO_ALIGNMENT_BYTES != 0 {
+        } else if self.write_chunk_bytes < IO_ALIGNMENT_BYTES
+            || self.write_chunk_bytes % IO_ALIGNMENT_BYTES != 0
+        {
             Some(format!("write chunk {} is not a multiple of {IO_ALIGNMENT_BYTES}", self.write_chunk_bytes))
         } else if self.index_interval_bytes == 0 {
             Some("index interval must be positive".to_string())
@@ -248,7 +250,9 @@ impl fmt::Display for StorageError {
             StorageError::OffsetOutOfRange { requested, start, next } => {
                 write!(f, "offset {requested} is out of range (log holds {start}..{next})")
             }
-            StorageError::Corrupt { position, reason } => write!(f, "corrupt segment data at byte {position}: {reason}"),
+            StorageError::Corrupt { position, reason } => {
+                write!(f, "corrupt segment data at byte {position}: {reason}")
+            }
             StorageError::Config(reason) => write!(f, "invalid log configuration: {reason}"),
             StorageError::Closed => write!(f, "the log is closed"),
         }

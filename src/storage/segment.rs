@@ -135,7 +135,8 @@ async fn open_writer<I: Io>(
     let mut appenders = Vec::with_capacity(2);
     for (path, time) in [(index_path, false), (time_path, true)] {
         let file = Rc::new(io.open(&path, true).await?);
-        let entry_bytes = if time { super::index::TIME_ENTRY_BYTES } else { super::index::OFFSET_ENTRY_BYTES };
+        let entry_bytes =
+            if time { super::index::TIME_ENTRY_BYTES } else { super::index::OFFSET_ENTRY_BYTES };
         let len = (INDEX_HEADER_BYTES + entries * entry_bytes) as u64;
         let appender = if rewrite_index {
             file.truncate(0).await?;
@@ -219,7 +220,8 @@ pub(crate) async fn open_segment<I: Io>(
         });
     }
     let index_exact = index.entries() == decoded.entries()
-        && offset_bytes.len() == INDEX_HEADER_BYTES + index.entries().len() * super::index::OFFSET_ENTRY_BYTES
+        && offset_bytes.len()
+            == INDEX_HEADER_BYTES + index.entries().len() * super::index::OFFSET_ENTRY_BYTES
         && time_bytes.len() == INDEX_HEADER_BYTES + index.entries().len() * super::index::TIME_ENTRY_BYTES;
     if !index_exact {
         repairs.push(Repair::RebuiltIndex {
@@ -284,10 +286,7 @@ const TRUSTED_POINT_ATTEMPTS: usize = 4;
 
 /// Finds the last index entry whose batch header in the log agrees with it, drops it and every
 /// entry after it (the scan re-adds them), and returns where the scan starts.
-async fn last_trusted_point<F: IoFile>(
-    log: &F,
-    index: &mut SegmentIndex,
-) -> StorageResult<(Offset, u64)> {
+async fn last_trusted_point<F: IoFile>(log: &F, index: &mut SegmentIndex) -> StorageResult<(Offset, u64)> {
     let base = index.lookup_offset(0).0;
     for _ in 0..TRUSTED_POINT_ATTEMPTS {
         let Some(entry) = index.entries().last().copied() else { break };

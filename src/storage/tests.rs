@@ -59,13 +59,25 @@ fn read_all(log: &PartitionLog<FaultIo>, max_bytes: usize) -> Vec<(u64, Vec<u8>)
 fn assert_same(actual: &[(u64, Vec<u8>)], expected: &[(u64, Vec<u8>)], context: &str) {
     let offsets = |v: &[(u64, Vec<u8>)]| v.iter().map(|(o, b)| (*o, b.len())).collect::<Vec<_>>();
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(a == e, "{context}: batch {i} differs: got offset {} ({} bytes), expected offset {} ({} bytes)", a.0, a.1.len(), e.0, e.1.len());
+        assert!(
+            a == e,
+            "{context}: batch {i} differs: got offset {} ({} bytes), expected offset {} ({} bytes)",
+            a.0,
+            a.1.len(),
+            e.0,
+            e.1.len()
+        );
     }
     assert_eq!(offsets(actual), offsets(expected), "{context}: batch lists differ in length");
 }
 
 /// Appends `tags` batches and returns what was acknowledged: (base offset, patched bytes).
-fn append_all(log: &PartitionLog<FaultIo>, tags: std::ops::Range<u64>, count: u32, size: usize) -> Vec<(u64, Vec<u8>)> {
+fn append_all(
+    log: &PartitionLog<FaultIo>,
+    tags: std::ops::Range<u64>,
+    count: u32,
+    size: usize,
+) -> Vec<(u64, Vec<u8>)> {
     tags.map(|tag| {
         let mut bytes = make_batch(tag, count, size);
         let info = block_on(log.append(&mut bytes)).expect("append");
@@ -101,7 +113,8 @@ fn reads_by_offset_inside_a_batch_and_by_timestamp() {
         assert_eq!(read.bytes(), &acked[(offset / 10) as usize].1[..]);
     }
     assert!(block_on(log.read(600, 1)).expect("read").is_none());
-    let stamps: Vec<u64> = acked.iter().map(|(_, b)| batch::BatchHeader::decode(b).unwrap().append_timestamp_us).collect();
+    let stamps: Vec<u64> =
+        acked.iter().map(|(_, b)| batch::BatchHeader::decode(b).unwrap().append_timestamp_us).collect();
     assert!(stamps.windows(2).all(|w| w[0] <= w[1]));
     for (i, &stamp) in stamps.iter().enumerate() {
         let found = block_on(log.offset_for_timestamp(stamp)).expect("lookup").expect("found");
@@ -144,9 +157,12 @@ fn hostile_batches_are_refused_and_nothing_is_appended() {
     assert_eq!(block_on(log.append(&mut good)).expect("append").base_offset, 0);
 }
 
+/// What `crash_with_tail` leaves: the acknowledged batches, the reopened log, its repairs, the I/O.
+type Crashed = (Vec<(u64, Vec<u8>)>, PartitionLog<FaultIo>, Vec<Repair>, FaultIo);
+
 /// Commits `n` batches under fsync always, then replaces the active segment's log file by its
 /// durable bytes plus `tail`, and reopens.
-fn crash_with_tail(tail: impl Fn(&[u8]) -> Vec<u8>) -> (Vec<(u64, Vec<u8>)>, PartitionLog<FaultIo>, Vec<Repair>, FaultIo) {
+fn crash_with_tail(tail: impl Fn(&[u8]) -> Vec<u8>) -> Crashed {
     let io = FaultIo::new();
     let (log, _) = open(&io, config(1 << 20));
     let acked = append_all(&log, 0..20, 4, 200);
@@ -204,7 +220,10 @@ fn recovery_drops_an_out_of_sequence_batch_and_zero_padding() {
     assert_truncated(&repairs);
     assert_eq!(read_all(&log, 1 << 20), acked);
     let (_, _, repairs, _) = crash_with_tail(|_| vec![0; 3000]);
-    assert!(repairs.iter().any(|r| matches!(r, Repair::TruncatedTail { zero_padding: true, .. })), "{repairs:?}");
+    assert!(
+        repairs.iter().any(|r| matches!(r, Repair::TruncatedTail { zero_padding: true, .. })),
+        "{repairs:?}"
+    );
 }
 
 #[test]
@@ -216,7 +235,11 @@ fn recovery_rebuilds_a_missing_or_lying_index() {
     block_on(log.close()).expect("close");
     // Remove one sealed index, and plant entries past the end in another.
     io.remove_file_now(dir().join(format!("{:020}.index", 0)));
-    let second = acked.iter().map(|a| a.0).find(|&o| io.file_bytes(dir().join(format!("{o:020}.log"))).is_some() && o > 0).expect("second segment");
+    let second = acked
+        .iter()
+        .map(|a| a.0)
+        .find(|&o| io.file_bytes(dir().join(format!("{o:020}.log"))).is_some() && o > 0)
+        .expect("second segment");
     let index_path = dir().join(format!("{second:020}.index"));
     let mut lying = io.file_bytes(&index_path).expect("index");
     lying.extend_from_slice(&[0xFF, 0xFF, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F]);
@@ -295,7 +318,8 @@ fn never_and_interval_policies_ack_after_the_write() {
         block_on(log.close()).expect("close");
     }
     let io = FaultIo::new();
-    let (log, _) = open(&io, LogConfig { fsync: FsyncPolicy::Interval(Duration::from_millis(1)), ..config(1 << 20) });
+    let (log, _) =
+        open(&io, LogConfig { fsync: FsyncPolicy::Interval(Duration::from_millis(1)), ..config(1 << 20) });
     append_all(&log, 0..2, 1, 10);
     std::thread::sleep(Duration::from_millis(3));
     block_on(log.sync_if_due()).expect("sync");
@@ -381,7 +405,11 @@ fn randomised_crashes_never_lose_a_commit_or_serve_a_corrupt_batch() {
     let mut tag = 0;
     for round in 0..30 {
         let (log, _) = open(&io, cfg(&mut rng));
-        assert_same(&read_all(&log, 1 + rng.below(20_000) as usize), &acked, &format!("seed {seed} round {round}"));
+        assert_same(
+            &read_all(&log, 1 + rng.below(20_000) as usize),
+            &acked,
+            &format!("seed {seed} round {round}"),
+        );
         for _ in 0..rng.below(25) {
             if rng.below(10) == 0 {
                 io.tear_write_on(".log", rng.below(3), rng.below(6000) as usize);
