@@ -213,56 +213,65 @@ const MEMLOCK_RESERVE_BYTES: u64 = 1024 * 1024;
 const IO_MEMORY_MIN_BYTES: usize = 512 * 1024;
 
 /// Fits `wanted_per_shard` bytes of io_memory for `shards` executors under `RLIMIT_MEMLOCK`:
-/// raises the soft limit (up to the hard limit) when that is enough, otherwise shrinks the
-/// per-shard figure. Logs which it did.
+/// raises the soft limit (and the hard one, when the process has CAP_SYS_RESOURCE) when that is
+/// enough, otherwise shrinks the per-shard figure. Logs which it did.
 pub fn plan_io_memory(wanted_per_shard: usize, shards: usize) -> IoMemoryPlan {
     let shards = shards.max(1) as u64;
     let needed = wanted_per_shard as u64 * shards + MEMLOCK_RESERVE_BYTES;
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+    let Some(limit) = memlock_limit() else {
         tracing::warn!("getrlimit(RLIMIT_MEMLOCK) failed; keeping io_memory {wanted_per_shard}");
         return IoMemoryPlan {
             io_memory_per_shard_bytes: wanted_per_shard,
             memlock_limit_bytes: None,
             raised_limit: false,
         };
-    }
+    };
     if limit.rlim_cur == libc::RLIM_INFINITY || limit.rlim_cur >= needed {
+        let memlock_limit_bytes = (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur);
         return IoMemoryPlan {
             io_memory_per_shard_bytes: wanted_per_shard,
-            memlock_limit_bytes: (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur),
+            memlock_limit_bytes,
             raised_limit: false,
         };
     }
-    let target = if limit.rlim_max == libc::RLIM_INFINITY { needed } else { needed.min(limit.rlim_max) };
-    let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max };
-    // SAFETY: setrlimit reads the struct we own.
-    if target > limit.rlim_cur && unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 {
-        limit.rlim_cur = target;
+    let hard = if limit.rlim_max == libc::RLIM_INFINITY { needed } else { limit.rlim_max.max(needed) };
+    let raised =
+        set_memlock_limit(needed, hard) || set_memlock_limit(needed.min(limit.rlim_max), limit.rlim_max);
+    let current = memlock_limit().map_or(limit.rlim_cur, |l| l.rlim_cur);
+    if raised && current >= needed {
+        tracing::info!(limit = current, "raised RLIMIT_MEMLOCK to fit io_memory");
+        return IoMemoryPlan {
+            io_memory_per_shard_bytes: wanted_per_shard,
+            memlock_limit_bytes: Some(current),
+            raised_limit: true,
+        };
     }
-    let raised_limit = limit.rlim_cur > 0 && limit.rlim_cur == target && target >= needed;
-    let per_shard = if raised_limit {
-        wanted_per_shard
-    } else {
-        let available = limit.rlim_cur.saturating_sub(MEMLOCK_RESERVE_BYTES) / shards;
-        (available as usize).max(IO_MEMORY_MIN_BYTES).min(wanted_per_shard) & !4095
-    };
-    if raised_limit {
-        tracing::info!(limit = target, "raised RLIMIT_MEMLOCK to fit io_memory");
-    } else {
-        tracing::info!(
-            memlock = limit.rlim_cur,
-            wanted = wanted_per_shard,
-            granted = per_shard,
-            "RLIMIT_MEMLOCK too low to raise; shrank io_memory per shard to fit"
-        );
-    }
+    let available = current.saturating_sub(MEMLOCK_RESERVE_BYTES) / shards;
+    let per_shard =
+        (available as usize).clamp(IO_MEMORY_MIN_BYTES, wanted_per_shard.max(IO_MEMORY_MIN_BYTES)) & !4095;
+    tracing::info!(
+        memlock = current,
+        wanted = wanted_per_shard,
+        granted = per_shard,
+        "RLIMIT_MEMLOCK too low and not raisable; shrank io_memory per shard to fit"
+    );
     IoMemoryPlan {
         io_memory_per_shard_bytes: per_shard,
-        memlock_limit_bytes: Some(limit.rlim_cur),
-        raised_limit,
+        memlock_limit_bytes: Some(current),
+        raised_limit: false,
     }
+}
+
+fn memlock_limit() -> Option<libc::rlimit> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    (unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0).then_some(limit)
+}
+
+fn set_memlock_limit(soft: u64, hard: u64) -> bool {
+    let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+    // SAFETY: setrlimit reads the struct we own.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) == 0 }
 }
 
 /// Runs `make()`'s future to completion on a new glommio executor thread (unpinned), with

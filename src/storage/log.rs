@@ -25,6 +25,7 @@ use futures::future::try_join_all;
 
 use super::segment::{create_segment, open_segment, parse_log_name, segment_paths, Mark, Segment};
 use super::{FsyncPolicy, LogConfig, LogOffsets, Repair, StorageError, StorageResult};
+use crate::constants::READ_SCAN_BYTES_MIN;
 use crate::io::{Io, IoFile};
 use crate::model::{now_us, Offset, TimestampUs};
 use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
@@ -688,9 +689,6 @@ async fn read_batches<F: IoFile>(
         }
     }
 }
-
-/// Smallest read while looking for a batch: an index interval or two of small batches.
-const READ_SCAN_BYTES_MIN: usize = 64 * 1024;
 
 fn batch_offset(buffer: &[u8], at: usize) -> StorageResult<Offset> {
     Ok(BatchHeader::decode(&buffer[at..])?.base_offset)
