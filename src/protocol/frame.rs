@@ -89,12 +89,16 @@ impl fmt::Display for FrameError {
             FrameError::BadCrc { stored, computed } => {
                 write!(f, "frame header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")
             }
-            FrameError::UnsupportedVersion(v) => write!(f, "unsupported frame version {v} (expected {FRAME_VERSION})"),
+            FrameError::UnsupportedVersion(v) => {
+                write!(f, "unsupported frame version {v} (expected {FRAME_VERSION})")
+            }
             FrameError::ReservedFlags(flags) => write!(f, "reserved frame flags set: {flags:#06x}"),
             FrameError::LengthMismatch { length, computed } => {
                 write!(f, "frame length {length} does not match header + body + payload = {computed}")
             }
-            FrameError::TooLarge { length, max } => write!(f, "frame of {length} bytes exceeds the limit of {max}"),
+            FrameError::TooLarge { length, max } => {
+                write!(f, "frame of {length} bytes exceeds the limit of {max}")
+            }
         }
     }
 }
@@ -166,7 +170,9 @@ impl FrameHeader {
             body_bytes: u32_at(20),
             payload_bytes: u32_at(24),
         };
-        let computed = FRAME_HEADER_BYTES as u64 + pad16(header.body_bytes as usize) as u64 + u64::from(header.payload_bytes);
+        let computed = FRAME_HEADER_BYTES as u64
+            + pad16(header.body_bytes as usize) as u64
+            + u64::from(header.payload_bytes);
         if computed != u64::from(header.length) {
             return Err(FrameError::LengthMismatch { length: header.length, computed });
         }
@@ -226,7 +232,10 @@ mod tests {
         // A consistent CRC over inconsistent lengths is still refused.
         let mut header = FrameHeader::new(1, 1, 0, 16, 0);
         header.payload_bytes = 5;
-        assert!(matches!(FrameHeader::decode(&header.encode(), 1 << 20), Err(FrameError::LengthMismatch { .. })));
+        assert!(matches!(
+            FrameHeader::decode(&header.encode(), 1 << 20),
+            Err(FrameError::LengthMismatch { .. })
+        ));
         let mut random = 0x1234_5678_9ABC_DEF0_u64;
         for _ in 0..10_000 {
             let mut bytes = [0_u8; FRAME_HEADER_BYTES];

@@ -249,7 +249,8 @@ where
 pub fn decode<T>(bytes: &[u8]) -> Result<T, BodyError>
 where
     T: Archive,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, RkyvError>> + Deserialize<T, HighDeserializer<RkyvError>>,
+    T::Archived:
+        for<'a> CheckBytes<HighValidator<'a, RkyvError>> + Deserialize<T, HighDeserializer<RkyvError>>,
 {
     rkyv::from_bytes::<T, RkyvError>(bytes).map_err(|e| BodyError(e.to_string()))
 }
@@ -559,20 +560,28 @@ pub enum PollStrategy {
 /// Who polls: a named consumer on one partition, or a group member on its assignment.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum PollTarget {
-    /// One partition, as the named consumer (the name keys stored offsets).
-    Partition {
-        /// Partition id.
-        partition: u32,
-        /// Consumer name.
-        consumer: String,
-    },
+    /// One partition, as a named consumer.
+    Partition(PartitionTarget),
     /// The partitions a group member holds.
-    Group {
-        /// Group name.
-        group: String,
-        /// Member id from [`Kind::GroupJoin`].
-        member_id: u64,
-    },
+    Group(GroupTarget),
+}
+
+/// A named consumer on one partition (the name keys its stored offsets).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionTarget {
+    /// Partition id.
+    pub partition: u32,
+    /// Consumer name.
+    pub consumer: String,
+}
+
+/// A group member polling the partitions it holds.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct GroupTarget {
+    /// Group name.
+    pub group: String,
+    /// Member id from [`Kind::GroupJoin`].
+    pub member_id: u64,
 }
 
 /// [`Kind::Poll`].
@@ -864,7 +873,7 @@ mod tests {
         let request = PollRequest {
             stream: "orders".into(),
             topic: "created".into(),
-            target: PollTarget::Group { group: "billing".into(), member_id: 7 },
+            target: PollTarget::Group(GroupTarget { group: "billing".into(), member_id: 7 }),
             strategy: PollStrategy::Next,
             max_messages: 100,
             max_bytes: 1 << 20,

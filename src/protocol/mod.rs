@@ -1,7 +1,10 @@
 //! Wire and disk formats with no I/O: the message batch (the unit producers send, segments store
-//! and consumers receive, byte for byte the same).
+//! and consumers receive, byte for byte the same), the frame every request and response travels
+//! in, and the rkyv request/response bodies with their kinds and status codes.
 //!
 //! Pure functions over byte slices; runs on whichever core holds the bytes. Invariant: nothing in
 //! here panics on untrusted input; every decoder returns a typed error instead.
 
 pub mod batch;
+pub mod frame;
+pub mod messages;
