@@ -434,6 +434,47 @@ impl<I: Io> PartitionLog<I> {
         self.sync_active(&log_file).await
     }
 
+    /// Seals the active segment now (if it holds anything) and starts a new one.
+    pub async fn roll(&self) -> StorageResult<()> {
+        let _guard = self.flush_lock.lock().await;
+        self.check_writable()?;
+        if self.state.borrow().segments.last().is_some_and(|s| !s.is_empty()) {
+            self.roll_locked().await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every sealed segment whose batches all lie below `offset` (used by compacted
+    /// logs once a snapshot at or after `offset` is stored). Returns how many were deleted.
+    pub async fn delete_segments_before(&self, offset: Offset) -> StorageResult<usize> {
+        let mut deleted = 0;
+        loop {
+            let victim = {
+                let state = self.state.borrow();
+                match state.segments.first() {
+                    Some(oldest) if state.segments.len() > 1 && oldest.end.next_offset <= offset => {
+                        Some(oldest.base_offset)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(base) = victim else { return Ok(deleted) };
+            self.delete_oldest(base).await?;
+            deleted += 1;
+        }
+    }
+
+    async fn delete_oldest(&self, base: Offset) -> StorageResult<()> {
+        self.state.borrow_mut().segments.remove(0);
+        for path in segment_paths(&self.dir, base) {
+            if self.io.exists(&path).await {
+                self.io.remove(&path).await?;
+            }
+        }
+        tracing::info!(dir = %self.dir.display(), base, "deleted segment");
+        Ok(())
+    }
+
     /// Flushes and fsyncs everything appended so far, whatever the policy.
     pub async fn sync(&self) -> StorageResult<()> {
         let _guard = self.flush_lock.lock().await;
@@ -555,13 +596,7 @@ impl<I: Io> PartitionLog<I> {
                 }
             };
             let Some(base) = victim else { return Ok(deleted) };
-            self.state.borrow_mut().segments.remove(0);
-            for path in segment_paths(&self.dir, base) {
-                if self.io.exists(&path).await {
-                    self.io.remove(&path).await?;
-                }
-            }
-            tracing::info!(dir = %self.dir.display(), base, "retention deleted segment");
+            self.delete_oldest(base).await?;
             deleted += 1;
         }
     }

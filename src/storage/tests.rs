@@ -494,3 +494,18 @@ fn a_crash_after_a_failed_fsync_at_any_point_keeps_every_commit() {
         assert_same(&read_all(&log, 1 << 20), &acked, &format!("failed fsync {n} of {total}"));
     }
 }
+
+#[test]
+fn explicit_roll_and_deleting_segments_before_an_offset() {
+    let io = FaultIo::new();
+    let (log, _) = open(&io, config(1 << 20));
+    append_all(&log, 0..3, 2, 10);
+    block_on(log.roll()).expect("roll");
+    block_on(log.roll()).expect("rolling an empty active segment is a no-op");
+    let acked = append_all(&log, 3..5, 2, 10);
+    assert_eq!(log.size().1, 2);
+    assert_eq!(block_on(log.delete_segments_before(5)).expect("delete"), 0, "segment 0 ends at 6");
+    assert_eq!(block_on(log.delete_segments_before(6)).expect("delete"), 1);
+    assert_eq!(log.offsets().start, 6);
+    assert_eq!(read_all(&log, 1 << 20), acked);
+}
