@@ -256,18 +256,18 @@ where
 }
 
 /// An empty body.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq, Eq)]
 pub struct Empty {}
 
 /// The body of every error response.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub message: String,
 }
 
 /// Answer to [`Kind::Ping`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PingResponse {
     /// Server version.
     pub version: String,
@@ -276,7 +276,7 @@ pub struct PingResponse {
 }
 
 /// [`Kind::Login`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct LoginRequest {
     /// User name.
     pub user: String,
@@ -285,7 +285,7 @@ pub struct LoginRequest {
 }
 
 /// Answer to [`Kind::Login`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct LoginResponse {
     /// The user's id.
     pub user_id: u32,
@@ -294,7 +294,7 @@ pub struct LoginResponse {
 }
 
 /// One shard and how to reach it directly.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ShardAddress {
     /// Shard id.
     pub shard: u16,
@@ -303,7 +303,7 @@ pub struct ShardAddress {
 }
 
 /// Where one partition lives.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionOwner {
     /// Stream name.
     pub stream: String,
@@ -316,7 +316,7 @@ pub struct PartitionOwner {
 }
 
 /// Answer to [`Kind::Metadata`]: the shard map, for shard-aware clients.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct MetadataResponse {
     /// Revision of the partition→shard table.
     pub revision: u64,
@@ -329,7 +329,7 @@ pub struct MetadataResponse {
 }
 
 /// A user's rights on one stream (`*` for every stream).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct StreamPermission {
     /// Stream name, or `*`.
     pub stream: String,
@@ -342,7 +342,7 @@ pub struct StreamPermission {
 }
 
 /// [`Kind::UserCreate`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct CreateUser {
     /// User name.
     pub name: String,
@@ -355,14 +355,14 @@ pub struct CreateUser {
 }
 
 /// A request that names one thing (user, stream).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct NameRef {
     /// The name.
     pub name: String,
 }
 
 /// One user, as listed.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
     /// User id.
     pub id: u32,
@@ -375,14 +375,14 @@ pub struct UserInfo {
 }
 
 /// Answer to [`Kind::UserList`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct UserList {
     /// Every user.
     pub users: Vec<UserInfo>,
 }
 
 /// [`Kind::UserSetPermissions`]: replaces a user's per-stream rights.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct SetPermissions {
     /// User name.
     pub user: String,
@@ -391,7 +391,7 @@ pub struct SetPermissions {
 }
 
 /// [`Kind::StreamCreate`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct CreateStream {
     /// Stream name.
     pub name: String,
@@ -400,7 +400,7 @@ pub struct CreateStream {
 }
 
 /// Settings of a topic.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct TopicConfig {
     /// Partition count (at least 1).
     pub partitions: u32,
@@ -413,7 +413,7 @@ pub struct TopicConfig {
 }
 
 /// One partition, as described.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
     /// Partition id.
     pub id: u32,
@@ -422,7 +422,7 @@ pub struct PartitionInfo {
 }
 
 /// A topic, as described.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
     /// Topic id (unique in its stream).
     pub id: u32,
@@ -439,7 +439,7 @@ pub struct TopicInfo {
 }
 
 /// A stream, as described.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {
     /// Stream id.
     pub id: u32,
@@ -452,14 +452,14 @@ pub struct StreamInfo {
 }
 
 /// Answer to [`Kind::StreamList`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct StreamList {
     /// Every stream the user may see.
     pub streams: Vec<StreamInfo>,
 }
 
 /// [`Kind::TopicCreate`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct CreateTopic {
     /// Stream name.
     pub stream: String,
@@ -472,7 +472,7 @@ pub struct CreateTopic {
 }
 
 /// Names one topic.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct TopicRef {
     /// Stream name.
     pub stream: String,
@@ -481,14 +481,14 @@ pub struct TopicRef {
 }
 
 /// Answer to [`Kind::TopicList`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct TopicList {
     /// Topics of the stream.
     pub topics: Vec<TopicInfo>,
 }
 
 /// [`Kind::PartitionsAdd`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct AddPartitions {
     /// Stream name.
     pub stream: String,
@@ -499,7 +499,7 @@ pub struct AddPartitions {
 }
 
 /// How a produce request picks its partition.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub enum Partitioning {
     /// Round robin over the topic's partitions (per connection).
     Balanced,
@@ -510,7 +510,7 @@ pub enum Partitioning {
 }
 
 /// [`Kind::Produce`]: the frame payload holds `batch_count` whole batches back to back.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ProduceRequest {
     /// Stream name.
     pub stream: String,
@@ -523,7 +523,7 @@ pub struct ProduceRequest {
 }
 
 /// Where one produced batch landed.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchAck {
     /// Offset of its first record.
     pub base_offset: u64,
@@ -534,7 +534,7 @@ pub struct BatchAck {
 }
 
 /// Answer to [`Kind::Produce`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct ProduceResponse {
     /// The partition written.
     pub partition: u32,
@@ -543,7 +543,7 @@ pub struct ProduceResponse {
 }
 
 /// Where a poll starts.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollStrategy {
     /// At this offset.
     Offset(u64),
@@ -558,7 +558,7 @@ pub enum PollStrategy {
 }
 
 /// Who polls: a named consumer on one partition, or a group member on its assignment.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub enum PollTarget {
     /// One partition, as a named consumer.
     Partition(PartitionTarget),
@@ -567,7 +567,7 @@ pub enum PollTarget {
 }
 
 /// A named consumer on one partition (the name keys its stored offsets).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionTarget {
     /// Partition id.
     pub partition: u32,
@@ -576,7 +576,7 @@ pub struct PartitionTarget {
 }
 
 /// A group member polling the partitions it holds.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct GroupTarget {
     /// Group name.
     pub group: String,
@@ -585,7 +585,7 @@ pub struct GroupTarget {
 }
 
 /// [`Kind::Poll`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PollRequest {
     /// Stream name.
     pub stream: String,
@@ -606,7 +606,7 @@ pub struct PollRequest {
 }
 
 /// One partition's share of a poll answer.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PolledPartition {
     /// Partition id.
     pub partition: u32,
@@ -621,14 +621,14 @@ pub struct PolledPartition {
 }
 
 /// Answer to [`Kind::Poll`]: the payload holds each partition's batches in the listed order.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PollResponse {
     /// Partitions with data (or with none, showing their marks).
     pub partitions: Vec<PolledPartition>,
 }
 
 /// Whose offset: a named consumer or a consumer group.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub enum ConsumerRef {
     /// A named single consumer.
     Named(String),
@@ -637,7 +637,7 @@ pub enum ConsumerRef {
 }
 
 /// [`Kind::OffsetStore`]: the next offset the consumer will read.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct StoreOffset {
     /// Stream name.
     pub stream: String,
@@ -652,7 +652,7 @@ pub struct StoreOffset {
 }
 
 /// [`Kind::OffsetGet`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct GetOffset {
     /// Stream name.
     pub stream: String,
@@ -665,7 +665,7 @@ pub struct GetOffset {
 }
 
 /// Answer to [`Kind::OffsetGet`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct OffsetInfo {
     /// The stored next offset, if any.
     pub stored: Option<u64>,
@@ -674,7 +674,7 @@ pub struct OffsetInfo {
 }
 
 /// Names one consumer group.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct GroupRef {
     /// Stream name.
     pub stream: String,
@@ -687,7 +687,7 @@ pub struct GroupRef {
 }
 
 /// [`Kind::GroupJoin`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct JoinGroup {
     /// Stream name.
     pub stream: String,
@@ -702,7 +702,7 @@ pub struct JoinGroup {
 }
 
 /// Names one member of a group.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct MemberRef {
     /// Stream name.
     pub stream: String,
@@ -715,7 +715,7 @@ pub struct MemberRef {
 }
 
 /// A member's place in its group.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
     /// Member id.
     pub member_id: u64,
@@ -726,7 +726,7 @@ pub struct Membership {
 }
 
 /// One member, as described.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {
     /// Member id.
     pub member_id: u64,
@@ -737,7 +737,7 @@ pub struct MemberInfo {
 }
 
 /// A group's offset on one partition.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffset {
     /// Partition id.
     pub partition: u32,
@@ -746,7 +746,7 @@ pub struct PartitionOffset {
 }
 
 /// A group, as described.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
     /// Group name.
     pub name: String,
@@ -759,21 +759,21 @@ pub struct GroupInfo {
 }
 
 /// Answer to [`Kind::GroupList`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct GroupList {
     /// Groups of the topic.
     pub groups: Vec<GroupInfo>,
 }
 
 /// [`Kind::Stats`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct StatsRequest {
     /// Only this stream (all when none).
     pub stream: Option<String>,
 }
 
 /// Statistics of one partition.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct PartitionStats {
     /// Partition id.
     pub id: u32,
@@ -798,7 +798,7 @@ pub struct PartitionStats {
 }
 
 /// Statistics of one topic.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct TopicStats {
     /// Topic name.
     pub name: String,
@@ -813,7 +813,7 @@ pub struct TopicStats {
 }
 
 /// Statistics of one stream.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct StreamStats {
     /// Stream name.
     pub name: String,
@@ -826,7 +826,7 @@ pub struct StreamStats {
 }
 
 /// Server-wide counters.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServerCounters {
     /// Shards running.
     pub shards: u16,
@@ -842,7 +842,7 @@ pub struct ServerCounters {
 }
 
 /// Answer to [`Kind::Stats`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 pub struct StatsResponse {
     /// Streams.
     pub streams: Vec<StreamStats>,
