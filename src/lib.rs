@@ -10,8 +10,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![allow(async_fn_in_trait)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod constants;
 pub mod io;
+pub mod metadata;
 pub mod model;
 pub mod protocol;
+pub mod server;
+pub mod shard;
 pub mod storage;

@@ -194,13 +194,20 @@ impl FrameHeader {
     }
 }
 
-/// Builds a whole frame into one vector: header, body, padding, payload.
-pub fn encode_frame(kind: u16, correlation: u64, status: u16, body: &[u8], payload: &[u8]) -> Vec<u8> {
-    let header = FrameHeader::new(kind, correlation, status, body.len(), payload.len());
-    let mut out = Vec::with_capacity(header.length as usize);
+/// Builds the header, body and padding of a frame whose payload (`payload_bytes` long) is sent
+/// separately after it.
+pub fn encode_head(kind: u16, correlation: u64, status: u16, body: &[u8], payload_bytes: usize) -> Vec<u8> {
+    let header = FrameHeader::new(kind, correlation, status, body.len(), payload_bytes);
+    let mut out = Vec::with_capacity(FRAME_HEADER_BYTES + pad16(body.len()));
     out.extend_from_slice(&header.encode());
     out.extend_from_slice(body);
     out.resize(FRAME_HEADER_BYTES + pad16(body.len()), 0);
+    out
+}
+
+/// Builds a whole frame into one vector: header, body, padding, payload.
+pub fn encode_frame(kind: u16, correlation: u64, status: u16, body: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = encode_head(kind, correlation, status, body, payload.len());
     out.extend_from_slice(payload);
     out
 }

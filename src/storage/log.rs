@@ -503,6 +503,12 @@ impl<I: Io> PartitionLog<I> {
         }
     }
 
+    /// The offset after the last batch readers may see (committed under `--fsync always`,
+    /// stable otherwise).
+    pub fn high_watermark(&self) -> Offset {
+        self.visible_next(&self.state.borrow())
+    }
+
     /// fdatasync calls and appends so far (group commit shows as fewer syncs than appends).
     pub fn counters(&self) -> (u64, u64) {
         let state = self.state.borrow();

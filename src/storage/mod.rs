@@ -24,6 +24,7 @@ use crate::protocol::batch::BatchError;
 mod appender;
 pub mod index;
 mod log;
+pub mod offsets;
 mod segment;
 #[cfg(test)]
 mod tests;

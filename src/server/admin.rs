@@ -1,0 +1,404 @@
+//! The control-path handlers: ping, login, shard metadata, users, streams, topics, partitions,
+//! consumer groups and statistics.
+//!
+//! Run on the connection's shard. Reads come from the shard's catalog snapshot; changes go to the
+//! controller (shard 0), which persists them and has every shard serve the result before this
+//! handler answers. Invariants: user, stream and topic changes check rights first; passwords are
+//! hashed and verified off the shard's core (argon2 is slow on purpose).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::connection::Session;
+use super::data::{group_key, offset_on_owner, topic_group};
+use super::handlers::{decode, reply, Context, Reply};
+use crate::metadata::auth::{self, Right};
+use crate::metadata::catalog::{Catalog, MetadataOp};
+use crate::metadata::MetadataError;
+use crate::protocol::messages::*;
+use crate::shard::error::{BrokerError, BrokerResult};
+use crate::shard::groups::GroupSnapshot;
+use crate::shard::mesh::{GroupOp, GroupReply, OffsetOp, PartitionKey, ShardMessage};
+use crate::shard::Shard;
+
+/// Failed logins on one connection before each further attempt is delayed.
+const LOGIN_FAILURES_FREE: u32 = 3;
+/// Failed logins on one connection after which it may not try again.
+const LOGIN_FAILURES_MAX: u32 = 10;
+/// Delay per failed login beyond the free ones.
+const LOGIN_FAILURE_DELAY: Duration = Duration::from_millis(250);
+/// Default consumer-group session timeout when a join asks for 0.
+const SESSION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Ping.
+pub fn ping(shard: &Shard) -> BrokerResult<Reply> {
+    reply(&PingResponse { version: env!("CARGO_PKG_VERSION").to_string(), shard: shard.id }, Vec::new())
+}
+
+/// Login: verifies the password off-core; throttles repeated failures on a connection.
+pub async fn login(shard: &Shard, session: &Session, request: LoginRequest) -> BrokerResult<Reply> {
+    let failures = session.failed_logins.get();
+    if failures >= LOGIN_FAILURES_MAX {
+        return Err(BrokerError::new(
+            Status::LoginThrottled,
+            "too many failed logins on this connection; reconnect later",
+        ));
+    }
+    if failures >= LOGIN_FAILURES_FREE {
+        glommio::timer::sleep(LOGIN_FAILURE_DELAY * (failures - LOGIN_FAILURES_FREE + 1)).await;
+    }
+    let user = shard.catalog().users.get(&request.user).cloned();
+    let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_default();
+    let password = request.password;
+    let verified = glommio::executor().spawn_blocking(move || auth::verify_password(&hash, &password)).await;
+    match user {
+        Some(user) if verified => {
+            session.failed_logins.set(0);
+            session.user.replace(Some(user.name.clone()));
+            reply(&LoginResponse { user_id: user.id, admin: user.admin }, Vec::new())
+        }
+        _ => {
+            session.failed_logins.set(failures + 1);
+            Err(BrokerError::new(Status::InvalidCredentials, "wrong user name or password"))
+        }
+    }
+}
+
+/// Every authenticated control-path kind.
+pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerResult<Reply> {
+    match kind {
+        Kind::Metadata => metadata(context),
+        Kind::UserCreate => create_user(context, decode(body)?).await,
+        Kind::UserDelete => {
+            let request: NameRef = decode(body)?;
+            context.require_admin("deleting a user")?;
+            commit_empty(context, MetadataOp::delete_user(&request.name)).await
+        }
+        Kind::UserList => {
+            context.require_admin("listing users")?;
+            let catalog = context.shard.catalog();
+            let users = catalog.users.values().map(|u| catalog.user_info(u)).collect();
+            reply(&UserList { users }, Vec::new())
+        }
+        Kind::UserSetPermissions => {
+            let request: SetPermissions = decode(body)?;
+            context.require_admin("changing permissions")?;
+            commit_empty(context, MetadataOp::set_permissions(&request.user, request.permissions)).await
+        }
+        Kind::StreamCreate => create_stream(context, decode(body)?).await,
+        Kind::StreamDelete => {
+            let request: NameRef = decode(body)?;
+            context.require_admin("deleting a stream")?;
+            commit_empty(context, MetadataOp::delete_stream(&request.name)).await
+        }
+        Kind::StreamList => {
+            let catalog = context.shard.catalog();
+            let table = context.shard.table();
+            let streams = catalog
+                .streams
+                .values()
+                .filter(|s| auth::allowed(&context.user, &s.name, Right::Read))
+                .map(|s| catalog.stream_info(s, &table))
+                .collect();
+            reply(&StreamList { streams }, Vec::new())
+        }
+        Kind::StreamGet => {
+            let request: NameRef = decode(body)?;
+            context.require(&request.name, Right::Read)?;
+            let catalog = context.shard.catalog();
+            let stream = catalog.stream(&request.name)?;
+            reply(&catalog.stream_info(stream, &context.shard.table()), Vec::new())
+        }
+        Kind::TopicCreate => create_topic(context, decode(body)?).await,
+        Kind::TopicDelete => {
+            let request: TopicRef = decode(body)?;
+            context.require(&request.stream, Right::Manage)?;
+            commit_empty(context, MetadataOp::delete_topic(&request.stream, &request.topic)).await
+        }
+        Kind::TopicList => {
+            let request: NameRef = decode(body)?;
+            context.require(&request.name, Right::Read)?;
+            let catalog = context.shard.catalog();
+            let table = context.shard.table();
+            let stream = catalog.stream(&request.name)?;
+            let topics = stream.topics.values().map(|t| catalog.topic_info(stream, t, &table)).collect();
+            reply(&TopicList { topics }, Vec::new())
+        }
+        Kind::TopicGet => {
+            let request: TopicRef = decode(body)?;
+            context.require(&request.stream, Right::Read)?;
+            topic_reply(context, &context.shard.catalog(), &request.stream, &request.topic)
+        }
+        Kind::PartitionsAdd => {
+            let request: AddPartitions = decode(body)?;
+            context.require(&request.stream, Right::Manage)?;
+            let op = MetadataOp::add_partitions(&request.stream, &request.topic, request.count);
+            let catalog = context.shard.commit(op?).await?;
+            topic_reply(context, &catalog, &request.stream, &request.topic)
+        }
+        Kind::GroupCreate => create_group(context, decode(body)?).await,
+        Kind::GroupDelete => {
+            let request: GroupRef = decode(body)?;
+            context.require(&request.stream, Right::Manage)?;
+            commit_empty(context, MetadataOp::delete_group(&request.stream, &request.topic, &request.group))
+                .await
+        }
+        Kind::GroupJoin => join_group(context, decode(body)?).await,
+        Kind::GroupLeave => {
+            let request: MemberRef = decode(body)?;
+            let key = member_group(context, &request)?;
+            context.shard.group(GroupOp::Leave { key, member_id: request.member_id }).await?;
+            reply(&Empty {}, Vec::new())
+        }
+        Kind::GroupHeartbeat => {
+            let request: MemberRef = decode(body)?;
+            let key = member_group(context, &request)?;
+            let answer =
+                context.shard.group(GroupOp::Heartbeat { key, member_id: request.member_id }).await?;
+            membership_reply(answer)
+        }
+        Kind::GroupList => {
+            let request: TopicRef = decode(body)?;
+            context.require(&request.stream, Right::Read)?;
+            let catalog = context.shard.catalog();
+            let (_, topic) = catalog.topic(&request.stream, &request.topic)?;
+            let mut groups = Vec::with_capacity(topic.groups.len());
+            for group in &topic.groups {
+                groups
+                    .push(group_info(context.shard, &catalog, &request.stream, &request.topic, group).await?);
+            }
+            reply(&GroupList { groups }, Vec::new())
+        }
+        Kind::GroupDescribe => {
+            let request: GroupRef = decode(body)?;
+            context.require(&request.stream, Right::Read)?;
+            let catalog = context.shard.catalog();
+            reply(
+                &group_info(context.shard, &catalog, &request.stream, &request.topic, &request.group).await?,
+                Vec::new(),
+            )
+        }
+        Kind::Stats => stats(context, decode(body)?).await,
+        Kind::Ping | Kind::Login | Kind::Produce | Kind::Poll | Kind::OffsetStore | Kind::OffsetGet => {
+            Err(BrokerError::new(Status::Internal, format!("{kind:?} reached the admin dispatcher")))
+        }
+    }
+}
+
+async fn commit_empty(context: &Context<'_>, op: Result<MetadataOp, MetadataError>) -> BrokerResult<Reply> {
+    context.shard.commit(op?).await?;
+    reply(&Empty {}, Vec::new())
+}
+
+/// The shard map and the owner of every partition the user may read.
+fn metadata(context: &Context<'_>) -> BrokerResult<Reply> {
+    let shard = context.shard;
+    let catalog = shard.catalog();
+    let table = shard.table();
+    let listen = shard.config.listen;
+    let shards = (0..shard.shards())
+        .map(|id| ShardAddress {
+            shard: id,
+            address: shard.config.shard_address(id).unwrap_or(listen).to_string(),
+        })
+        .collect();
+    let mut partitions = Vec::new();
+    for stream in catalog.streams.values().filter(|s| auth::allowed(&context.user, &s.name, Right::Read)) {
+        for topic in stream.topics.values() {
+            for partition in 0..topic.partitions {
+                partitions.push(PartitionOwner {
+                    stream: stream.name.clone(),
+                    topic: topic.name.clone(),
+                    partition,
+                    shard: table.owner(stream.id, topic.id, partition),
+                });
+            }
+        }
+    }
+    reply(&MetadataResponse { revision: catalog.revision, shard: shard.id, shards, partitions }, Vec::new())
+}
+
+async fn create_user(context: &Context<'_>, request: CreateUser) -> BrokerResult<Reply> {
+    context.require_admin("creating a user")?;
+    let CreateUser { name, password, admin, permissions } = request;
+    let op = glommio::executor()
+        .spawn_blocking(move || auth::create_user_op(&name, &password, admin, permissions))
+        .await;
+    commit_empty(context, op).await
+}
+
+async fn create_stream(context: &Context<'_>, request: CreateStream) -> BrokerResult<Reply> {
+    context.require_admin("creating a stream")?;
+    let existing = context.shard.catalog().stream(&request.name).is_ok();
+    let catalog = if existing && request.if_missing {
+        context.shard.catalog()
+    } else {
+        context.shard.commit(MetadataOp::create_stream(&request.name, crate::model::now_us())?).await?
+    };
+    let stream = catalog.stream(&request.name)?;
+    reply(&catalog.stream_info(stream, &context.shard.table()), Vec::new())
+}
+
+async fn create_topic(context: &Context<'_>, request: CreateTopic) -> BrokerResult<Reply> {
+    context.require(&request.stream, Right::Manage)?;
+    let existing = context.shard.catalog().topic(&request.stream, &request.name).is_ok();
+    let catalog = if existing && request.if_missing {
+        context.shard.catalog()
+    } else {
+        let op =
+            MetadataOp::create_topic(&request.stream, &request.name, request.config, crate::model::now_us())?;
+        context.shard.commit(op).await?
+    };
+    topic_reply(context, &catalog, &request.stream, &request.name)
+}
+
+fn topic_reply(context: &Context<'_>, catalog: &Catalog, stream: &str, topic: &str) -> BrokerResult<Reply> {
+    let (stream, topic) = catalog.topic(stream, topic)?;
+    reply(&catalog.topic_info(stream, topic, &context.shard.table()), Vec::new())
+}
+
+async fn create_group(context: &Context<'_>, request: GroupRef) -> BrokerResult<Reply> {
+    context.require(&request.stream, Right::Manage)?;
+    let catalog = context.shard.catalog();
+    let (_, topic) = catalog.topic(&request.stream, &request.topic)?;
+    let catalog = if topic.groups.contains(&request.group) && request.if_missing {
+        catalog
+    } else {
+        context
+            .shard
+            .commit(MetadataOp::create_group(&request.stream, &request.topic, &request.group)?)
+            .await?
+    };
+    reply(
+        &group_info(context.shard, &catalog, &request.stream, &request.topic, &request.group).await?,
+        Vec::new(),
+    )
+}
+
+async fn join_group(context: &Context<'_>, request: JoinGroup) -> BrokerResult<Reply> {
+    context.require(&request.stream, Right::Read)?;
+    let mut catalog = context.shard.catalog();
+    let (_, topic) = catalog.topic(&request.stream, &request.topic)?;
+    if !topic.groups.contains(&request.group) {
+        if !request.create_if_missing {
+            topic_group(catalog.topic(&request.stream, &request.topic)?.0, topic, &request.group)?;
+        }
+        let op = MetadataOp::create_group(&request.stream, &request.topic, &request.group)?;
+        catalog = match context.shard.commit(op).await {
+            Err(error) if error.status == Status::AlreadyExists => context.shard.catalog(),
+            other => other?,
+        };
+    }
+    let (stream, topic) = catalog.topic(&request.stream, &request.topic)?;
+    let key = group_key(topic_group(stream, topic, &request.group)?, &request.group);
+    let session_timeout = match request.session_timeout_ms {
+        0 => SESSION_TIMEOUT_DEFAULT,
+        ms => Duration::from_millis(u64::from(ms)),
+    };
+    let answer =
+        context.shard.group(GroupOp::Join { key, partitions: topic.partitions, session_timeout }).await?;
+    membership_reply(answer)
+}
+
+fn member_group(context: &Context<'_>, request: &MemberRef) -> BrokerResult<crate::shard::groups::GroupKey> {
+    context.require(&request.stream, Right::Read)?;
+    let catalog = context.shard.catalog();
+    let (stream, topic) = catalog.topic(&request.stream, &request.topic)?;
+    Ok(group_key(topic_group(stream, topic, &request.group)?, &request.group))
+}
+
+fn membership_reply(answer: GroupReply) -> BrokerResult<Reply> {
+    match answer {
+        GroupReply::Assignment(a) => reply(
+            &Membership { member_id: a.member_id, generation: a.generation, partitions: a.partitions },
+            Vec::new(),
+        ),
+        _ => Err(BrokerError::new(Status::Internal, "the controller answered a membership request oddly")),
+    }
+}
+
+/// A group's members, assignment and stored offsets.
+async fn group_info(
+    shard: &Shard,
+    catalog: &Catalog,
+    stream: &str,
+    topic: &str,
+    group: &str,
+) -> BrokerResult<GroupInfo> {
+    let (stream, topic) = catalog.topic(stream, topic)?;
+    let key = group_key(topic_group(stream, topic, group)?, group);
+    let snapshot = match shard.group(GroupOp::Describe { key }).await? {
+        GroupReply::Snapshot(snapshot) => snapshot,
+        _ => GroupSnapshot::default(),
+    };
+    let mut offsets = Vec::new();
+    for partition in 0..topic.partitions {
+        let key = PartitionKey { stream_id: stream.id, topic_id: topic.id, partition };
+        let info = offset_on_owner(shard, key, format!("g:{group}"), OffsetOp::Get).await?;
+        if let Some(offset) = info.stored {
+            offsets.push(PartitionOffset { partition, offset });
+        }
+    }
+    let members = snapshot
+        .members
+        .iter()
+        .map(|m| MemberInfo {
+            member_id: m.member_id,
+            partitions: m.partitions.clone(),
+            idle_ms: m.idle.as_millis() as u64,
+        })
+        .collect();
+    Ok(GroupInfo { name: group.to_string(), generation: snapshot.generation, members, offsets })
+}
+
+/// Statistics of every stream the user may read (or one), gathered from every shard.
+async fn stats(context: &Context<'_>, request: StatsRequest) -> BrokerResult<Reply> {
+    let shard = context.shard;
+    let catalog = shard.catalog();
+    let mut partitions: BTreeMap<PartitionKey, PartitionStats> =
+        shard.partitions.stats().into_iter().collect();
+    for other in (0..shard.shards()).filter(|&s| s != shard.id) {
+        let (reply, answer) = futures::channel::oneshot::channel();
+        shard.mesh.send(other, ShardMessage::Stats { reply }).await?;
+        partitions.extend(answer.await.map_err(|_| BrokerError::shard_gone(other))?);
+    }
+    let mut streams = Vec::new();
+    for stream in catalog.streams.values() {
+        if request.stream.as_ref().is_some_and(|s| s != &stream.name)
+            || !auth::allowed(&context.user, &stream.name, Right::Read)
+        {
+            continue;
+        }
+        let mut topics = Vec::new();
+        for topic in stream.topics.values() {
+            let mut stats = TopicStats {
+                name: topic.name.clone(),
+                partitions: Vec::new(),
+                groups: Vec::new(),
+                messages: 0,
+                bytes: 0,
+            };
+            for partition in 0..topic.partitions {
+                let key = PartitionKey { stream_id: stream.id, topic_id: topic.id, partition };
+                if let Some(p) = partitions.remove(&key) {
+                    stats.messages += p.messages;
+                    stats.bytes += p.bytes;
+                    stats.partitions.push(p);
+                }
+            }
+            for group in &topic.groups {
+                stats.groups.push(group_info(shard, &catalog, &stream.name, &topic.name, group).await?);
+            }
+            topics.push(stats);
+        }
+        let (messages, bytes) = topics.iter().fold((0, 0), |(m, b), t| (m + t.messages, b + t.bytes));
+        streams.push(StreamStats { name: stream.name.clone(), topics, messages, bytes });
+    }
+    if let Some(name) = &request.stream {
+        if streams.is_empty() {
+            catalog.stream(name)?;
+            context.require(name, Right::Read)?;
+        }
+    }
+    reply(&StatsResponse { streams, server: shard.counters.snapshot(shard.shards()) }, Vec::new())
+}

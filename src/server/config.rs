@@ -1,0 +1,229 @@
+//! The broker's command-line flags (clap): every tuning knob, with its default and meaning.
+//!
+//! Parsed once on the main thread before any shard starts; the resulting [`ServerConfig`] is
+//! cloned into every shard. Invariant: a config that passes [`ServerConfig::check`] can be run:
+//! credentials exist for a non-loopback listener, limits are in range, cores exist.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::constants::{BATCH_BYTES_MAX, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX};
+use crate::storage::{FsyncPolicy, LogConfig};
+
+/// User name of the root account when none is given on a loopback listener.
+pub const DEFAULT_ROOT_USER: &str = "ringbroker";
+/// Password of the root account when none is given on a loopback listener.
+pub const DEFAULT_ROOT_PASSWORD: &str = "ringbroker";
+
+/// ringbroker: a persistent, thread-per-core message-streaming broker on io_uring.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about, long_about = None)]
+pub struct ServerConfig {
+    /// Directory holding the metadata log and every partition's segments (created if missing).
+    #[arg(long, default_value = "./data", env = "RINGBROKER_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// Address every shard accepts connections on (SO_REUSEPORT: the kernel spreads connections
+    /// over the shards).
+    #[arg(long, default_value = "127.0.0.1:7720", env = "RINGBROKER_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// First port of the per-shard direct listeners: shard N also listens on this port + N, so a
+    /// shard-aware client reaches a partition's owner with no cross-core hop. Default: the
+    /// `--listen` port + 1. 0 disables them.
+    #[arg(long)]
+    pub shard_port_base: Option<u16>,
+
+    /// Number of shards (one pinned executor each). Default: one per available core.
+    #[arg(long, conflicts_with = "cores")]
+    pub shards: Option<usize>,
+
+    /// Cores to run shards on, e.g. `0,1` or `2-5`; one shard per core, pinned.
+    #[arg(long, value_parser = parse_core_list)]
+    pub cores: Option<Vec<usize>>,
+
+    /// Durability: `always` (acknowledge after fdatasync, group commit), `interval=MS`
+    /// (acknowledge after the write, fdatasync at least every MS), `never`.
+    #[arg(long, default_value = "always")]
+    pub fsync: FsyncPolicy,
+
+    /// Size at which a partition's active segment is sealed and a new one started.
+    #[arg(long, default_value_t = SEGMENT_BYTES_DEFAULT)]
+    pub segment_bytes: u64,
+
+    /// Seal a segment once its first message is this old (e.g. `1h`, `7d`). Default: size only.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub segment_max_age: Option<Duration>,
+
+    /// How often each shard applies retention limits (max age, max bytes) to its partitions.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub retention_check_interval: Duration,
+
+    /// DMA memory each shard registers with io_uring (fitted under RLIMIT_MEMLOCK).
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub io_memory: usize,
+
+    /// io_uring submission queue depth per ring.
+    #[arg(long, default_value_t = 128)]
+    pub ring_depth: usize,
+
+    /// Most open client connections over all shards; more are refused with TooManyConnections.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Largest frame accepted; larger ones get FrameTooLarge and the connection is closed.
+    #[arg(long, default_value_t = BATCH_BYTES_MAX + 1024 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Requests one connection may have in flight; further frames wait to be read.
+    #[arg(long, default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// Longest long-poll wait a client may ask for.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub max_poll_wait: Duration,
+
+    /// Root (administrator) user created when the data directory has no users.
+    #[arg(long, env = "RINGBROKER_ROOT_USER")]
+    pub root_user: Option<String>,
+
+    /// Password of the root user (prefer the environment variable over the flag).
+    #[arg(long, env = "RINGBROKER_ROOT_PASSWORD", hide_env_values = true)]
+    pub root_password: Option<String>,
+}
+
+/// Parses `0,1,4-6` into core ids.
+fn parse_core_list(text: &str) -> Result<Vec<usize>, String> {
+    let mut cores = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("invalid core list `{text}`: expected e.g. `0,1` or `2-5`");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cores.extend(a..=b);
+            }
+            None => cores.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cores.is_empty() {
+        return Err(format!("invalid core list `{text}`: no cores"));
+    }
+    cores.sort_unstable();
+    cores.dedup();
+    Ok(cores)
+}
+
+impl ServerConfig {
+    /// Refuses configurations that cannot run safely; says why.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && self.root_password.is_none() {
+            return Err(format!(
+                "refusing to listen on non-loopback {} without a root password: set --root-password or RINGBROKER_ROOT_PASSWORD",
+                self.listen
+            ));
+        }
+        if self.segment_bytes < 64 * 1024 || self.segment_bytes > SEGMENT_BYTES_MAX {
+            return Err(format!(
+                "--segment-bytes {} outside 64 KiB..={SEGMENT_BYTES_MAX}",
+                self.segment_bytes
+            ));
+        }
+        if self.max_frame_bytes < 4096 {
+            return Err(format!("--max-frame-bytes {} below 4096", self.max_frame_bytes));
+        }
+        if self.max_in_flight == 0 || self.max_connections == 0 {
+            return Err("--max-in-flight and --max-connections must be positive".to_string());
+        }
+        if self.shards == Some(0) {
+            return Err("--shards must be at least 1".to_string());
+        }
+        Ok(())
+    }
+
+    /// The cores shards run on (pinned), or `None` entries for unpinned shards.
+    pub fn placement(&self) -> Vec<Option<usize>> {
+        if let Some(cores) = &self.cores {
+            return cores.iter().map(|&c| Some(c)).collect();
+        }
+        let available: Vec<usize> =
+            core_affinity::get_core_ids().unwrap_or_default().iter().map(|c| c.id).collect();
+        let count = self.shards.unwrap_or(available.len().max(1));
+        (0..count)
+            .map(|i| if available.is_empty() { None } else { Some(available[i % available.len()]) })
+            .collect()
+    }
+
+    /// The root credentials to create when the catalog has no users.
+    pub fn root_credentials(&self) -> (String, String) {
+        let user = self.root_user.clone().unwrap_or_else(|| DEFAULT_ROOT_USER.to_string());
+        let password = self.root_password.clone().unwrap_or_else(|| DEFAULT_ROOT_PASSWORD.to_string());
+        (user, password)
+    }
+
+    /// The direct address of shard `shard`, if per-shard listeners are on.
+    pub fn shard_address(&self, shard: u16) -> Option<SocketAddr> {
+        let base = self.shard_port_base.unwrap_or(self.listen.port().checked_add(1)?);
+        if base == 0 {
+            return None;
+        }
+        let port = base.checked_add(shard)?;
+        Some(SocketAddr::new(self.listen.ip(), port))
+    }
+
+    /// The log settings of a partition with the topic's overrides applied.
+    pub fn log_config(&self, topic: &crate::protocol::messages::TopicConfig) -> LogConfig {
+        LogConfig {
+            segment_bytes: topic.segment_bytes.unwrap_or(self.segment_bytes),
+            segment_max_age: self.segment_max_age,
+            fsync: self.fsync,
+            retention_max_age: topic.retention_max_age_us.map(Duration::from_micros),
+            retention_max_bytes: topic.retention_max_bytes,
+            ..LogConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, clap::Error> {
+        ServerConfig::try_parse_from(std::iter::once("ringbroker").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_sensible() {
+        let config = parse(&[]).expect("defaults parse");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7720");
+        assert_eq!(config.fsync, FsyncPolicy::Always);
+        assert!(config.check().is_ok());
+        assert_eq!(config.root_credentials(), ("ringbroker".to_string(), "ringbroker".to_string()));
+        assert_eq!(config.shard_address(1).map(|a| a.port()), Some(7722));
+    }
+
+    #[test]
+    fn non_loopback_without_password_is_refused() {
+        let config = parse(&["--listen", "0.0.0.0:7720"]).expect("parse");
+        let error = config.check().expect_err("refused");
+        assert!(error.contains("root password"), "{error}");
+        let config = parse(&["--listen", "0.0.0.0:7720", "--root-password", "s3cret"]).expect("parse");
+        assert!(config.check().is_ok());
+    }
+
+    #[test]
+    fn core_lists_and_durations() {
+        assert_eq!(parse_core_list("0,2-4"), Ok(vec![0, 2, 3, 4]));
+        assert!(parse_core_list("3-1").is_err());
+        let config =
+            parse(&["--cores", "0", "--fsync", "interval=50", "--segment-max-age", "2h"]).expect("parse");
+        assert_eq!(config.placement(), vec![Some(0)]);
+        assert_eq!(config.segment_max_age, Some(Duration::from_secs(7200)));
+        assert!(parse(&["--fsync", "sometimes"]).is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! The broker server: starts one pinned glommio executor per shard, wires the mesh, opens the
+//! metadata and partitions, accepts connections on every shard, and shuts down gracefully.
+//!
+//! [`start`] runs on the main thread and returns a [`RunningServer`] once every shard serves;
+//! each shard then runs on its own core until [`RunningServer::shutdown`] (SIGINT / SIGTERM in
+//! the binary) asks every shard to stop accepting, flush, fsync and close. Invariants: no shard
+//! accepts a connection before it holds the controller's catalog; shutdown acknowledges only
+//! after every partition and the metadata log are closed.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+pub mod admin;
+pub mod config;
+pub mod connection;
+pub mod data;
+pub mod handlers;
+mod ops;
+
+use crate::io::dma::{plan_io_memory, DmaIo};
+use crate::shard::controller::Controller;
+use crate::shard::mesh::{mesh, Mesh, ShardMessage};
+use crate::shard::partitions::PartitionManager;
+use crate::shard::{Shard, SharedCounters};
+use config::ServerConfig;
+
+/// How often the controller expires silent group members.
+const GROUP_EXPIRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often shards check interval fsyncs.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A started server.
+pub struct RunningServer {
+    mesh: Mesh,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// The address every shard listens on.
+    pub listen: SocketAddr,
+    /// Each shard's direct address, when per-shard listeners are on.
+    pub shard_addresses: Vec<Option<SocketAddr>>,
+}
+
+/// Starts every shard and returns once all serve (or the first start-up error).
+pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
+    config.check()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
+    let placement = config.placement();
+    let shards = placement.len();
+    let plan = plan_io_memory(config.io_memory, shards);
+    let config = Arc::new(config);
+    let (mesh_handle, receivers) = mesh(shards);
+    let counters = Arc::new(SharedCounters::default());
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<u16, String>>();
+    let mut threads = Vec::with_capacity(shards);
+    for (id, (receiver, core)) in receivers.into_iter().zip(placement).enumerate() {
+        let placement = core.map_or(Placement::Unbound, Placement::Fixed);
+        let (config, mesh, counters, ready) =
+            (config.clone(), mesh_handle.clone(), counters.clone(), ready_tx.clone());
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("ringbroker-shard-{id}"))
+            .io_memory(plan.io_memory_per_shard_bytes)
+            .ring_depth(config.ring_depth);
+        let handle = builder
+            .spawn(move || async move {
+                let id = id as u16;
+                match boot(id, config, mesh, counters).await {
+                    Ok((shard, listeners)) => serve(shard, listeners, receiver, ready).await,
+                    Err(error) => {
+                        let _ = ready.send(Err(format!("shard {id}: {error}")));
+                    }
+                }
+            })
+            .map_err(|e| format!("starting shard {id}: {e}"))?;
+        threads.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err("a shard stopped during start-up".to_string()),
+        }
+    }
+    let shard_addresses = (0..shards as u16).map(|s| config.shard_address(s)).collect();
+    Ok(RunningServer { mesh: mesh_handle, threads, listen: config.listen, shard_addresses })
+}
+
+impl RunningServer {
+    /// Asks every shard to stop (flush, fsync, close) and waits for all of them.
+    pub fn shutdown(self) {
+        let mut acks = Vec::new();
+        for shard in 0..self.mesh.shards() as u16 {
+            let (ack, done) = oneshot::channel();
+            if futures::executor::block_on(self.mesh.send(shard, ShardMessage::Shutdown { ack })).is_ok() {
+                acks.push(done);
+            }
+        }
+        for done in acks {
+            let _ = futures::executor::block_on(done);
+        }
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Prepares one shard: I/O, the catalog (shard 0 replays the metadata log and broadcasts it;
+/// the others wait for it), the partitions it owns, and its listeners.
+async fn boot(
+    id: u16,
+    config: Arc<ServerConfig>,
+    mesh: Mesh,
+    counters: Arc<SharedCounters>,
+) -> Result<(Rc<Shard>, Vec<TcpListener>), String> {
+    let io = DmaIo::new(&config.data_dir).await.map_err(|e| e.to_string())?;
+    let partitions = PartitionManager::new(id, io.clone(), config.clone());
+    let controller = if id == 0 {
+        Some(Controller::open(io, &config, mesh.clone()).await.map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let mut listeners =
+        vec![TcpListener::bind(config.listen).map_err(|e| format!("binding {}: {e}", config.listen))?];
+    if let Some(address) = config.shard_address(id) {
+        listeners
+            .push(TcpListener::bind(address).map_err(|e| format!("binding shard address {address}: {e}"))?);
+    }
+    let shard = Rc::new(Shard::new(id, config, mesh, counters, partitions, controller));
+    Ok((shard, listeners))
+}
+
+/// Runs a booted shard: the controller broadcasts the catalog, every shard serves its mesh,
+/// accepts connections, and runs its timers, until shutdown.
+async fn serve(
+    shard: Rc<Shard>,
+    listeners: Vec<TcpListener>,
+    receiver: flume::Receiver<ShardMessage>,
+    ready: mpsc::Sender<Result<u16, String>>,
+) {
+    let mesh_loop = glommio::spawn_local(crate::shard::run(shard.clone(), receiver));
+    if let Some(controller) = &shard.controller {
+        if let Err(error) = controller.broadcast().await {
+            let _ = ready.send(Err(format!("broadcasting the initial catalog: {error}")));
+            return;
+        }
+        let expiring = shard.clone();
+        glommio::spawn_local(async move {
+            while !expiring.shutting_down() {
+                glommio::timer::sleep(GROUP_EXPIRY_INTERVAL).await;
+                if let Some(controller) = &expiring.controller {
+                    controller.expire_members();
+                }
+            }
+        })
+        .detach();
+    }
+    shard.wait_for_catalog().await;
+    for listener in listeners {
+        glommio::spawn_local(accept(shard.clone(), listener)).detach();
+    }
+    glommio::spawn_local(maintain(shard.clone())).detach();
+    let _ = ready.send(Ok(shard.id));
+    tracing::info!(shard = shard.id, "serving");
+    mesh_loop.await;
+}
+
+async fn accept(shard: Rc<Shard>, listener: TcpListener) {
+    while !shard.shutting_down() {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+            }
+            Err(error) => {
+                tracing::warn!(shard = shard.id, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Interval fsyncs and retention on this shard's partitions.
+async fn maintain(shard: Rc<Shard>) {
+    let retention_every =
+        (shard.config.retention_check_interval.as_millis() / MAINTENANCE_INTERVAL.as_millis()).max(1) as u64;
+    let mut tick = 0_u64;
+    while !shard.shutting_down() {
+        glommio::timer::sleep(MAINTENANCE_INTERVAL).await;
+        tick += 1;
+        shard.partitions.maintain(tick % retention_every == 0).await;
+    }
+}

@@ -1,0 +1,231 @@
+//! The cross-core mesh: one bounded flume channel into every shard, and the messages that travel
+//! on it.
+//!
+//! Every shard holds a [`Mesh`] (senders to all shards, its own receiver). Messages are `Send`:
+//! requests for a partition owned elsewhere travel with their frame buffer moved, never copied or
+//! re-encoded, and carry a oneshot sender for the reply. Invariant: every message that carries a
+//! reply sender is answered exactly once (dropping the sender reads as "shard gone" on the other
+//! side); the channels are bounded ([`MESH_QUEUE_DEPTH`]) so a flooded shard pushes back.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use rkyv::util::AlignedVec;
+
+use super::error::{BrokerError, BrokerResult};
+use super::groups::{Assignment, GroupKey, GroupSnapshot};
+use crate::metadata::catalog::{Catalog, MetadataOp};
+use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
+
+/// Messages queued into one shard before senders wait.
+pub const MESH_QUEUE_DEPTH: usize = 1024;
+
+/// Names one partition: ids, not names, so a recreated stream never reaches old data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    /// Stream id.
+    pub stream_id: u32,
+    /// Topic id.
+    pub topic_id: u32,
+    /// Partition id.
+    pub partition: u32,
+}
+
+/// A produce request travelling to the partition's owner with its frame buffer.
+pub struct ProduceJob {
+    /// Target partition.
+    pub key: PartitionKey,
+    /// The whole request frame as read from the socket (moved, not copied).
+    pub frame: AlignedVec<16>,
+    /// Where the batches are inside `frame`.
+    pub payload: Range<usize>,
+    /// Batches in the payload.
+    pub batch_count: u32,
+    /// Address of the payload when the frame was read, to prove on arrival that the bytes were
+    /// not copied on the way.
+    pub payload_address: usize,
+    /// Where the acknowledgements go.
+    pub reply: oneshot::Sender<BrokerResult<Vec<BatchAck>>>,
+}
+
+/// What a poll of one partition asks for.
+#[derive(Debug, Clone)]
+pub struct PollSpec {
+    /// Where to start.
+    pub strategy: PollStrategy,
+    /// Offset-store key of the consumer (`c:<name>` or `g:<group>`), for `Next` and auto-commit.
+    pub consumer_key: String,
+    /// Stop adding batches once this many messages are included.
+    pub max_messages: u32,
+    /// Stop adding batches past this many bytes (one batch at least).
+    pub max_bytes: u32,
+    /// Wait this long for data when there is none.
+    pub max_wait: Duration,
+    /// Store `next_offset` as the consumer's offset after reading.
+    pub auto_commit: bool,
+}
+
+/// One partition's poll result: its marks and a copy of its batches.
+#[derive(Debug, Clone)]
+pub struct PollOutcome {
+    /// Marks and payload size.
+    pub partition: PolledPartition,
+    /// Whole batches.
+    pub bytes: Vec<u8>,
+}
+
+/// Offset operations on a partition's owner.
+#[derive(Debug, Clone)]
+pub enum OffsetOp {
+    /// Store this next offset.
+    Store(u64),
+    /// Read the stored offset.
+    Get,
+}
+
+/// Consumer-group operations, answered by the controller shard.
+#[derive(Debug, Clone)]
+pub enum GroupOp {
+    /// Join (creating the member); `partitions` is the topic's current count.
+    Join {
+        /// The group.
+        key: GroupKey,
+        /// Partitions of the topic.
+        partitions: u32,
+        /// Session timeout.
+        session_timeout: Duration,
+    },
+    /// Leave.
+    Leave {
+        /// The group.
+        key: GroupKey,
+        /// Member id.
+        member_id: u64,
+    },
+    /// Heartbeat; answers the current assignment.
+    Heartbeat {
+        /// The group.
+        key: GroupKey,
+        /// Member id.
+        member_id: u64,
+    },
+    /// The member's current assignment (polls use it).
+    Assignment {
+        /// The group.
+        key: GroupKey,
+        /// Member id.
+        member_id: u64,
+    },
+    /// Describe one group.
+    Describe {
+        /// The group.
+        key: GroupKey,
+    },
+}
+
+/// The controller's answer to a [`GroupOp`].
+#[derive(Debug, Clone)]
+pub enum GroupReply {
+    /// A member's assignment.
+    Assignment(Assignment),
+    /// A group's state.
+    Snapshot(GroupSnapshot),
+    /// Done.
+    Done,
+}
+
+/// A message to a shard.
+pub enum ShardMessage {
+    /// Append batches to an owned partition.
+    Produce(ProduceJob),
+    /// Read from an owned partition.
+    Poll {
+        /// The partition.
+        key: PartitionKey,
+        /// What to read.
+        spec: PollSpec,
+        /// Where the data goes.
+        reply: oneshot::Sender<BrokerResult<PollOutcome>>,
+    },
+    /// Store or read a consumer offset of an owned partition.
+    Offset {
+        /// The partition.
+        key: PartitionKey,
+        /// `c:<name>` or `g:<group>`.
+        consumer_key: String,
+        /// What to do.
+        op: OffsetOp,
+        /// The answer.
+        reply: oneshot::Sender<BrokerResult<OffsetInfo>>,
+    },
+    /// Statistics of every owned partition.
+    Stats {
+        /// The answer.
+        reply: oneshot::Sender<Vec<(PartitionKey, PartitionStats)>>,
+    },
+    /// Controller only: validate, persist and broadcast a metadata change.
+    Commit {
+        /// The change.
+        op: MetadataOp,
+        /// The catalog after it.
+        reply: oneshot::Sender<BrokerResult<Arc<Catalog>>>,
+    },
+    /// Controller only: a consumer-group operation.
+    Group {
+        /// The operation.
+        op: GroupOp,
+        /// The answer.
+        reply: oneshot::Sender<BrokerResult<GroupReply>>,
+    },
+    /// From the controller: a new catalog; open and close partitions to match, then ack.
+    Catalog {
+        /// The catalog.
+        catalog: Arc<Catalog>,
+        /// Sent once this shard serves the new catalog.
+        ack: oneshot::Sender<()>,
+    },
+    /// Stop serving, close every partition (flush, fsync), then ack.
+    Shutdown {
+        /// Sent once closed.
+        ack: oneshot::Sender<()>,
+    },
+}
+
+/// The senders into every shard, and this shard's receiver.
+#[derive(Clone)]
+pub struct Mesh {
+    senders: Vec<flume::Sender<ShardMessage>>,
+}
+
+/// Creates the channels of an `n`-shard mesh: the senders (cloned into every shard) and one
+/// receiver per shard.
+pub fn mesh(n: usize) -> (Mesh, Vec<flume::Receiver<ShardMessage>>) {
+    let (senders, receivers) = (0..n).map(|_| flume::bounded(MESH_QUEUE_DEPTH)).unzip();
+    (Mesh { senders }, receivers)
+}
+
+impl Mesh {
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Sends `message` to `shard`, waiting while its queue is full.
+    pub async fn send(&self, shard: u16, message: ShardMessage) -> BrokerResult<()> {
+        let sender = self.senders.get(shard as usize).ok_or_else(|| BrokerError::shard_gone(shard))?;
+        sender.send_async(message).await.map_err(|_| BrokerError::shard_gone(shard))
+    }
+
+    /// Sends a request built around a fresh reply channel and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        shard: u16,
+        build: impl FnOnce(oneshot::Sender<BrokerResult<T>>) -> ShardMessage,
+    ) -> BrokerResult<T> {
+        let (reply, answer) = oneshot::channel();
+        self.send(shard, build(reply)).await?;
+        answer.await.map_err(|_| BrokerError::shard_gone(shard))?
+    }
+}

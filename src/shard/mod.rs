@@ -1,0 +1,241 @@
+//! Shards: one glommio executor pinned per core, each owning a set of partitions outright.
+//!
+//! A [`Shard`] is created on its own executor thread and never leaves it. It holds the catalog
+//! snapshot and partition→shard table every shard shares, the partitions it owns, the mesh of
+//! channels to the other shards, and (on shard 0) the [`controller::Controller`]. [`run`] is the
+//! shard's mesh loop: it answers requests other shards forward to it, each in its own task so a
+//! long poll never blocks the loop.
+//!
+//! Invariants: a partition is served only by the shard the table names; catalog updates are
+//! applied in the order the controller sends them, and a shard acknowledges an update only once
+//! its partitions match it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub mod controller;
+pub mod error;
+pub mod groups;
+pub mod mesh;
+pub mod partitions;
+
+use error::{BrokerError, BrokerResult};
+use mesh::{Mesh, ShardMessage};
+use partitions::PartitionManager;
+
+use crate::metadata::catalog::Catalog;
+use crate::metadata::table::ShardTable;
+use crate::protocol::messages::ServerCounters;
+use crate::server::config::ServerConfig;
+
+/// Counters shared by every shard (atomics; read by Stats).
+#[derive(Debug, Default)]
+pub struct SharedCounters {
+    /// Open connections.
+    pub connections: AtomicU64,
+    /// Requests forwarded to another shard.
+    pub forwarded_requests: AtomicU64,
+    /// Forwarded produce bytes that arrived in the buffer they were read into.
+    pub forwarded_bytes_zero_copy: AtomicU64,
+    /// Forwarded produce bytes that arrived elsewhere (a copy; should stay 0).
+    pub forwarded_bytes_copied: AtomicU64,
+}
+
+impl SharedCounters {
+    /// A snapshot for the wire.
+    pub fn snapshot(&self, shards: u16) -> ServerCounters {
+        ServerCounters {
+            shards,
+            connections: self.connections.load(Ordering::Relaxed),
+            forwarded_requests: self.forwarded_requests.load(Ordering::Relaxed),
+            forwarded_bytes_zero_copy: self.forwarded_bytes_zero_copy.load(Ordering::Relaxed),
+            forwarded_bytes_copied: self.forwarded_bytes_copied.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One shard's state, on its own core.
+pub struct Shard {
+    /// Shard id (0 is the controller).
+    pub id: u16,
+    /// Server configuration.
+    pub config: Arc<ServerConfig>,
+    /// Channels to every shard.
+    pub mesh: Mesh,
+    /// Counters shared by all shards.
+    pub counters: Arc<SharedCounters>,
+    /// The partitions this shard owns.
+    pub partitions: PartitionManager,
+    /// Shard 0 only.
+    pub controller: Option<controller::Controller>,
+    catalog: RefCell<Arc<Catalog>>,
+    catalog_installed: event_listener::Event,
+    shutting_down: Cell<bool>,
+}
+
+impl Shard {
+    /// A shard with an empty catalog (the controller's first broadcast fills it).
+    pub fn new(
+        id: u16,
+        config: Arc<ServerConfig>,
+        mesh: Mesh,
+        counters: Arc<SharedCounters>,
+        partitions: PartitionManager,
+        controller: Option<controller::Controller>,
+    ) -> Self {
+        Self {
+            id,
+            config,
+            mesh,
+            counters,
+            partitions,
+            controller,
+            catalog: RefCell::new(Arc::new(Catalog::default())),
+            catalog_installed: event_listener::Event::new(),
+            shutting_down: Cell::new(false),
+        }
+    }
+
+    /// The catalog this shard serves.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// The partition→shard table for the current catalog.
+    pub fn table(&self) -> ShardTable {
+        ShardTable::new(self.catalog.borrow().revision, self.mesh.shards() as u16)
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> u16 {
+        self.mesh.shards() as u16
+    }
+
+    /// True once shutdown began.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Installs a catalog (newer than the one held) and opens / closes partitions to match.
+    pub async fn install(&self, catalog: Arc<Catalog>) -> BrokerResult<()> {
+        if catalog.revision < self.catalog.borrow().revision {
+            return Ok(());
+        }
+        self.catalog.replace(catalog.clone());
+        let synced = self.partitions.sync_with(&catalog, &self.table()).await;
+        self.catalog_installed.notify(usize::MAX);
+        synced
+    }
+
+    /// Waits until the controller's first catalog is installed (the root user exists, so the
+    /// revision is at least 1).
+    pub async fn wait_for_catalog(&self) {
+        while self.catalog.borrow().revision == 0 {
+            let listener = self.catalog_installed.listen();
+            if self.catalog.borrow().revision > 0 {
+                break;
+            }
+            listener.await;
+        }
+    }
+
+    /// Runs a commit on the controller (forwarding to shard 0 when this is not it) and installs
+    /// the resulting catalog here at once.
+    pub async fn commit(&self, op: crate::metadata::catalog::MetadataOp) -> BrokerResult<Arc<Catalog>> {
+        let catalog = match &self.controller {
+            Some(controller) => controller.commit(op).await?,
+            None => self.mesh.ask(0, |reply| ShardMessage::Commit { op, reply }).await?,
+        };
+        if catalog.revision > self.catalog.borrow().revision {
+            self.install(catalog.clone()).await?;
+        }
+        Ok(catalog)
+    }
+
+    /// Runs a group operation on the controller.
+    pub async fn group(&self, op: mesh::GroupOp) -> BrokerResult<mesh::GroupReply> {
+        match &self.controller {
+            Some(controller) => controller.group(op),
+            None => self.mesh.ask(0, |reply| ShardMessage::Group { op, reply }).await,
+        }
+    }
+}
+
+/// The shard's mesh loop: serves forwarded requests until a shutdown message arrives.
+pub async fn run(shard: Rc<Shard>, receiver: flume::Receiver<ShardMessage>) {
+    while let Ok(message) = receiver.recv_async().await {
+        match message {
+            ShardMessage::Catalog { catalog, ack } => {
+                if let Err(error) = shard.install(catalog).await {
+                    tracing::error!(shard = shard.id, %error, "applying a catalog update");
+                }
+                let _ = ack.send(());
+            }
+            ShardMessage::Shutdown { ack } => {
+                shard.shutting_down.set(true);
+                shard.partitions.close_all().await;
+                if let Some(controller) = &shard.controller {
+                    controller.close().await;
+                }
+                let _ = ack.send(());
+                tracing::info!(shard = shard.id, "shard stopped");
+                return;
+            }
+            message => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move { serve(&shard, message).await }).detach();
+            }
+        }
+    }
+}
+
+/// Answers one forwarded request.
+async fn serve(shard: &Shard, message: ShardMessage) {
+    match message {
+        ShardMessage::Produce(mut job) => {
+            let arrived = job.frame[job.payload.clone()].as_ptr() as usize;
+            let bytes = job.payload.len() as u64;
+            let counter = if arrived == job.payload_address {
+                &shard.counters.forwarded_bytes_zero_copy
+            } else {
+                &shard.counters.forwarded_bytes_copied
+            };
+            counter.fetch_add(bytes, Ordering::Relaxed);
+            let payload = &mut job.frame[job.payload.clone()];
+            let result = shard.partitions.produce(job.key, payload, job.batch_count).await;
+            let _ = job.reply.send(result);
+        }
+        ShardMessage::Poll { key, spec, reply } => {
+            let _ = reply.send(shard.partitions.poll(key, &spec).await);
+        }
+        ShardMessage::Offset { key, consumer_key, op, reply } => {
+            let _ = reply.send(shard.partitions.offset(key, &consumer_key, op).await);
+        }
+        ShardMessage::Stats { reply } => {
+            let _ = reply.send(shard.partitions.stats());
+        }
+        ShardMessage::Commit { op, reply } => {
+            let result = match &shard.controller {
+                Some(controller) => controller.commit(op).await,
+                None => Err(BrokerError::new(
+                    crate::protocol::messages::Status::Internal,
+                    "commit sent to a non-controller shard",
+                )),
+            };
+            let _ = reply.send(result);
+        }
+        ShardMessage::Group { op, reply } => {
+            let result = match &shard.controller {
+                Some(controller) => controller.group(op),
+                None => Err(BrokerError::new(
+                    crate::protocol::messages::Status::Internal,
+                    "group op sent to a non-controller shard",
+                )),
+            };
+            let _ = reply.send(result);
+        }
+        ShardMessage::Catalog { .. } | ShardMessage::Shutdown { .. } => {}
+    }
+}

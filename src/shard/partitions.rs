@@ -1,0 +1,396 @@
+//! The partitions one shard owns: their logs, stored offsets and data-arrival events, and the
+//! produce / poll / offset operations on them.
+//!
+//! Lives on one shard and is only touched from that core. Partitions are opened when a catalog
+//! that assigns them to this shard arrives and closed (flushed, fsynced) when their topic or
+//! stream is deleted or the broker shuts down. Invariant: at most one open [`Partition`] per
+//! [`PartitionKey`]; a partition is served only by the shard the current table names.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use event_listener::Event;
+use futures::FutureExt;
+
+use super::error::{BrokerError, BrokerResult};
+use super::mesh::{OffsetOp, PartitionKey, PollOutcome, PollSpec};
+use crate::io::dma::DmaIo;
+use crate::metadata::catalog::Catalog;
+use crate::metadata::table::ShardTable;
+use crate::model::now_us;
+use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
+use crate::server::config::ServerConfig;
+use crate::storage::offsets::{OffsetError, OffsetStore};
+use crate::storage::PartitionLog;
+
+/// One owned partition.
+pub struct Partition {
+    /// Which partition.
+    pub key: PartitionKey,
+    /// Its log.
+    pub log: PartitionLog<DmaIo>,
+    /// Its stored consumer and group offsets.
+    pub offsets: async_lock::Mutex<OffsetStore<DmaIo>>,
+    /// Notified after every append (long polls wait on it).
+    pub data: Event,
+}
+
+/// Every partition this shard owns.
+pub struct PartitionManager {
+    shard: u16,
+    io: DmaIo,
+    config: Arc<ServerConfig>,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+}
+
+impl PartitionManager {
+    /// An empty manager for `shard`.
+    pub fn new(shard: u16, io: DmaIo, config: Arc<ServerConfig>) -> Self {
+        Self { shard, io, config, partitions: RefCell::new(HashMap::new()) }
+    }
+
+    /// The directory of a partition.
+    fn dir(&self, key: PartitionKey) -> PathBuf {
+        Catalog::partition_dir(&self.config.data_dir, key.stream_id, key.topic_id, key.partition)
+    }
+
+    /// Opens every partition the catalog assigns to this shard that is not open yet, and closes
+    /// (and deletes the files of) every open partition the catalog no longer has.
+    pub async fn sync_with(&self, catalog: &Catalog, table: &ShardTable) -> BrokerResult<()> {
+        let mut wanted = HashMap::new();
+        for stream in catalog.streams.values() {
+            for topic in stream.topics.values() {
+                for partition in 0..topic.partitions {
+                    if table.owner(stream.id, topic.id, partition) == self.shard {
+                        let key = PartitionKey { stream_id: stream.id, topic_id: topic.id, partition };
+                        wanted.insert(key, self.config.log_config(&topic.config));
+                    }
+                }
+            }
+        }
+        let gone: Vec<Rc<Partition>> = {
+            let mut open = self.partitions.borrow_mut();
+            let keys: Vec<PartitionKey> = open.keys().filter(|k| !wanted.contains_key(k)).copied().collect();
+            keys.iter().filter_map(|k| open.remove(k)).collect()
+        };
+        for partition in gone {
+            self.remove(partition).await;
+        }
+        for (key, log_config) in wanted {
+            if self.partitions.borrow().contains_key(&key) {
+                continue;
+            }
+            let dir = self.dir(key);
+            let what = format!("shard {} opening partition {}", self.shard, dir.display());
+            let (log, repairs) = PartitionLog::open(self.io.clone(), &dir, log_config)
+                .await
+                .map_err(|e| BrokerError::storage(&what, e))?;
+            if !repairs.is_empty() {
+                tracing::warn!(shard = self.shard, dir = %dir.display(), repairs = repairs.len(), "partition recovered");
+            }
+            let offsets = OffsetStore::open(self.io.clone(), &dir, self.config.fsync)
+                .await
+                .map_err(|e| BrokerError::storage(&what, e))?;
+            let partition =
+                Partition { key, log, offsets: async_lock::Mutex::new(offsets), data: Event::new() };
+            self.partitions.borrow_mut().insert(key, Rc::new(partition));
+        }
+        Ok(())
+    }
+
+    /// Closes a partition whose topic was deleted and removes its files.
+    async fn remove(&self, partition: Rc<Partition>) {
+        let dir = self.dir(partition.key);
+        if let Err(error) = partition.log.close().await {
+            tracing::warn!(shard = self.shard, %error, "closing a deleted partition");
+        }
+        let _ = partition.offsets.lock().await.close().await;
+        partition.data.notify(usize::MAX);
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(shard = self.shard, dir = %dir.display(), %error, "removing a deleted partition");
+        }
+    }
+
+    /// The open partition `key`.
+    pub fn get(&self, key: PartitionKey) -> BrokerResult<Rc<Partition>> {
+        self.partitions.borrow().get(&key).cloned().ok_or_else(|| {
+            BrokerError::new(
+                crate::protocol::messages::Status::UnknownPartition,
+                format!(
+                    "partition {} of topic {} is not served by shard {}",
+                    key.partition, key.topic_id, self.shard
+                ),
+            )
+        })
+    }
+
+    /// Appends the `batch_count` batches in `payload` (validated first, all or nothing) and
+    /// returns their acknowledgements.
+    pub async fn produce(
+        &self,
+        key: PartitionKey,
+        payload: &mut [u8],
+        batch_count: u32,
+    ) -> BrokerResult<Vec<BatchAck>> {
+        let partition = self.get(key)?;
+        let bounds = split_batches(payload, batch_count)?;
+        let mut acks = Vec::with_capacity(bounds.len());
+        for (start, end) in bounds {
+            let what = format!("append to partition {}", key.partition);
+            let info = partition
+                .log
+                .append(&mut payload[start..end])
+                .await
+                .map_err(|e| BrokerError::storage(&what, e));
+            match info {
+                Ok(info) => acks.push(BatchAck {
+                    base_offset: info.base_offset,
+                    last_offset: info.last_offset,
+                    append_timestamp_us: info.append_timestamp_us,
+                }),
+                Err(error) => {
+                    partition.data.notify(usize::MAX);
+                    return Err(error);
+                }
+            }
+        }
+        partition.data.notify(usize::MAX);
+        Ok(acks)
+    }
+
+    /// Reads what `spec` asks for, waiting up to `spec.max_wait` for data when there is none.
+    pub async fn poll(&self, key: PartitionKey, spec: &PollSpec) -> BrokerResult<PollOutcome> {
+        let partition = self.get(key)?;
+        let deadline = Instant::now() + spec.max_wait;
+        loop {
+            let listener = partition.data.listen();
+            let start = self.start_offset(&partition, spec).await?;
+            let outcome = read_from(&partition, start, spec).await?;
+            let now = Instant::now();
+            if !outcome.bytes.is_empty() || now >= deadline {
+                if spec.auto_commit && outcome.partition.next_offset > start {
+                    let what = format!("auto-commit on partition {}", key.partition);
+                    let next = outcome.partition.next_offset;
+                    partition
+                        .offsets
+                        .lock()
+                        .await
+                        .store(&spec.consumer_key, next)
+                        .await
+                        .map_err(|e| offset_error(&what, e))?;
+                }
+                return Ok(outcome);
+            }
+            let wait = glommio::timer::sleep(deadline - now).fuse();
+            let arrived = listener.fuse();
+            futures::pin_mut!(wait, arrived);
+            futures::select! {
+                () = arrived => {}
+                () = wait => {}
+            }
+        }
+    }
+
+    async fn start_offset(&self, partition: &Partition, spec: &PollSpec) -> BrokerResult<u64> {
+        let log = &partition.log;
+        let first = log.offsets().start;
+        let end = log.high_watermark();
+        let start = match spec.strategy {
+            PollStrategy::Offset(offset) => offset,
+            PollStrategy::First => first,
+            PollStrategy::Last => end.saturating_sub(1).max(first),
+            PollStrategy::Next => {
+                partition.offsets.lock().await.get(&spec.consumer_key).unwrap_or(first).max(first)
+            }
+            PollStrategy::Timestamp(ts) => {
+                let what = format!("timestamp lookup on partition {}", partition.key.partition);
+                log.offset_for_timestamp(ts).await.map_err(|e| BrokerError::storage(&what, e))?.unwrap_or(end)
+            }
+        };
+        Ok(start)
+    }
+
+    /// Stores or reads a consumer offset.
+    pub async fn offset(
+        &self,
+        key: PartitionKey,
+        consumer_key: &str,
+        op: OffsetOp,
+    ) -> BrokerResult<OffsetInfo> {
+        let partition = self.get(key)?;
+        let high_watermark = partition.log.high_watermark();
+        if let OffsetOp::Store(offset) = op {
+            if offset > high_watermark {
+                return Err(BrokerError::new(
+                    crate::protocol::messages::Status::InvalidArgument,
+                    format!(
+                        "offset {offset} is past the end of partition {} ({high_watermark})",
+                        key.partition
+                    ),
+                ));
+            }
+            let what = format!("store offset on partition {}", key.partition);
+            partition
+                .offsets
+                .lock()
+                .await
+                .store(consumer_key, offset)
+                .await
+                .map_err(|e| offset_error(&what, e))?;
+        }
+        let stored = partition.offsets.lock().await.get(consumer_key);
+        Ok(OffsetInfo { stored, high_watermark })
+    }
+
+    /// Statistics of every owned partition.
+    pub fn stats(&self) -> Vec<(PartitionKey, PartitionStats)> {
+        let partitions = self.partitions.borrow();
+        let mut out: Vec<(PartitionKey, PartitionStats)> = partitions
+            .values()
+            .map(|p| {
+                let offsets = p.log.offsets();
+                let (bytes, segments) = p.log.size();
+                let consumers = match p.offsets.try_lock() {
+                    Some(store) => store
+                        .entries()
+                        .filter_map(|(k, _)| k.strip_prefix("c:"))
+                        .map(str::to_string)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let next = p.log.high_watermark();
+                let stats = PartitionStats {
+                    id: p.key.partition,
+                    shard: self.shard,
+                    first_offset: offsets.start,
+                    next_offset: next,
+                    committed_offset: offsets.committed_next,
+                    messages: next.saturating_sub(offsets.start),
+                    bytes,
+                    segments: segments as u32,
+                    consumers,
+                    poisoned: p.log.poisoned(),
+                };
+                (p.key, stats)
+            })
+            .collect();
+        out.sort_by_key(|(k, _)| *k);
+        out
+    }
+
+    /// fsyncs partitions whose `--fsync interval` is due, and applies retention when `retention`.
+    pub async fn maintain(&self, retention: bool) {
+        let all: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for partition in all {
+            if let Err(error) = partition.log.sync_if_due().await {
+                tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "interval fsync failed");
+            }
+            if retention {
+                match partition.log.enforce_retention(now_us()).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(
+                        shard = self.shard,
+                        partition = partition.key.partition,
+                        deleted,
+                        "retention"
+                    ),
+                    Err(error) => tracing::warn!(shard = self.shard, %error, "retention failed"),
+                }
+            }
+        }
+    }
+
+    /// Flushes, fsyncs and closes every partition.
+    pub async fn close_all(&self) {
+        let all: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
+        for partition in all {
+            if let Err(error) = partition.log.close().await {
+                tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "close failed");
+            }
+            let _ = partition.offsets.lock().await.close().await;
+            partition.data.notify(usize::MAX);
+        }
+    }
+
+    /// Polling for test helpers: how many partitions are open.
+    pub fn len(&self) -> usize {
+        self.partitions.borrow().len()
+    }
+
+    /// True when no partition is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Maps an offset-store failure to a status.
+fn offset_error(what: &str, error: OffsetError) -> BrokerError {
+    match error {
+        OffsetError::Storage(error) => BrokerError::storage(what, error),
+        other => {
+            BrokerError::new(crate::protocol::messages::Status::InvalidArgument, format!("{what}: {other}"))
+        }
+    }
+}
+
+/// Splits a produce payload into its batches' byte ranges; the count must match and every
+/// batch must validate, so a bad batch rejects the request before anything is appended.
+fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, usize)>> {
+    let invalid =
+        |message: String| BrokerError::new(crate::protocol::messages::Status::InvalidBatch, message);
+    if batch_count == 0 || batch_count as usize > payload.len() / BATCH_HEADER_BYTES {
+        return Err(invalid(format!(
+            "batch count {batch_count} does not fit a payload of {} bytes",
+            payload.len()
+        )));
+    }
+    let mut bounds = Vec::with_capacity(batch_count as usize);
+    let mut at = 0;
+    for index in 0..batch_count {
+        let rest = &payload[at..];
+        let header = BatchHeader::decode(rest).map_err(|e| invalid(format!("batch {index}: {e}")))?;
+        let end = at + header.length as usize;
+        let bytes =
+            payload.get(at..end).ok_or_else(|| invalid(format!("batch {index} runs past the payload")))?;
+        batch::validate(bytes).map_err(|e| invalid(format!("batch {index}: {e}")))?;
+        bounds.push((at, end));
+        at = end;
+    }
+    if at != payload.len() {
+        return Err(invalid(format!("{} bytes after the last of {batch_count} batches", payload.len() - at)));
+    }
+    Ok(bounds)
+}
+
+/// Reads batches from `start` within the spec's message and byte limits.
+async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> BrokerResult<PollOutcome> {
+    let log = &partition.log;
+    let high_watermark = log.high_watermark();
+    let mut bytes = Vec::new();
+    let mut offset = start;
+    let max_bytes = (spec.max_bytes as usize).max(1);
+    let max_messages = u64::from(spec.max_messages.max(1));
+    let what = || format!("read from partition {}", partition.key.partition);
+    while offset < high_watermark && bytes.len() < max_bytes && offset - start < max_messages {
+        let Some(read) =
+            log.read(offset, max_bytes - bytes.len()).await.map_err(|e| BrokerError::storage(&what(), e))?
+        else {
+            break;
+        };
+        bytes.extend_from_slice(read.bytes());
+        offset = read.next_offset;
+    }
+    let partition_info = PolledPartition {
+        partition: partition.key.partition,
+        start_offset: start,
+        next_offset: offset,
+        high_watermark,
+        payload_bytes: bytes.len() as u32,
+    };
+    Ok(PollOutcome { partition: partition_info, bytes })
+}

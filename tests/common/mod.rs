@@ -1,0 +1,357 @@
+//! Test harness: starts the real `ringbroker` binary on free loopback ports with a temporary data
+//! directory, and talks the real wire protocol to it over plain blocking sockets (so hostile
+//! frames can be sent byte by byte). Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::rancor::Error as RkyvError;
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::Archive;
+
+use ringbroker::protocol::batch::BatchBuilder;
+use ringbroker::protocol::frame::{encode_frame, FrameHeader, FRAME_HEADER_BYTES};
+use ringbroker::protocol::messages::{self, *};
+
+/// How long a broker may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Socket read timeout of test connections.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running broker process.
+pub struct Broker {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub shards: u16,
+    pub args: Vec<String>,
+}
+
+/// Three consecutive free loopback ports (main listener + 2 shard listeners), found by binding.
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind probe");
+        let base = probe.local_addr().expect("addr").port();
+        drop(probe);
+        if base > 65000 - count {
+            continue;
+        }
+        let all_free = (0..=count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free loopback ports");
+}
+
+impl Broker {
+    /// Starts a broker with `shards` shards and extra flags.
+    pub fn start(shards: u16, extra: &[&str]) -> Broker {
+        let dir = tempfile::Builder::new().prefix("ringbroker-it-").tempdir().expect("tempdir");
+        let port = free_ports(shards);
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut broker = Broker { child: None, dir, port, shards, args };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringbroker"));
+        command
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--shards")
+            .arg(self.shards.to_string())
+            .arg("--io-memory")
+            .arg("2097152")
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        self.child = Some(command.spawn().expect("spawn ringbroker"));
+        let deadline = Instant::now() + START_TIMEOUT;
+        // After a SIGKILL the dead process's listening sockets can outlive it for a moment
+        // (io_uring tears down its pending accepts asynchronously) and reset connections that
+        // land on them; so readiness means several successful pings in a row.
+        let mut good = 0;
+        loop {
+            if let Ok(mut conn) = Conn::connect(self.addr()) {
+                good = if conn.ping().is_ok() { good + 1 } else { 0 };
+                if good >= 5 {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("ringbroker exited during start-up: {status}");
+            }
+            assert!(Instant::now() < deadline, "ringbroker did not start within {START_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The shared listener.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Shard `shard`'s direct listener.
+    pub fn shard_addr(&self, shard: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port + 1 + shard))
+    }
+
+    /// A logged-in root connection.
+    pub fn root(&self) -> Conn {
+        let mut conn = Conn::connect(self.addr()).expect("connect");
+        conn.login("ringbroker", "ringbroker").expect("root login");
+        conn
+    }
+
+    /// SIGTERM and wait (graceful: flush, fsync, close).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "ringbroker exited with {status}");
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("ringbroker did not stop within 30 s of SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// SIGKILL (a crash) and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts again after a kill.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A server error: status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub status: Status,
+    pub message: String,
+}
+
+/// A blocking test connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    correlation: u64,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(READ_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, correlation: 0 })
+    }
+
+    /// A ping that reports I/O failures instead of panicking.
+    pub fn ping(&mut self) -> std::io::Result<()> {
+        self.correlation += 1;
+        let body = messages::encode(&Empty {}).expect("encode");
+        self.stream.write_all(&encode_frame(Kind::Ping as u16, self.correlation, 0, &body, &[]))?;
+        let (header, _) = self.read_frame()?;
+        if header.status != 0 {
+            return Err(std::io::Error::other("ping failed"));
+        }
+        Ok(())
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads one whole frame: header and the aligned frame bytes.
+    pub fn read_frame(&mut self) -> std::io::Result<(FrameHeader, AlignedVec<16>)> {
+        let mut head = [0_u8; FRAME_HEADER_BYTES];
+        self.stream.read_exact(&mut head)?;
+        let header = FrameHeader::decode(&head, usize::MAX)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let mut frame = AlignedVec::<16>::with_capacity(header.length as usize);
+        frame.extend_from_slice(&head);
+        frame.resize(header.length as usize, 0);
+        self.stream.read_exact(&mut frame[FRAME_HEADER_BYTES..])?;
+        Ok((header, frame))
+    }
+
+    /// One request and its response (body and payload), or the server's failure.
+    pub fn request<Req, Resp>(
+        &mut self,
+        kind: Kind,
+        request: &Req,
+        payload: &[u8],
+    ) -> Result<(Resp, Vec<u8>), Failure>
+    where
+        Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
+        Resp: Archive,
+        Resp::Archived: for<'a> CheckBytes<HighValidator<'a, RkyvError>>
+            + rkyv::Deserialize<Resp, HighDeserializer<RkyvError>>,
+    {
+        self.correlation += 1;
+        let body = messages::encode(request).expect("encode");
+        let frame = encode_frame(kind as u16, self.correlation, 0, &body, payload);
+        self.stream.write_all(&frame).expect("send request");
+        let (header, frame) = self.read_frame().expect("read response");
+        assert_eq!(header.correlation, self.correlation, "responses are matched by correlation id");
+        let body = &frame[header.body_range()];
+        if header.status != 0 {
+            let error: ErrorBody = messages::decode(body).expect("error body");
+            return Err(Failure { status: Status::from_u16(header.status), message: error.message });
+        }
+        let response = messages::decode(body).expect("response body");
+        Ok((response, frame[header.payload_range()].to_vec()))
+    }
+
+    pub fn call<Req, Resp>(&mut self, kind: Kind, request: &Req) -> Result<Resp, Failure>
+    where
+        Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
+        Resp: Archive,
+        Resp::Archived: for<'a> CheckBytes<HighValidator<'a, RkyvError>>
+            + rkyv::Deserialize<Resp, HighDeserializer<RkyvError>>,
+    {
+        self.request(kind, request, &[]).map(|(r, _)| r)
+    }
+
+    pub fn login(&mut self, user: &str, password: &str) -> Result<LoginResponse, Failure> {
+        self.call(Kind::Login, &LoginRequest { user: user.into(), password: password.into() })
+    }
+
+    pub fn create_stream(&mut self, name: &str) -> StreamInfo {
+        self.call(Kind::StreamCreate, &CreateStream { name: name.into(), if_missing: false })
+            .expect("create stream")
+    }
+
+    pub fn create_topic(&mut self, stream: &str, topic: &str, partitions: u32) -> TopicInfo {
+        let config = TopicConfig { partitions, ..TopicConfig::default() };
+        let request = CreateTopic { stream: stream.into(), name: topic.into(), config, if_missing: false };
+        self.call(Kind::TopicCreate, &request).expect("create topic")
+    }
+
+    pub fn produce(
+        &mut self,
+        stream: &str,
+        topic: &str,
+        partitioning: Partitioning,
+        batches: &[Vec<u8>],
+    ) -> Result<ProduceResponse, Failure> {
+        let request = ProduceRequest {
+            stream: stream.into(),
+            topic: topic.into(),
+            partitioning,
+            batch_count: batches.len() as u32,
+        };
+        self.request(Kind::Produce, &request, &batches.concat()).map(|(r, _)| r)
+    }
+
+    /// Polls one partition as a named consumer.
+    pub fn poll_partition(
+        &mut self,
+        stream: &str,
+        topic: &str,
+        partition: u32,
+        strategy: PollStrategy,
+        max_messages: u32,
+    ) -> Result<(PollResponse, Vec<u8>), Failure> {
+        let target = PollTarget::Partition(PartitionTarget { partition, consumer: "tests".into() });
+        let request = PollRequest {
+            stream: stream.into(),
+            topic: topic.into(),
+            target,
+            strategy,
+            max_messages,
+            max_bytes: 4 << 20,
+            max_wait_ms: 0,
+            auto_commit: false,
+        };
+        self.request(Kind::Poll, &request, &[])
+    }
+
+    pub fn stats(&mut self) -> StatsResponse {
+        self.call(Kind::Stats, &StatsRequest { stream: None }).expect("stats")
+    }
+}
+
+/// A batch of `count` messages whose payloads are `"{tag}-{i}"`.
+pub fn batch_of(tag: &str, count: u32) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(0, 0);
+    for i in 0..count {
+        builder.push_payload(format!("{tag}-{i}").as_bytes()).expect("push");
+    }
+    builder.finish().expect("finish")
+}
+
+/// Every record payload in a poll payload at or after `start_offset`, with its offset.
+pub fn records(payload: &[u8], start_offset: u64) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    for batch in ringbroker::protocol::batch::batches(payload) {
+        let batch = batch.expect("served batches are valid");
+        for record in batch.records() {
+            if record.offset >= start_offset {
+                out.push((record.offset, String::from_utf8_lossy(record.payload).into_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Reads a whole partition from `from` to its end as (offset, payload).
+pub fn read_partition(conn: &mut Conn, stream: &str, topic: &str, partition: u32) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (response, payload) =
+            conn.poll_partition(stream, topic, partition, PollStrategy::Offset(offset), 1000).expect("poll");
+        let polled = &response.partitions[0];
+        out.extend(records(&payload, offset));
+        if polled.next_offset >= polled.high_watermark || payload.is_empty() {
+            return out;
+        }
+        offset = polled.next_offset;
+        assert!(Instant::now() < deadline, "reading partition {partition} did not finish");
+    }
+}
