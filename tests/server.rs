@@ -49,6 +49,9 @@ fn produce_and_consume_across_two_shards_survives_restart_and_crash() {
     assert_eq!(shards.len(), 2, "8 partitions spread over both shards");
     let expected = fill(&mut conn, 6);
     assert_eq!(read_all(&mut conn), expected);
+    // max_messages stops at whole batches: 7 asked, two batches of 5 returned.
+    let (polled, payload) = conn.poll_partition(STREAM, TOPIC, 0, PollStrategy::First, 7).expect("poll");
+    assert_eq!((polled.partitions[0].next_offset, records(&payload, 0).len()), (10, 10));
 
     // Balanced partitioning spreads over partitions; key partitioning is stable.
     let balanced: BTreeSet<u32> = (0..8)
@@ -366,4 +369,50 @@ fn authentication_permissions_and_unknown_names() {
     let _: Empty = root.call(Kind::UserDelete, &NameRef { name: "reader".into() }).expect("delete user");
     let failure = user.poll_partition(STREAM, TOPIC, 0, PollStrategy::First, 10).expect_err("deleted");
     assert_eq!(failure.status, Status::Unauthenticated);
+}
+
+#[test]
+fn pipelined_produces_keep_their_order_and_multi_batch_requests_are_contiguous() {
+    let broker = Broker::start(2, &["--fsync", "always", "--segment-bytes", "65536"]);
+    let mut conn = broker.root();
+    conn.create_stream(STREAM);
+    conn.create_topic(STREAM, TOPIC, 2);
+    // 150 produces per partition sent back to back without waiting; one of the two partitions
+    // is owned by the other shard, so its requests are forwarded. Segments roll on the way.
+    let requests = 150_u64;
+    let mut frames = Vec::new();
+    for i in 0..requests * 2 {
+        let partition = (i % 2) as u32;
+        let batches = [batch_of(&format!("{i}"), 3), batch_of(&format!("{i}b"), 2)];
+        let request = ProduceRequest {
+            stream: STREAM.into(),
+            topic: TOPIC.into(),
+            partitioning: Partitioning::Partition(partition),
+            batch_count: 2,
+        };
+        let body = ringbroker::protocol::messages::encode(&request).expect("encode");
+        frames.extend(encode_frame(Kind::Produce as u16, i + 1, 0, &body, &batches.concat()));
+    }
+    conn.send_raw(&frames).expect("send");
+    let mut acks: BTreeMap<u64, ProduceResponse> = BTreeMap::new();
+    for _ in 0..requests * 2 {
+        let (header, frame) = conn.read_frame().expect("response");
+        assert_eq!(header.status, 0);
+        let response: ProduceResponse =
+            ringbroker::protocol::messages::decode(&frame[header.body_range()]).expect("body");
+        acks.insert(header.correlation, response);
+    }
+    for partition in 0..2 {
+        let mut expected_base = 0;
+        for (correlation, response) in acks.iter().filter(|(_, r)| r.partition == partition) {
+            assert_eq!(response.acks[0].base_offset, expected_base, "request {correlation} in send order");
+            assert_eq!(
+                response.acks[1].base_offset,
+                expected_base + 3,
+                "the request's two batches are contiguous"
+            );
+            expected_base += 5;
+        }
+        assert_eq!(expected_base, requests * 5);
+    }
 }

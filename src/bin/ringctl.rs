@@ -873,9 +873,11 @@ impl ProduceSummary {
 
     fn line(&self, stream: &str, topic: &str) -> String {
         let mut line = format!(
-            "produced {} messages in {} batches ({}) to {stream}/{topic}",
+            "produced {} message{} in {} batch{} ({}) to {stream}/{topic}",
             self.messages,
+            if self.messages == 1 { "" } else { "s" },
             self.batches,
+            if self.batches == 1 { "" } else { "es" },
             bytes_text(self.bytes)
         );
         let parts: Vec<String> = self

@@ -187,6 +187,11 @@ impl Client {
                 metadata.shards.len()
             ))
         })?;
+        if advertised.address.is_empty() {
+            return Err(ClientError::InvalidRequest(format!(
+                "shard {shard} has no direct address (the server runs without per-shard listeners)"
+            )));
+        }
         let mut target = self.connection_string();
         let (host, port) = parse_host_port(&advertised.address, target.port).map_err(|_| {
             ClientError::Protocol(format!("shard {shard} advertises a bad address `{}`", advertised.address))

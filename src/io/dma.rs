@@ -22,7 +22,7 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 
 use super::{Io, IoBuffer, IoError, IoFile, IoResult};
 
-/// Name of the sentinel file that primes glommio's polled-I/O probe.
+/// Name prefix of the sentinel files that prime glommio's polled-I/O probe.
 pub const PROBE_FILE_NAME: &str = ".ringbroker-io-probe";
 
 /// The glommio DMA file system. Create one per executor with [`DmaIo::new`].
@@ -37,12 +37,17 @@ impl DmaIo {
     /// real bytes. Must run inside a glommio executor, before any other DMA file is opened.
     pub async fn new(dir: &Path) -> IoResult<DmaIo> {
         std::fs::create_dir_all(dir).map_err(|e| IoError::new("create_dir_all", dir, e))?;
-        let path = dir.join(PROBE_FILE_NAME);
+        // One probe file per call: shards start concurrently in one data directory, and a probe
+        // truncated by a neighbour would read as empty and mislead glommio's probe.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let unique = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!("{PROBE_FILE_NAME}-{}-{unique}", std::process::id()));
         let block = vec![0xA5_u8; crate::constants::IO_ALIGNMENT_BYTES];
         std::fs::write(&path, &block).map_err(|e| IoError::new("write probe", &path, e))?;
         let file = DmaFile::open(&path).await.map_err(|e| glommio_error("open probe", &path, e))?;
         let read = file.read_at(0, block.len()).await;
         let _ = file.close().await;
+        let _ = std::fs::remove_file(&path);
         let read = read.map_err(|e| glommio_error("read probe", &path, e))?;
         if read.len() != block.len() {
             let detail = std::io::Error::other(format!("probe read returned {} bytes", read.len()));

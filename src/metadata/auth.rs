@@ -45,9 +45,9 @@ const _: () = assert!(Params::DEFAULT_P_COST <= HASH_LANES_MAX);
 /// What a request needs on a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Right {
-    /// Poll, get offsets, stats.
+    /// Poll, get and store offsets, join consumer groups, stats.
     Read,
-    /// Produce, store offsets, join groups.
+    /// Produce.
     Write,
     /// Create and delete topics, partitions and groups in the stream.
     Manage,

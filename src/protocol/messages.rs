@@ -298,7 +298,7 @@ pub struct LoginResponse {
 pub struct ShardAddress {
     /// Shard id.
     pub shard: u16,
-    /// `host:port` that lands on this shard.
+    /// `host:port` that lands on this shard; empty when per-shard listeners are off.
     pub address: String,
 }
 
@@ -333,9 +333,9 @@ pub struct MetadataResponse {
 pub struct StreamPermission {
     /// Stream name, or `*`.
     pub stream: String,
-    /// Poll, get offsets, stats.
+    /// Poll, get and store offsets, join consumer groups, stats.
     pub read: bool,
-    /// Produce, store offsets, join groups.
+    /// Produce.
     pub write: bool,
     /// Create and delete topics and groups in the stream.
     pub manage: bool,

@@ -43,7 +43,7 @@ pub struct ServerConfig {
 
     /// Cores to run shards on, e.g. `0,1` or `2-5`; one shard per core, pinned.
     #[arg(long, value_parser = parse_core_list)]
-    pub cores: Option<Vec<usize>>,
+    pub cores: Option<CoreList>,
 
     /// Durability: `always` (acknowledge after fdatasync, group commit), `interval=MS`
     /// (acknowledge after the write, fdatasync at least every MS), `never`.
@@ -95,8 +95,12 @@ pub struct ServerConfig {
     pub root_password: Option<String>,
 }
 
+/// A list of core ids from `--cores`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreList(pub Vec<usize>);
+
 /// Parses `0,1,4-6` into core ids.
-fn parse_core_list(text: &str) -> Result<Vec<usize>, String> {
+fn parse_core_list(text: &str) -> Result<CoreList, String> {
     let mut cores = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("invalid core list `{text}`: expected e.g. `0,1` or `2-5`");
@@ -116,7 +120,7 @@ fn parse_core_list(text: &str) -> Result<Vec<usize>, String> {
     }
     cores.sort_unstable();
     cores.dedup();
-    Ok(cores)
+    Ok(CoreList(cores))
 }
 
 impl ServerConfig {
@@ -148,7 +152,7 @@ impl ServerConfig {
 
     /// The cores shards run on (pinned), or `None` entries for unpinned shards.
     pub fn placement(&self) -> Vec<Option<usize>> {
-        if let Some(cores) = &self.cores {
+        if let Some(CoreList(cores)) = &self.cores {
             return cores.iter().map(|&c| Some(c)).collect();
         }
         let available: Vec<usize> =
@@ -218,7 +222,7 @@ mod tests {
 
     #[test]
     fn core_lists_and_durations() {
-        assert_eq!(parse_core_list("0,2-4"), Ok(vec![0, 2, 3, 4]));
+        assert_eq!(parse_core_list("0,2-4"), Ok(CoreList(vec![0, 2, 3, 4])));
         assert!(parse_core_list("3-1").is_err());
         let config =
             parse(&["--cores", "0", "--fsync", "interval=50", "--segment-max-age", "2h"]).expect("parse");

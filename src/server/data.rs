@@ -232,7 +232,8 @@ pub async fn offset_on_owner(
 
 /// OffsetStore.
 pub async fn store_offset(context: &Context<'_>, request: StoreOffset) -> BrokerResult<Reply> {
-    context.require(&request.stream, Right::Write)?;
+    // Committing consumption progress is part of reading (as in Kafka): the read right suffices.
+    context.require(&request.stream, Right::Read)?;
     let catalog = context.shard.catalog();
     let (stream, topic) = catalog.topic(&request.stream, &request.topic)?;
     let key = partition_key(stream, topic, request.partition)?;

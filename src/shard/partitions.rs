@@ -139,27 +139,26 @@ impl PartitionManager {
     ) -> BrokerResult<Vec<BatchAck>> {
         let partition = self.get(key)?;
         let bounds = split_batches(payload, batch_count)?;
-        let mut acks = Vec::with_capacity(bounds.len());
-        for (start, end) in bounds {
-            let what = format!("append to partition {}", key.partition);
-            let info = partition
-                .log
-                .append(&mut payload[start..end])
-                .await
-                .map_err(|e| BrokerError::storage(&what, e));
-            match info {
-                Ok(info) => acks.push(BatchAck {
-                    base_offset: info.base_offset,
-                    last_offset: info.last_offset,
-                    append_timestamp_us: info.append_timestamp_us,
-                }),
-                Err(error) => {
-                    partition.data.notify(usize::MAX);
-                    return Err(error);
-                }
-            }
+        let mut batches: Vec<&mut [u8]> = Vec::with_capacity(bounds.len());
+        let mut rest = payload;
+        for (start, end) in bounds.iter().rev() {
+            let (head, batch) = rest.split_at_mut(*start);
+            batches.push(&mut batch[..end - start]);
+            rest = head;
         }
+        batches.reverse();
+        let what = format!("append to partition {}", key.partition);
+        let appended = partition.log.append_batches(&mut batches).await;
         partition.data.notify(usize::MAX);
+        let infos = appended.map_err(|e| BrokerError::storage(&what, e))?;
+        let acks = infos
+            .iter()
+            .map(|info| BatchAck {
+                base_offset: info.base_offset,
+                last_offset: info.last_offset,
+                append_timestamp_us: info.append_timestamp_us,
+            })
+            .collect();
         Ok(acks)
     }
 
@@ -382,8 +381,20 @@ async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> Broker
         else {
             break;
         };
-        bytes.extend_from_slice(read.bytes());
-        offset = read.next_offset;
+        let data = read.bytes();
+        let (mut at, mut next) = (0_usize, offset);
+        // Whole batches only, and none once `max_messages` are included.
+        while at < data.len() && next.saturating_sub(start) < max_messages {
+            let header =
+                BatchHeader::decode(&data[at..]).map_err(|e| BrokerError::storage(&what(), e.into()))?;
+            at += header.length as usize;
+            next = header.next_offset();
+        }
+        bytes.extend_from_slice(&data[..at.min(data.len())]);
+        offset = next;
+        if at < data.len() {
+            break;
+        }
     }
     let partition_info = PolledPartition {
         partition: partition.key.partition,

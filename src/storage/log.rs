@@ -15,12 +15,13 @@
 //! a failed write rolls the log back to stable and fails every append not yet written; a failed
 //! fsync poisons the log and every later append fails with [`StorageError::Poisoned`].
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
 use async_lock::Mutex;
+use event_listener::Event;
 use futures::future::try_join_all;
 
 use super::segment::{create_segment, open_segment, parse_log_name, segment_paths, Mark, Segment};
@@ -88,6 +89,24 @@ pub struct PartitionLog<I: Io> {
     config: LogConfig,
     state: RefCell<LogState<I::File>>,
     flush_lock: Mutex<()>,
+    /// Append order: the next ticket to hand out, the ticket allowed to buffer now, and an event
+    /// fired when that changes.
+    next_ticket: Cell<u64>,
+    serving: Cell<u64>,
+    turn_changed: Event,
+}
+
+/// An appender's turn to buffer; passes the turn on when dropped.
+struct Turn<'a> {
+    serving: &'a Cell<u64>,
+    changed: &'a Event,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.serving.set(self.serving.get() + 1);
+        self.changed.notify(usize::MAX);
+    }
 }
 
 impl<I: Io> PartitionLog<I> {
@@ -118,7 +137,12 @@ impl<I: Io> PartitionLog<I> {
             segments.push(create_segment(&io, dir, base, &config).await?);
         }
         for repair in &repairs {
-            tracing::warn!(dir = %dir.display(), "recovery: {repair}");
+            match repair {
+                Repair::TruncatedTail { zero_padding: true, .. } => {
+                    tracing::info!(dir = %dir.display(), "recovery: {repair}")
+                }
+                _ => tracing::warn!(dir = %dir.display(), "recovery: {repair}"),
+            }
         }
         let last_append_us = segments.iter().filter_map(|s| s.last_append_us).max().unwrap_or(0);
         let state = LogState {
@@ -138,6 +162,9 @@ impl<I: Io> PartitionLog<I> {
             config,
             state: RefCell::new(state),
             flush_lock: Mutex::new(()),
+            next_ticket: Cell::new(0),
+            serving: Cell::new(0),
+            turn_changed: Event::new(),
         };
         Ok((log, repairs))
     }
@@ -156,16 +183,56 @@ impl<I: Io> PartitionLog<I> {
     /// append timestamp by patching its header, buffers it, and returns once it is as durable as
     /// the fsync policy promises.
     pub async fn append(&self, batch: &mut [u8]) -> StorageResult<AppendInfo> {
-        batch::validate(batch)?;
+        let mut infos = self.append_batches(&mut [batch]).await?;
+        infos.pop().ok_or(StorageError::Corrupt { position: 0, reason: "append produced no acknowledgement" })
+    }
+
+    /// Appends several batches as one unit: all are validated first (one bad batch refuses them
+    /// all), they get consecutive offsets in the given order, and one wait covers their
+    /// durability. Appends keep the order in which they were called, also when some of them
+    /// must wait for a segment roll or for the disk.
+    pub async fn append_batches(&self, batches: &mut [&mut [u8]]) -> StorageResult<Vec<AppendInfo>> {
+        for batch in batches.iter() {
+            batch::validate(batch)?;
+        }
         self.check_writable()?;
-        self.make_room(batch.len()).await?;
-        let (info, epoch) = self.buffer_batch(batch, now_us())?;
+        let total: usize = batches.iter().map(|b| b.len()).sum();
+        let (infos, epoch) = {
+            let _turn = self.wait_turn().await;
+            self.make_room(total).await?;
+            let now = now_us();
+            let mut infos = Vec::with_capacity(batches.len());
+            let mut epoch = 0;
+            for batch in batches.iter_mut() {
+                let (info, buffered_epoch) = self.buffer_batch(batch, now)?;
+                infos.push(info);
+                epoch = buffered_epoch;
+            }
+            (infos, epoch)
+        };
         let level = match self.config.fsync {
             FsyncPolicy::Always => Level::Committed,
             _ => Level::Stable,
         };
-        self.wait_for(info.last_offset, epoch, level).await?;
-        Ok(info)
+        if let Some(last) = infos.last() {
+            self.wait_for(last.last_offset, epoch, level).await?;
+        }
+        Ok(infos)
+    }
+
+    /// Waits until every earlier caller of `append_batches` has buffered its batches; the
+    /// returned guard lets the next one go when dropped (also on error or cancellation).
+    async fn wait_turn(&self) -> Turn<'_> {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        while self.serving.get() != ticket {
+            let listener = self.turn_changed.listen();
+            if self.serving.get() == ticket {
+                break;
+            }
+            listener.await;
+        }
+        Turn { serving: &self.serving, changed: &self.turn_changed }
     }
 
     fn check_writable(&self) -> StorageResult<()> {
