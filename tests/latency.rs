@@ -19,7 +19,8 @@ const SAMPLES: u32 = 20_000;
 const TIME_LIMIT: Duration = Duration::from_secs(60);
 
 fn measure(fsync: &str, direct: bool) {
-    let broker = Broker::start(2, &["--fsync", fsync]);
+    let spin = std::env::var("RINGBROKER_SPIN").unwrap_or_else(|_| "0s".into());
+    let broker = Broker::start(2, &["--fsync", fsync, "--spin-before-park", &spin]);
     let mut admin = broker.root();
     admin.create_stream("bench");
     let topic = admin.create_topic("bench", "latency", 1);

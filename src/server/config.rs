@@ -66,6 +66,11 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub io_memory: usize,
 
+    /// How long an idle shard spins before it parks (e.g. `50us`): lower wake-up latency for the
+    /// price of CPU time. 0 parks at once.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub spin_before_park: Duration,
+
     /// io_uring submission queue depth per ring.
     #[arg(long, default_value_t = 128)]
     pub ring_depth: usize,

@@ -66,7 +66,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("ringbroker-shard-{id}"))
             .io_memory(plan.io_memory_per_shard_bytes)
-            .ring_depth(config.ring_depth);
+            .ring_depth(config.ring_depth)
+            .spin_before_park(config.spin_before_park);
         let handle = builder
             .spawn(move || async move {
                 let id = id as u16;

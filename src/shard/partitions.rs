@@ -96,9 +96,12 @@ impl PartitionManager {
             let offsets = OffsetStore::open(self.io.clone(), &dir, self.config.fsync)
                 .await
                 .map_err(|e| BrokerError::storage(&what, e))?;
-            let partition =
-                Partition { key, log, offsets: async_lock::Mutex::new(offsets), data: Event::new() };
-            self.partitions.borrow_mut().insert(key, Rc::new(partition));
+            let offsets = async_lock::Mutex::new(offsets);
+            let partition = Rc::new(Partition { key, log, offsets, data: Event::new() });
+            if partition.log.write_behind() {
+                glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();
+            }
+            self.partitions.borrow_mut().insert(key, partition);
         }
         Ok(())
     }
@@ -324,6 +327,27 @@ impl PartitionManager {
     /// True when no partition is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The flusher of a `--fsync never` partition: writes whatever appends buffered, as soon as they
+/// did, and wakes long polls once it is readable. Ends when the partition is closed.
+async fn write_behind(shard: u16, partition: Rc<Partition>) {
+    loop {
+        partition.log.wait_dirty().await;
+        if partition.log.is_closed() || partition.log.poisoned().is_some() {
+            return;
+        }
+        if let Err(error) = partition.log.flush().await {
+            tracing::error!(
+                shard,
+                partition = partition.key.partition,
+                %error,
+                "write-behind failed: acknowledged appends not yet written were dropped"
+            );
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        partition.data.notify(usize::MAX);
     }
 }
 

@@ -94,6 +94,8 @@ pub struct PartitionLog<I: Io> {
     next_ticket: Cell<u64>,
     serving: Cell<u64>,
     turn_changed: Event,
+    /// Fired when write-behind appends leave bytes to write, and on close.
+    dirty: Event,
 }
 
 /// An appender's turn to buffer; passes the turn on when dropped.
@@ -165,6 +167,7 @@ impl<I: Io> PartitionLog<I> {
             next_ticket: Cell::new(0),
             serving: Cell::new(0),
             turn_changed: Event::new(),
+            dirty: Event::new(),
         };
         Ok((log, repairs))
     }
@@ -212,12 +215,50 @@ impl<I: Io> PartitionLog<I> {
         };
         let level = match self.config.fsync {
             FsyncPolicy::Always => Level::Committed,
-            _ => Level::Stable,
+            FsyncPolicy::Interval(_) => Level::Stable,
+            FsyncPolicy::Never => {
+                // Write-behind: acknowledged once buffered; the owner's flusher writes it now.
+                self.dirty.notify(usize::MAX);
+                return Ok(infos);
+            }
         };
         if let Some(last) = infos.last() {
             self.wait_for(last.last_offset, epoch, level).await?;
         }
         Ok(infos)
+    }
+
+    /// True when appends are acknowledged before their write (`--fsync never`): the owner must
+    /// run a flusher that calls [`Self::wait_dirty`] and [`Self::flush`] in a loop.
+    pub fn write_behind(&self) -> bool {
+        self.config.fsync == FsyncPolicy::Never
+    }
+
+    /// Waits until some appended bytes are not yet written, or the log is closed or poisoned.
+    pub async fn wait_dirty(&self) {
+        loop {
+            let listener = self.dirty.listen();
+            {
+                let state = self.state.borrow();
+                let dirty = state.segments.last().is_some_and(|s| s.end.next_offset > s.stable.next_offset);
+                if dirty || state.closed || state.poisoned.is_some() {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+
+    /// Writes everything appended so far (no fsync unless the policy's interval is due).
+    pub async fn flush(&self) -> StorageResult<()> {
+        let _guard = self.flush_lock.lock().await;
+        self.check_writable()?;
+        self.flush_locked(Level::Stable).await
+    }
+
+    /// True once [`Self::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.state.borrow().closed
     }
 
     /// Waits until every earlier caller of `append_batches` has buffered its batches; the
@@ -682,6 +723,7 @@ impl<I: Io> PartitionLog<I> {
             self.seal_active_locked().await?;
         }
         self.state.borrow_mut().closed = true;
+        self.dirty.notify(usize::MAX);
         Ok(())
     }
 }

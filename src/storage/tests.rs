@@ -308,20 +308,33 @@ fn out_of_space_fails_the_append_and_writes_resume() {
 }
 
 #[test]
-fn never_and_interval_policies_ack_after_the_write() {
-    for fsync in [FsyncPolicy::Never, FsyncPolicy::Interval(Duration::from_secs(3600))] {
-        let io = FaultIo::new();
-        let (log, _) = open(&io, LogConfig { fsync, ..config(1 << 20) });
-        let acked = append_all(&log, 0..10, 2, 100);
-        let offsets = log.offsets();
-        assert_eq!(offsets.stable_next, 20);
-        assert_eq!(offsets.committed_next, 0, "{fsync}: nothing fsynced yet");
-        assert_eq!(read_all(&log, 1 << 20), acked);
-        block_on(log.sync()).expect("sync");
-        assert_eq!(log.offsets().committed_next, 20);
-        // A process crash (the kernel keeps what was written) loses nothing acknowledged.
-        block_on(log.close()).expect("close");
-    }
+fn interval_acks_after_the_write_and_never_writes_behind() {
+    let io = FaultIo::new();
+    let (log, _) =
+        open(&io, LogConfig { fsync: FsyncPolicy::Interval(Duration::from_secs(3600)), ..config(1 << 20) });
+    let acked = append_all(&log, 0..10, 2, 100);
+    let offsets = log.offsets();
+    assert_eq!((offsets.stable_next, offsets.committed_next), (20, 0), "written, nothing fsynced yet");
+    assert_eq!(read_all(&log, 1 << 20), acked);
+    block_on(log.sync()).expect("sync");
+    assert_eq!(log.offsets().committed_next, 20);
+    block_on(log.close()).expect("close");
+
+    // --fsync never acknowledges once buffered; readers see batches only once the flusher wrote them.
+    let io = FaultIo::new();
+    let (log, _) = open(&io, LogConfig { fsync: FsyncPolicy::Never, ..config(1 << 20) });
+    assert!(log.write_behind());
+    let acked = append_all(&log, 0..10, 2, 100);
+    let offsets = log.offsets();
+    assert_eq!((offsets.dirty_next, offsets.stable_next), (20, 0));
+    assert!(read_all(&log, 1 << 20).is_empty(), "unwritten batches are not served");
+    block_on(log.wait_dirty());
+    block_on(log.flush()).expect("flush");
+    assert_eq!(log.offsets().stable_next, 20);
+    assert_eq!(read_all(&log, 1 << 20), acked);
+    block_on(log.close()).expect("close");
+    block_on(log.wait_dirty());
+    assert!(log.is_closed());
     let io = FaultIo::new();
     let (log, _) =
         open(&io, LogConfig { fsync: FsyncPolicy::Interval(Duration::from_millis(1)), ..config(1 << 20) });
