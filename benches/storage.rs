@@ -41,6 +41,18 @@ fn timed_appends(iterations: u64, appenders: u64, fsync: FsyncPolicy) -> (Durati
         let (log, _) = PartitionLog::open(io, &root.join("p"), config).await.expect("open");
         let log = Rc::new(log);
         let per_task = iterations.div_ceil(appenders);
+        // `--fsync never` acknowledges on buffering; a flusher writes behind, as the server runs it.
+        let flusher = log.write_behind().then(|| {
+            let log = log.clone();
+            glommio::spawn_local(async move {
+                loop {
+                    log.wait_dirty().await;
+                    if log.is_closed() || log.flush().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        });
         let start = Instant::now();
         let tasks: Vec<_> = (0..appenders)
             .map(|_| {
@@ -56,9 +68,13 @@ fn timed_appends(iterations: u64, appenders: u64, fsync: FsyncPolicy) -> (Durati
         for task in tasks {
             task.await;
         }
+        log.flush().await.expect("flush");
         let elapsed = start.elapsed();
         let counters = log.counters();
         log.close().await.expect("close");
+        if let Some(flusher) = flusher {
+            flusher.await;
+        }
         (elapsed, counters)
     })
     .expect("executor")
@@ -95,7 +111,10 @@ fn sequential_read(c: &mut Criterion) {
             let root = dir.path().to_path_buf();
             run_local("bench-read", IO_MEMORY_BYTES, move || async move {
                 let io = DmaIo::new(&root).await.expect("io");
-                let config = LogConfig { fsync: FsyncPolicy::Never, ..LogConfig::default() };
+                let config = LogConfig {
+                    fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+                    ..LogConfig::default()
+                };
                 let (log, _) = PartitionLog::open(io, &root.join("p"), config).await.expect("open");
                 let mut bytes = batch();
                 for _ in 0..FILL_BATCHES.min(iterations) {

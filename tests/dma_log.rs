@@ -46,8 +46,11 @@ fn real_files_round_trip_reopen_and_recover_a_torn_tail() {
     let root = dir.path().to_path_buf();
     run_local("dma-test", IO_MEMORY_BYTES, move || async move {
         let io = DmaIo::new(&root).await.expect("dma io");
-        let config =
-            LogConfig { segment_bytes: 512 * 1024, fsync: FsyncPolicy::Never, ..LogConfig::default() };
+        let config = LogConfig {
+            segment_bytes: 512 * 1024,
+            fsync: FsyncPolicy::Interval(std::time::Duration::from_secs(3600)),
+            ..LogConfig::default()
+        };
         let (log, repairs) = PartitionLog::open(io.clone(), &path, config.clone()).await.expect("open");
         assert!(repairs.is_empty());
         let mut acked = Vec::new();
