@@ -72,6 +72,7 @@ pub struct Shard {
     pub controller: Option<controller::Controller>,
     catalog: RefCell<Arc<Catalog>>,
     catalog_installed: event_listener::Event,
+    install_lock: async_lock::Mutex<()>,
     shutting_down: Cell<bool>,
 }
 
@@ -94,6 +95,7 @@ impl Shard {
             controller,
             catalog: RefCell::new(Arc::new(Catalog::default())),
             catalog_installed: event_listener::Event::new(),
+            install_lock: async_lock::Mutex::new(()),
             shutting_down: Cell::new(false),
         }
     }
@@ -118,13 +120,20 @@ impl Shard {
         self.shutting_down.get()
     }
 
-    /// Installs a catalog (newer than the one held) and opens / closes partitions to match.
+    /// Installs a catalog (not older than the one held): opens and closes partitions to match,
+    /// then serves it.
     pub async fn install(&self, catalog: Arc<Catalog>) -> BrokerResult<()> {
+        let _one_at_a_time = self.install_lock.lock().await;
         if catalog.revision < self.catalog.borrow().revision {
             return Ok(());
         }
-        self.catalog.replace(catalog.clone());
-        let synced = self.partitions.sync_with(&catalog, &self.table()).await;
+        // Open the new partitions before publishing the catalog, so no request on this shard sees
+        // a partition it owns that is not open yet.
+        let table = crate::metadata::table::ShardTable::new(catalog.revision, self.shards());
+        let synced = self.partitions.sync_with(&catalog, &table).await;
+        if catalog.revision >= self.catalog.borrow().revision {
+            self.catalog.replace(catalog);
+        }
         self.catalog_installed.notify(usize::MAX);
         synced
     }
