@@ -33,14 +33,22 @@
 
 mod api;
 mod connection;
+pub mod consumer;
 mod error;
 mod polled;
+pub mod producer;
+pub mod router;
 mod url;
 pub mod wire;
 
 pub use connection::Client;
+pub use consumer::{
+    AutoCommit, ConsumeError, Consumer, ConsumerBuilder, HandlerError, MessageConsumer, ReceivedMessage,
+};
 pub use error::ClientError;
 pub use polled::{PartitionRecords, Polled, PolledPartitionData, PolledRecord};
+pub use producer::{Partitioning, Producer, ProducerBuilder, ProducerError, ProducerMessage};
+pub use router::{RouterSource, ShardRouter};
 pub use url::{ClientOptions, ConnectionString, PORT_DEFAULT, SCHEME};
 pub use wire::{Frame, RequestBody, ResponseBody};
 
