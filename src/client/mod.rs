@@ -38,6 +38,7 @@ mod error;
 mod polled;
 pub mod producer;
 pub mod router;
+pub mod stream;
 mod url;
 pub mod wire;
 
@@ -49,6 +50,7 @@ pub use error::ClientError;
 pub use polled::{PartitionRecords, Polled, PolledPartitionData, PolledRecord};
 pub use producer::{Partitioning, Producer, ProducerBuilder, ProducerError, ProducerMessage};
 pub use router::{RouterSource, ShardRouter};
+pub use stream::{RingStream, StreamConfig};
 pub use url::{ClientOptions, ConnectionString, PORT_DEFAULT, SCHEME};
 pub use wire::{Frame, RequestBody, ResponseBody};
 
