@@ -160,7 +160,7 @@ impl RingStream {
         let builder = Consumer::builder(router, &config.stream, &config.topic)
             .create_if_missing(config.partitions)
             .polling_strategy(config.polling_strategy)
-            .auto_commit(config.auto_commit.clone())
+            .auto_commit(config.auto_commit)
             .polling_interval(config.polling_interval)
             .batch_size(config.batch_size);
         let builder = match &config.group {
