@@ -1,0 +1,429 @@
+//! `ringbench`: the load generator. Drives a ringbroker with pinned or balanced producers and
+//! consumers (or measures the loopback TCP ceiling without a broker) and reports throughput and
+//! latency (hdrhistogram) as a table, optionally as JSON.
+//!
+//! Threads: the main thread sets up the streams on a current-thread tokio runtime, then starts
+//! one OS thread per actor, each with its own current-thread runtime (pinned to a core with
+//! `--cores`), so actors never share a runtime or a connection. Each actor connects shard-aware:
+//! a [`ShardRouter`](ringbroker::client::ShardRouter) hands it a client on the owner shard of its
+//! partition. All actors connect first, wait on a barrier, then run.
+//!
+//! Measurement: a run is bounded by `--batches` (per actor) or `--duration`, both of which
+//! include the warm-up; samples and bytes completed during the first `--warmup` seconds are
+//! discarded, and throughput is computed over the rest. A run that ends inside its warm-up is an
+//! error rather than a report of nothing.
+//!
+//! Contract with scripts: exit status 0 with the report on stdout; otherwise one line
+//! `ringbench: <error>` on stderr and exit status 1 (2 for a usage error).
+
+#![warn(rust_2018_idioms)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod actors;
+mod loopback;
+mod report;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use ringbroker::client::{Client, ClientError};
+use ringbroker::constants::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
+use ringbroker::protocol::messages::{Status, TopicConfig};
+
+/// Most actors of one kind (each is an OS thread with its own runtime and connections).
+const ACTORS_MAX: u32 = 256;
+/// Most streams a run creates.
+const STREAMS_MAX: u32 = 1024;
+/// Most partitions per topic a run creates.
+const PARTITIONS_MAX: u32 = 4096;
+/// The topic every bench stream gets.
+const TOPIC: &str = "t";
+/// Per-record overhead allowed for when sizing a batch against `BATCH_BYTES_MAX` (record
+/// header and batch header, generously).
+const RECORD_OVERHEAD_BYTES: u64 = 64;
+
+/// Load generator for ringbroker: pinned and balanced producers and consumers, end-to-end
+/// latency, and the loopback TCP ceiling.
+#[derive(Parser, Debug)]
+#[command(name = "ringbench", version, about = "Load generator for ringbroker")]
+struct Cli {
+    /// Server address, `host:port` (the shared listener; shard ports come from Metadata).
+    #[arg(long, default_value = "127.0.0.1:7720")]
+    server: String,
+    /// User to log in as.
+    #[arg(long, default_value = "ringbroker", env = "RINGBROKER_USER")]
+    user: String,
+    /// Password to log in with.
+    #[arg(
+        long,
+        default_value = "ringbroker",
+        env = "RINGBROKER_PASSWORD",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    password: String,
+    #[command(subcommand)]
+    workload: WorkloadCommand,
+}
+
+/// The workloads, each with the same options.
+#[derive(Subcommand, Debug)]
+enum WorkloadCommand {
+    /// Producer i writes only partition i, up to 4 batches in flight.
+    PinnedProducer(Options),
+    /// Fill the partitions, then consumer i reads partition i by offset.
+    PinnedConsumer(Options),
+    /// Pinned producers and pinned consumers at once.
+    PinnedProducerAndConsumer(Options),
+    /// Producers spread their batches round robin over all partitions.
+    BalancedProducer(Options),
+    /// Fill the partitions, then a consumer group reads everything (auto-commit).
+    BalancedConsumerGroup(Options),
+    /// Producers stamp each message; consumers (long poll) record receive minus send.
+    EndToEnd(Options),
+    /// No broker: raw loopback TCP bandwidth between tokio senders and receivers.
+    Loopback(Options),
+}
+
+/// What a run does; see the module documentation for the measurement rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Workload {
+    /// See [`WorkloadCommand::PinnedProducer`].
+    PinnedProducer,
+    /// See [`WorkloadCommand::PinnedConsumer`].
+    PinnedConsumer,
+    /// See [`WorkloadCommand::PinnedProducerAndConsumer`].
+    PinnedProducerAndConsumer,
+    /// See [`WorkloadCommand::BalancedProducer`].
+    BalancedProducer,
+    /// See [`WorkloadCommand::BalancedConsumerGroup`].
+    BalancedConsumerGroup,
+    /// See [`WorkloadCommand::EndToEnd`].
+    EndToEnd,
+    /// See [`WorkloadCommand::Loopback`].
+    Loopback,
+}
+
+impl Workload {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::PinnedProducer => "pinned-producer",
+            Workload::PinnedConsumer => "pinned-consumer",
+            Workload::PinnedProducerAndConsumer => "pinned-producer-and-consumer",
+            Workload::BalancedProducer => "balanced-producer",
+            Workload::BalancedConsumerGroup => "balanced-consumer-group",
+            Workload::EndToEnd => "end-to-end",
+            Workload::Loopback => "loopback",
+        }
+    }
+}
+
+/// Options shared by every workload.
+#[derive(Args, Debug, Clone)]
+struct Options {
+    /// Producer actors (for loopback: sender/receiver pairs).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(ACTORS_MAX)))]
+    producers: u32,
+    /// Consumer actors.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(ACTORS_MAX)))]
+    consumers: u32,
+    /// Streams (`bench-0` …); actor i uses stream i modulo this.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(STREAMS_MAX)))]
+    streams: u32,
+    /// Partitions of each topic [default: --producers].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(PARTITIONS_MAX)))]
+    partitions: Option<u32>,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    message_size: u32,
+    /// Messages per batch (one batch per produce request; the poll size of consumers).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=i64::from(BATCH_RECORDS_MAX)))]
+    batch: u32,
+    /// Batches per actor, warm-up included [default: 1000 unless --duration]; consumer
+    /// workloads fill this many batches into each partition.
+    #[arg(long, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..))]
+    batches: Option<u64>,
+    /// Run for this many seconds, warm-up included (consumer workloads still fill 1000 batches
+    /// per partition and stop early when they have read them).
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<f64>,
+    /// Limit each actor to this many MB/s (10^6 bytes) of payload.
+    #[arg(long, value_parser = parse_positive)]
+    rate: Option<f64>,
+    /// Seconds at the start whose samples and bytes are discarded.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_seconds_or_zero)]
+    warmup: f64,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// Free text echoed into the JSON settings (how the server ran, e.g. "--fsync always").
+    #[arg(long, allow_hyphen_values = true)]
+    fsync_hint: Option<String>,
+    /// Pin actor i to core LIST[i % len] (e.g. `0,1` or `0-3`).
+    #[arg(long, value_parser = parse_cores)]
+    cores: Option<CoreList>,
+}
+
+/// Core ids for `--cores`, in the order given.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(transparent)]
+pub struct CoreList(pub Vec<usize>);
+
+/// Batches per actor when neither `--batches` nor `--duration` is given, and the fill of
+/// consumer workloads under `--duration`.
+pub const BATCHES_DEFAULT: u64 = 1000;
+
+/// When a run stops.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    /// After this many batches per actor.
+    Batches(u64),
+    /// After this long.
+    Duration(#[serde(serialize_with = "serialize_seconds")] Duration),
+}
+
+fn serialize_seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
+}
+
+/// The validated settings of a run, echoed into the JSON report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    /// Server address.
+    pub server: String,
+    /// User name (the password is never reported).
+    pub user: String,
+    #[serde(skip)]
+    password: String,
+    /// Producer actors.
+    pub producers: u32,
+    /// Consumer actors.
+    pub consumers: u32,
+    /// Streams.
+    pub streams: u32,
+    /// Partitions per topic.
+    pub partitions: u32,
+    /// Payload bytes per message.
+    pub message_size: u32,
+    /// Messages per batch.
+    pub batch: u32,
+    /// When the run stops.
+    pub bound: Bound,
+    /// Per-actor rate limit (MB/s), if any.
+    pub rate_mb_per_s: Option<f64>,
+    /// Warm-up whose samples are discarded.
+    #[serde(serialize_with = "serialize_seconds")]
+    pub warmup: Duration,
+    /// Echoed from `--fsync-hint`.
+    pub fsync_hint: Option<String>,
+    /// Core pinning, if any.
+    pub cores: Option<CoreList>,
+}
+
+impl Settings {
+    fn new(cli: &Cli, options: &Options) -> Result<Settings, String> {
+        let bound = match (options.batches, options.duration) {
+            (_, Some(seconds)) => Bound::Duration(Duration::from_secs_f64(seconds)),
+            (Some(batches), None) => Bound::Batches(batches),
+            (None, None) => Bound::Batches(BATCHES_DEFAULT),
+        };
+        let batch_bytes =
+            u64::from(options.batch) * (u64::from(options.message_size) + RECORD_OVERHEAD_BYTES);
+        if batch_bytes > BATCH_BYTES_MAX as u64 {
+            return Err(format!(
+                "a batch of {} messages of {} bytes exceeds the {BATCH_BYTES_MAX}-byte batch limit",
+                options.batch, options.message_size
+            ));
+        }
+        Ok(Settings {
+            server: cli.server.clone(),
+            user: cli.user.clone(),
+            password: cli.password.clone(),
+            producers: options.producers,
+            consumers: options.consumers,
+            streams: options.streams,
+            partitions: options.partitions.unwrap_or(options.producers),
+            message_size: options.message_size,
+            batch: options.batch,
+            bound,
+            rate_mb_per_s: options.rate,
+            warmup: Duration::from_secs_f64(options.warmup),
+            fsync_hint: options.fsync_hint.clone(),
+            cores: options.cores.clone(),
+        })
+    }
+
+    /// The name of stream `index`.
+    pub fn stream_name(index: u32) -> String {
+        format!("bench-{index}")
+    }
+
+    /// The stream actor `actor` uses.
+    pub fn stream_of(&self, actor: u32) -> String {
+        Self::stream_name(actor % self.streams)
+    }
+
+    /// The core actor `actor` (counted over all actors of the run) is pinned to.
+    pub fn core_of(&self, actor: usize) -> Option<usize> {
+        let cores = &self.cores.as_ref()?.0;
+        cores.get(actor % cores.len()).copied()
+    }
+
+    /// Payload bytes of one batch.
+    pub fn batch_payload_bytes(&self) -> u64 {
+        u64::from(self.batch) * u64::from(self.message_size)
+    }
+
+    /// Opens a logged-in client on the shared listener (on the calling runtime).
+    pub async fn connect(&self) -> Result<Client, ClientError> {
+        Client::connect_addr(&self.server, &self.user, &self.password).await
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    parse_positive(text)
+}
+
+fn parse_seconds_or_zero(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if !(0.0..=86_400.0).contains(&value) {
+        return Err(format!("{value} is not between 0 and 86400"));
+    }
+    Ok(value)
+}
+
+fn parse_positive(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if !(value > 0.0 && value <= 1e9) {
+        return Err(format!("{value} is not a positive number (at most 1e9)"));
+    }
+    Ok(value)
+}
+
+/// Parses `0,2,4-7` into core ids.
+fn parse_cores(text: &str) -> Result<CoreList, String> {
+    const CORES_MAX: usize = 4096;
+    let mut cores = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let parse =
+            |number: &str| number.trim().parse::<usize>().map_err(|_| format!("bad core id {number:?}"));
+        let (first, last) = match part.split_once('-') {
+            Some((first, last)) => (parse(first)?, parse(last)?),
+            None => (parse(part)?, parse(part)?),
+        };
+        if first > last || last >= CORES_MAX {
+            return Err(format!("bad core range {part:?}"));
+        }
+        cores.extend(first..=last);
+    }
+    if cores.is_empty() || cores.len() > CORES_MAX {
+        return Err("--cores needs between 1 and 4096 core ids".to_string());
+    }
+    Ok(CoreList(cores))
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    let (workload, options) = match &cli.workload {
+        WorkloadCommand::PinnedProducer(options) => (Workload::PinnedProducer, options),
+        WorkloadCommand::PinnedConsumer(options) => (Workload::PinnedConsumer, options),
+        WorkloadCommand::PinnedProducerAndConsumer(options) => (Workload::PinnedProducerAndConsumer, options),
+        WorkloadCommand::BalancedProducer(options) => (Workload::BalancedProducer, options),
+        WorkloadCommand::BalancedConsumerGroup(options) => (Workload::BalancedConsumerGroup, options),
+        WorkloadCommand::EndToEnd(options) => (Workload::EndToEnd, options),
+        WorkloadCommand::Loopback(options) => (Workload::Loopback, options),
+    };
+    let settings = match Settings::new(&cli, options) {
+        Ok(settings) => settings,
+        Err(message) => return report_error(&message, 2),
+    };
+    match run(workload, &settings, options.json.as_deref()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => report_error(&message, 1),
+    }
+}
+
+/// Runs the workload and prints (and writes) the report.
+fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) -> Result<(), String> {
+    let results = if workload == Workload::Loopback {
+        loopback::run(settings)?
+    } else {
+        actors::check(workload, settings)?;
+        setup(settings)?;
+        actors::run(workload, settings)?
+    };
+    let summary = report::Summary::new(workload, settings, results)?;
+    print!("{}", summary.table());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&summary.json()).map_err(|error| format!("JSON: {error}"))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Deletes and recreates each bench stream with its topic, so runs are independent.
+fn setup(settings: &Settings) -> Result<(), String> {
+    let runtime = current_thread_runtime()?;
+    runtime.block_on(async {
+        let client = settings.connect().await.map_err(|error| format!("{}: {error}", settings.server))?;
+        for index in 0..settings.streams {
+            let stream = Settings::stream_name(index);
+            match client.delete_stream(&stream).await {
+                Ok(()) => {}
+                Err(error) if error.status() == Some(Status::UnknownStream) => {}
+                Err(error) => return Err(format!("deleting stream {stream}: {error}")),
+            }
+            client
+                .create_stream(&stream, false)
+                .await
+                .map_err(|error| format!("creating stream {stream}: {error}"))?;
+            let config = TopicConfig {
+                partitions: settings.partitions,
+                retention_max_age_us: None,
+                retention_max_bytes: None,
+                segment_bytes: None,
+            };
+            client
+                .create_topic(&stream, TOPIC, config, false)
+                .await
+                .map_err(|error| format!("creating topic {stream}/{TOPIC}: {error}"))?;
+        }
+        Ok(())
+    })
+}
+
+/// A current-thread tokio runtime with timers and I/O.
+pub fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start a tokio runtime: {error}"))
+}
+
+/// Prints help and version as clap does; any other parse error as one line, exit status 2.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = error.to_string();
+    let text = text.split("\n\nUsage:").next().unwrap_or_default();
+    let text = text.strip_prefix("error: ").unwrap_or(text);
+    report_error(&format!("{text} (see --help)"), 2)
+}
+
+/// Writes `ringbench: <message>` as a single line on stderr.
+fn report_error(message: &str, code: u8) -> ExitCode {
+    let line: Vec<&str> = message.split_whitespace().collect();
+    eprintln!("ringbench: {}", line.join(" "));
+    ExitCode::from(code)
+}
