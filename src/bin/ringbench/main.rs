@@ -21,6 +21,7 @@
 
 mod actors;
 mod loopback;
+mod plot;
 mod report;
 
 use std::process::ExitCode;
@@ -84,6 +85,13 @@ enum WorkloadCommand {
     EndToEnd(Options),
     /// No broker: raw loopback TCP bandwidth between tokio senders and receivers.
     Loopback(Options),
+    /// Draw a scripts/bench.sh result file (results/<timestamp>.json) as an SVG bar chart.
+    Plot {
+        /// The result file.
+        source: std::path::PathBuf,
+        /// The SVG to write.
+        target: std::path::PathBuf,
+    },
 }
 
 /// What a run does; see the module documentation for the measurement rules.
@@ -339,6 +347,12 @@ fn main() -> ExitCode {
         WorkloadCommand::BalancedConsumerGroup(options) => (Workload::BalancedConsumerGroup, options),
         WorkloadCommand::EndToEnd(options) => (Workload::EndToEnd, options),
         WorkloadCommand::Loopback(options) => (Workload::Loopback, options),
+        WorkloadCommand::Plot { source, target } => {
+            return match plot::run(source, target) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => report_error(&message, 1),
+            };
+        }
     };
     let settings = match Settings::new(&cli, options) {
         Ok(settings) => settings,

@@ -1,0 +1,381 @@
+#!/usr/bin/env bash
+# One-command benchmark of ringbroker on this machine, read against this machine's ceilings.
+#
+# Builds release, measures the ceilings in the same run (O_DIRECT sequential write and read with
+# dd, 4 KiB O_DIRECT write latency with and without O_DSYNC, loopback TCP with `ringbench
+# loopback`), then runs a fixed suite: for each entry a broker on a fresh data directory and a
+# free loopback port, one `ringbench --json` run, SIGTERM. The broker's RSS is sampled during each
+# run. Writes results/<UTC timestamp>.json (entries + ceilings + machine), .md (table with every
+# throughput as a fraction of its ceiling) and .svg (`ringbench plot`, plotters); logs go to
+# results/<timestamp>.logs/.
+#
+# Usage: scripts/bench.sh
+# Environment:
+#   BENCH_SECONDS=8          ringbench --duration per run (1..10; includes the warm-up)
+#   BENCH_WARMUP=1           ringbench --warmup per run (discarded part of the duration)
+#   BENCH_CONSUMER_BATCHES=1000  batches per partition the consumer entry fills and reads
+#                            (1000 x 1000 x 1 KB = 1 GB per partition; count-bound, no warm-up)
+#   BENCH_BROKER_CORES=all   broker --cores (e.g. `0`, `2-5`); `all` = no --cores: one shard
+#                            per usable core
+#   BENCH_CLIENT_CORES=      ringbench --cores (unset: ringbench's default)
+#   BENCH_PINNED_ACTORS=     producers/consumers (= partitions) of the pinned workloads and
+#                            end-to-end; default: number of broker shards
+#   BENCH_BATCH=             ringbench --batch (unset: ringbench's default)
+#   BENCH_TMPDIR=target/bench  where data dirs and the dd file go (must be the disk under test,
+#                            not tmpfs: O_DIRECT)
+#   BENCH_SKIP_BUILD=1       use the existing target/release binaries
+# Units: 1 KB message = 1000 bytes; MB/s = 10^6 bytes per second, as ringbench reports them.
+# Exit status: 0 if every entry ran, 1 if any failed, 2 if ringbench is missing (ceilings and the
+# broker start/stop are still exercised and recorded).
+set -euo pipefail
+export LC_ALL=C
+cd "$(dirname "$0")/.."
+root=$PWD
+
+seconds=${BENCH_SECONDS:-8}
+warmup=${BENCH_WARMUP:-1}
+consumer_batches=${BENCH_CONSUMER_BATCHES:-1000}
+if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds < 1 || seconds > 10)); then
+    echo "BENCH_SECONDS must be 1..10" >&2
+    exit 64
+fi
+if ! [[ $warmup =~ ^[0-9]+$ ]] || ((warmup >= seconds)); then
+    echo "BENCH_WARMUP must be a whole number below BENCH_SECONDS (it is part of the duration)" >&2
+    exit 64
+fi
+if ! [[ $consumer_batches =~ ^[0-9]+$ ]] || ((consumer_batches < 1 || consumer_batches > 4000)); then
+    echo "BENCH_CONSUMER_BATCHES must be 1..4000" >&2
+    exit 64
+fi
+ncpu=$(nproc)
+broker_cores=${BENCH_BROKER_CORES:-all}
+# `all`: no --cores, so the broker runs one pinned shard per core it may use (what nproc counts).
+# Otherwise the number of shards is the number of cores in the list (`0,2-3` -> 3).
+broker_core_args=()
+shards=0
+core_parts=()
+if [[ $broker_cores == all ]]; then
+    shards=$ncpu
+else
+    broker_core_args=(--cores "$broker_cores")
+    IFS=, read -ra core_parts <<<"$broker_cores"
+fi
+for part in "${core_parts[@]}"; do
+    if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then
+        shards=$((shards + BASH_REMATCH[2] - BASH_REMATCH[1] + 1))
+    elif [[ $part =~ ^[0-9]+$ ]]; then
+        shards=$((shards + 1))
+    else
+        echo "BENCH_BROKER_CORES: bad core list '$broker_cores'" >&2
+        exit 64
+    fi
+done
+pinned_actors=${BENCH_PINNED_ACTORS:-$shards}
+client_args=()
+[[ -n ${BENCH_CLIENT_CORES:-} ]] && client_args+=(--cores "$BENCH_CLIENT_CORES")
+[[ -n ${BENCH_BATCH:-} ]] && client_args+=(--batch "$BENCH_BATCH")
+user=ringbroker
+password=ringbroker
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p results
+out_json=results/$stamp.json
+out_md=results/$stamp.md
+out_svg=results/$stamp.svg
+logs=results/$stamp.logs
+mkdir -p "$logs"
+tmp_base=${BENCH_TMPDIR:-target/bench}
+mkdir -p "$tmp_base"
+tmp_base=$(cd "$tmp_base" && pwd)
+work=$(mktemp -d "$tmp_base/run.XXXXXX")
+entries=$work/entries.jsonl
+: >"$entries"
+
+broker_pid=
+sampler_pid=
+bench_pid=
+cleanup() {
+    local status=$?
+    if [[ -n $bench_pid ]]; then kill -TERM "$bench_pid" 2>/dev/null || true; fi
+    if [[ -n $sampler_pid ]]; then kill "$sampler_pid" 2>/dev/null || true; fi
+    if [[ -n $broker_pid ]] && kill -0 "$broker_pid" 2>/dev/null; then
+        kill -TERM "$broker_pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$broker_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------------------------------- build
+have_ringbench=1
+if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
+    if [[ -f src/bin/ringbench.rs || -f src/bin/ringbench/main.rs ]]; then
+        log "building release (ringbroker, ringbench)"
+        if ! timeout 900 cargo build --release --bin ringbroker --bin ringbench; then
+            log "WARNING: ringbench did not build: building ringbroker only (no stale ringbench is used)"
+            timeout 900 cargo build --release --bin ringbroker
+            have_ringbench=0
+        fi
+    else
+        have_ringbench=0
+        log "src/bin/ringbench missing: building ringbroker only"
+        timeout 900 cargo build --release --bin ringbroker
+    fi
+fi
+broker_bin=$root/target/release/ringbroker
+bench_bin=$root/target/release/ringbench
+[[ -x $broker_bin ]] || { echo "no $broker_bin" >&2; exit 1; }
+if ((have_ringbench)) && [[ ! -x $bench_bin ]]; then
+    have_ringbench=0
+fi
+((have_ringbench)) || log "WARNING: no usable $bench_bin: measuring ceilings and broker start/stop only"
+
+# ------------------------------------------------------------------------------------- ceilings
+# dd's summary line: "<bytes> bytes (...) copied, <seconds> s, <rate>"; we compute the rate.
+dd_seconds() { awk '/bytes .* copied/ { for (i = 1; i <= NF; i++) if ($i == "s," || $i == "s") { print $(i - 1); exit } }' "$1"; }
+dd_bytes() { awk '/bytes .* copied/ { print $1; exit }' "$1"; }
+
+ddfile=$work/ddtest
+log "ceiling: O_DIRECT sequential write, 1 GiB in 1 MiB blocks"
+timeout 120 dd if=/dev/zero of="$ddfile" bs=1M count=1024 oflag=direct 2>"$work/dd-write.txt"
+write_mbps=$(awk -v b="$(dd_bytes "$work/dd-write.txt")" -v s="$(dd_seconds "$work/dd-write.txt")" 'BEGIN { printf "%.1f", b / s / 1e6 }')
+log "ceiling: O_DIRECT sequential read, 1 GiB in 1 MiB blocks"
+timeout 120 dd if="$ddfile" of=/dev/null bs=1M iflag=direct 2>"$work/dd-read.txt"
+read_mbps=$(awk -v b="$(dd_bytes "$work/dd-read.txt")" -v s="$(dd_seconds "$work/dd-read.txt")" 'BEGIN { printf "%.1f", b / s / 1e6 }')
+rm -f "$ddfile"
+log "ceiling: 4 KiB O_DIRECT write latency (5000 writes)"
+timeout 120 dd if=/dev/zero of="$ddfile" bs=4k count=5000 oflag=direct 2>"$work/dd-4k.txt"
+lat4k_us=$(awk -v s="$(dd_seconds "$work/dd-4k.txt")" 'BEGIN { printf "%.1f", s / 5000 * 1e6 }')
+rm -f "$ddfile"
+log "ceiling: 4 KiB O_DIRECT|O_DSYNC write latency (2000 writes; what --fsync always pays)"
+timeout 120 dd if=/dev/zero of="$ddfile" bs=4k count=2000 oflag=direct,dsync 2>"$work/dd-4k-dsync.txt"
+lat4k_dsync_us=$(awk -v s="$(dd_seconds "$work/dd-4k-dsync.txt")" 'BEGIN { printf "%.1f", s / 2000 * 1e6 }')
+rm -f "$ddfile"
+cp "$work"/dd-*.txt "$logs/"
+
+loopback_mbps=null
+if ((have_ringbench)); then
+    log "ceiling: loopback TCP (ringbench loopback, ${seconds}s)"
+    if timeout --kill-after=5 $((seconds + 30)) "$bench_bin" loopback --duration "$seconds" \
+        --warmup "$warmup" --json "$work/loopback.json" >"$logs/loopback.out" 2>&1; then
+        loopback_mbps=$(jq '.total.mb_per_s // null | if . == null then null else (. * 10 | round) / 10 end' "$work/loopback.json")
+        cp "$work/loopback.json" "$logs/"
+    else
+        log "WARNING: ringbench loopback failed (see $logs/loopback.out)"
+    fi
+fi
+log "ceilings: write ${write_mbps} MB/s, read ${read_mbps} MB/s, 4k write ${lat4k_us} us, 4k dsync ${lat4k_dsync_us} us, loopback ${loopback_mbps} MB/s"
+
+# --------------------------------------------------------------------------------------- broker
+# A free block of ports: the listener and one direct port per shard (listen + 1 ..= listen + N).
+port_free() { ! ss -Htan "sport = :$1" 2>/dev/null | grep -q .; }
+free_port_block() {
+    local need=$1 base i ok
+    for _ in $(seq 200); do
+        base=$((20000 + RANDOM % 30000))
+        ok=1
+        for ((i = 0; i <= need; i++)); do port_free $((base + i)) || { ok=0; break; }; done
+        ((ok)) && { echo "$base"; return 0; }
+    done
+    return 1
+}
+
+broker_port=
+broker_data=
+start_broker() { # $1 = name, $2 = fsync policy
+    broker_port=$(free_port_block "$shards") || { log "no free ports"; return 1; }
+    broker_data=$(mktemp -d "$work/data-$1.XXXXXX")
+    "$broker_bin" --data-dir "$broker_data" --listen "127.0.0.1:$broker_port" "${broker_core_args[@]}" \
+        --fsync "$2" >"$logs/$1.broker.log" 2>&1 &
+    broker_pid=$!
+    local i
+    for i in $(seq 150); do # up to 15 s
+        if ! kill -0 "$broker_pid" 2>/dev/null; then
+            log "broker for $1 exited during start-up (see $logs/$1.broker.log)"
+            wait "$broker_pid" || true
+            broker_pid=
+            return 1
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null; then
+            log "broker pid $broker_pid accepting on 127.0.0.1:$broker_port after $((i * 100)) ms"
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "broker for $1 did not accept within 15 s"
+    return 1
+}
+
+stopped=
+stop_broker() { # sets $stopped to "clean", "killed" or "...-rcN"
+    local how=clean
+    kill -TERM "$broker_pid" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$broker_pid" 2>/dev/null; then
+        kill -KILL "$broker_pid" 2>/dev/null || true
+        how=killed
+    fi
+    wait "$broker_pid" 2>/dev/null || how=${how}-rc$?
+    broker_pid=
+    rm -rf "$broker_data"
+    stopped=$how
+}
+
+start_sampler() { # max RSS (KiB) of the broker into $1, every 200 ms
+    local file=$1 pid=$broker_pid
+    echo 0 >"$file"
+    (
+        max=0
+        while kill -0 "$pid" 2>/dev/null; do
+            rss=$(ps -o rss= -p "$pid" 2>/dev/null | tr -d ' ') || true
+            if [[ -n $rss ]] && ((rss > max)); then max=$rss; echo "$max" >"$file"; fi
+            sleep 0.2
+        done
+    ) &
+    sampler_pid=$!
+}
+stop_sampler() { kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=; }
+
+run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
+    local json=$1 logfile=$2
+    shift 2
+    local limit=$((seconds + 60)) # --duration includes the warm-up; fills and set-up need more
+    echo "+ ringbench --server 127.0.0.1:$broker_port $*" >"$logfile"
+    # In the background so that a signal to this script runs the trap at once (bash defers traps
+    # while a foreground child runs); the trap stops it.
+    # Credentials through the environment, so they do not show in `ps`.
+    RINGBROKER_USER=$user RINGBROKER_PASSWORD=$password timeout --kill-after=5 "$limit" "$bench_bin" \
+        --server "127.0.0.1:$broker_port" "$@" --json "$json" >>"$logfile" 2>&1 &
+    bench_pid=$!
+    local rc=0
+    wait "$bench_pid" || rc=$?
+    bench_pid=
+    return "$rc"
+}
+
+# ---------------------------------------------------------------------------------------- suite
+# Pinned: actor i owns partition i of one stream's topic (partitions spread over the shards).
+# name | fsync | ceiling kind (producer/consumer/both) | bound (duration/fill) | workload and flags
+n=$pinned_actors
+suite=(
+    "pinned-producer-1KB|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000"
+    "pinned-consumer-1KB|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "end-to-end-1KB|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "pinned-producer-100B|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 100"
+    "balanced-producer-8x8-1KB|never|producer|duration|balanced-producer --producers 8 --streams 1 --partitions 8 --message-size 1000"
+    "pinned-producer-1KB-fsync-always-1p|always|producer|duration|pinned-producer --producers 1 --streams 1 --partitions 1 --message-size 1000"
+    "balanced-producer-4x4-1KB-fsync-always|always|producer|duration|balanced-producer --producers 4 --streams 1 --partitions 4 --message-size 1000"
+)
+
+failures=0
+for spec in "${suite[@]}"; do
+    IFS='|' read -r name fsync kind bound flags <<<"$spec"
+    read -ra args <<<"$flags"
+    log "== $name (--fsync $fsync): ${args[*]}"
+    status=ok
+    note=""
+    result=$work/$name.json
+    rss_file=$work/$name.rss
+    started=$(date +%s)
+    if ! start_broker "$name" "$fsync"; then
+        status=broker-start-failed
+        if [[ -n $broker_pid ]]; then stop_broker; fi
+        failures=$((failures + 1))
+        jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" \
+            '{name: $name, status: $status, fsync: $fsync}' >>"$entries"
+        continue
+    fi
+    start_sampler "$rss_file"
+    if ((!have_ringbench)); then
+        sleep 1
+        status=skipped
+        note="ringbench not built; broker start/stop only"
+    else
+        if [[ $bound == fill ]]; then
+            # Consumer workloads fill the partitions themselves (ringbench recreates the streams
+            # first), then read them back; count-bound, and without warm-up because reading the
+            # fill can take less than a warm-up second. The timeout still bounds the run.
+            args+=(--batches "$consumer_batches" --warmup 0)
+            note="fill then read $consumer_batches batches per partition, no warm-up"
+        else
+            args+=(--duration "$seconds" --warmup "$warmup")
+        fi
+        if run_ringbench "$result" "$logs/$name.out" "${args[@]}" "${client_args[@]}" --fsync-hint "fsync=$fsync"; then
+            cp "$result" "$logs/"
+        else
+            rc=$?
+            status=ringbench-failed-rc$rc
+            ((rc == 124)) && status=timeout
+        fi
+    fi
+    stop_sampler
+    stop_broker
+    [[ $status == ok || $status == skipped ]] || failures=$((failures + 1))
+    max_rss=$(cat "$rss_file")
+    elapsed=$(($(date +%s) - started))
+    log "   $status; broker stop: $stopped; max RSS ${max_rss} KiB; ${elapsed}s"
+    res='null'
+    [[ -s $result ]] && res=$(jq -c . "$result" 2>/dev/null || echo null)
+    jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" --arg kind "$kind" \
+        --arg note "$note" --arg stop "$stopped" --argjson rss "${max_rss:-0}" \
+        --arg cores "$broker_cores" --argjson shards "$shards" --argjson wall "$elapsed" \
+        --arg cmd "ringbench ${args[*]} ${client_args[*]} --fsync-hint fsync=$fsync" --argjson result "$res" \
+        '{name: $name, status: $status, fsync: $fsync, ceiling: $kind, note: $note,
+          broker: {cores: $cores, shards: $shards, stop: $stop, max_rss_kib: $rss},
+          command: $cmd, wall_s: $wall, result: $result}' >>"$entries"
+done
+
+# -------------------------------------------------------------------------------------- reports
+cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+[[ -n $cpu_model ]] || cpu_model=$(lscpu 2>/dev/null | awk -F': *' '/Model name/ { print $2; exit }')
+mem_kib=$(awk '/^MemTotal/ { print $2 }' /proc/meminfo)
+fs_type=$(df -PT "$tmp_base" | awk 'NR == 2 { print $2 }')
+jq -n --slurpfile entries "$entries" --arg stamp "$stamp" \
+    --argjson write "$write_mbps" --argjson read "$read_mbps" --argjson loop "$loopback_mbps" \
+    --argjson lat "$lat4k_us" --argjson latd "$lat4k_dsync_us" \
+    --argjson nproc "$ncpu" --argjson mem "$mem_kib" --arg kernel "$(uname -r)" --arg cpu "$cpu_model" \
+    --arg fs "$fs_type" --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+    --argjson seconds "$seconds" --argjson warmup "$warmup" \
+    '{timestamp: $stamp, commit: $commit, seconds: $seconds, warmup_s: $warmup,
+      machine: {nproc: $nproc, memory_kib: $mem, kernel: $kernel, cpu_model: $cpu, data_fs: $fs},
+      ceilings: {o_direct_write_mb_per_s: $write, o_direct_read_mb_per_s: $read,
+                 write_4k_o_direct_us: $lat, write_4k_o_dsync_us: $latd, loopback_tcp_mb_per_s: $loop},
+      entries: $entries}' >"$out_json"
+
+# Markdown: every throughput also as a fraction of its ceilings (producers against loopback and
+# O_DIRECT write, consumers against loopback and O_DIRECT read).
+jq -r '
+  def pct(x; c): if x == null or c == null or c == 0 then "–" else "\((x / c * 100) | floor)%" end;
+  def num(x; d): if x == null then "–" else ((x * d | round) / d | tostring) end;
+  .ceilings as $c |
+  "# ringbroker benchmark \(.timestamp) (commit \(.commit))",
+  "",
+  "\(.machine.nproc) cores, \(.machine.memory_kib / 1048576 | floor) GiB, kernel \(.machine.kernel), \(.machine.cpu_model), data on \(.machine.data_fs); \(.seconds) s per run after \(.warmup_s) s warm-up. MB/s = 10^6 B/s.",
+  "",
+  "Ceilings: O_DIRECT write \(num($c.o_direct_write_mb_per_s; 1)) MB/s, O_DIRECT read \(num($c.o_direct_read_mb_per_s; 1)) MB/s, loopback TCP \(num($c.loopback_tcp_mb_per_s; 1)) MB/s, 4 KiB O_DIRECT write \(num($c.write_4k_o_direct_us; 1)) µs (with O_DSYNC \(num($c.write_4k_o_dsync_us; 1)) µs). The disk ceilings are dd at queue depth 1 (1 MiB blocks), a lower bound of what the device does with deeper queues.",
+  "Producers and end-to-end are read against O_DIRECT write, consumers against O_DIRECT read; all against loopback TCP (ringbench loopback, one sender/receiver pair).",
+  "",
+  "| entry | fsync | status | MB/s | msgs/s | vs loopback | vs disk | p50 µs | p99 µs | p99.9 µs | max RSS MiB |",
+  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  (.entries[] |
+    (.result.total.mb_per_s // null) as $mb |
+    (if .ceiling == "consumer" then $c.o_direct_read_mb_per_s else $c.o_direct_write_mb_per_s end) as $disk |
+    (if .ceiling == "consumer" then "read" else "write" end) as $dk |
+    "| \(.name) | \(.fsync) | \(.status) | \(num($mb; 10)) | \(num(.result.total.msgs_per_s // null; 1)) | \(pct($mb; $c.loopback_tcp_mb_per_s)) | \(pct($mb; $disk)) \($dk) | \(num(.result.latency_us.p50 // null; 1)) | \(num(.result.latency_us.p99 // null; 1)) | \(num(.result.latency_us.p999 // null; 1)) | \(num((.broker.max_rss_kib // null) | if . == null then null else . / 1024 end; 10)) |")
+' "$out_json" >"$out_md"
+
+if ((have_ringbench)) && "$bench_bin" plot "$out_json" "$out_svg"; then
+    log "wrote $out_json, $out_md, $out_svg (logs in $logs)"
+else
+    log "WARNING: plot failed; wrote $out_json, $out_md (logs in $logs)"
+fi
+cat "$out_md"
+
+((have_ringbench)) || exit 2
+((failures == 0)) || exit 1
