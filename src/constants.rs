@@ -41,8 +41,10 @@ pub const READ_SCAN_BYTES_MIN: usize = 2 * INDEX_INTERVAL_BYTES_DEFAULT as usize
 /// Default capacity of one aligned write chunk of the segment writer.
 pub const WRITE_CHUNK_BYTES_DEFAULT: usize = 1024 * 1024;
 
-/// The most unflushed bytes one partition may buffer before appenders wait for the disk.
-pub const DIRTY_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+/// The most unflushed bytes one partition may buffer before appenders wait for the disk
+/// (`--write-behind-bytes`). Eight write chunks in flight keep the disk busy; more only adds
+/// memory (partitions x this) and acknowledgement latency.
+pub const DIRTY_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
 
 /// Index entries buffered before the active segment's index files are written out.
 pub const INDEX_FLUSH_ENTRIES: usize = 256;

@@ -66,6 +66,11 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub io_memory: usize,
 
+    /// Most appended bytes one partition buffers before they are written; an append past it
+    /// waits for the disk. Memory is partitions x this; at least one write chunk (1 MiB).
+    #[arg(long, default_value_t = crate::constants::DIRTY_BYTES_MAX_DEFAULT)]
+    pub write_behind_bytes: usize,
+
     /// How long an idle shard spins before it parks (e.g. `50us`): lower wake-up latency for the
     /// price of CPU time. 0 parks at once.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
@@ -152,6 +157,13 @@ impl ServerConfig {
         if self.shards == Some(0) {
             return Err("--shards must be at least 1".to_string());
         }
+        if self.write_behind_bytes < crate::constants::WRITE_CHUNK_BYTES_DEFAULT {
+            return Err(format!(
+                "--write-behind-bytes {} below one write chunk ({} bytes)",
+                self.write_behind_bytes,
+                crate::constants::WRITE_CHUNK_BYTES_DEFAULT
+            ));
+        }
         Ok(())
     }
 
@@ -193,6 +205,7 @@ impl ServerConfig {
             fsync: self.fsync,
             retention_max_age: topic.retention_max_age_us.map(Duration::from_micros),
             retention_max_bytes: topic.retention_max_bytes,
+            dirty_bytes_max: self.write_behind_bytes,
             ..LogConfig::default()
         }
     }

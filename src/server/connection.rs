@@ -15,11 +15,12 @@ use async_lock::Semaphore;
 use futures::channel::mpsc;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::TcpStream;
-use rkyv::util::AlignedVec;
 
+use super::frame_pool::FrameBuf;
 use super::handlers;
 use crate::protocol::frame::{encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
 use crate::protocol::messages::{self, ErrorBody, Status};
+use crate::shard::partitions::PayloadPart;
 use crate::shard::Shard;
 
 /// Responses smaller than this are copied into the write buffer and sent together.
@@ -40,8 +41,9 @@ pub struct Session {
 pub struct Response {
     /// Frame header, body and padding.
     pub head: Vec<u8>,
-    /// Raw batch bytes.
-    pub payload: Vec<u8>,
+    /// Raw batch bytes, in parts: large parts (segment read buffers) are written from where
+    /// they are, small ones are gathered with neighbouring responses.
+    pub payload: Vec<PayloadPart>,
 }
 
 impl Response {
@@ -111,9 +113,9 @@ async fn read_requests(
                 return Err(format!("bad frame: {error}"));
             }
         };
-        let mut frame = AlignedVec::<16>::with_capacity(header.length as usize);
-        frame.extend_from_slice(&head);
-        frame.resize(header.length as usize, 0);
+        // Pooled: a reused buffer needs neither zero-filling nor fresh pages.
+        let mut frame = FrameBuf::take(header.length as usize);
+        frame[..FRAME_HEADER_BYTES].copy_from_slice(&head);
         if let Err(error) = reader.read_exact(&mut frame[FRAME_HEADER_BYTES..]).await {
             return Err(format!("read body: {error}"));
         }
@@ -128,7 +130,8 @@ async fn read_requests(
     }
 }
 
-/// Writes responses as they complete; small ones are gathered into one write.
+/// Writes responses as they complete; small ones (and small payload parts) are gathered into one
+/// write, large payload parts are written straight from their read buffers.
 async fn write_responses(
     mut writer: futures::io::WriteHalf<TcpStream>,
     mut receiver: mpsc::UnboundedReceiver<Response>,
@@ -138,16 +141,20 @@ async fn write_responses(
         let mut next = Some(first);
         while let Some(response) = next.take() {
             buffer.extend_from_slice(&response.head);
-            if response.payload.len() <= COALESCE_BYTES_MAX {
-                buffer.extend_from_slice(&response.payload);
-            } else {
-                if writer.write_all(&buffer).await.is_err()
-                    || writer.write_all(&response.payload).await.is_err()
+            for part in &response.payload {
+                let bytes = part.bytes();
+                if bytes.len() <= COALESCE_BYTES_MAX - buffer.len().min(COALESCE_BYTES_MAX) {
+                    buffer.extend_from_slice(bytes);
+                    continue;
+                }
+                if (!buffer.is_empty() && writer.write_all(&buffer).await.is_err())
+                    || writer.write_all(bytes).await.is_err()
                 {
                     return;
                 }
                 buffer.clear();
             }
+            drop(response);
             if buffer.len() >= COALESCE_BYTES_MAX {
                 break;
             }

@@ -6,12 +6,11 @@
 //! Invariants: a produce writes to exactly one partition; poll results hold whole batches; group
 //! polls read only the partitions the group assigns to the member.
 
+use crate::server::frame_pool::FrameBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rkyv::util::AlignedVec;
-
-use super::handlers::{reply, Context, Reply};
+use super::handlers::{reply, reply_parts, Context, Reply};
 use crate::metadata::auth::Right;
 use crate::metadata::catalog::{Stream, Topic};
 use crate::protocol::frame::FrameHeader;
@@ -23,6 +22,7 @@ use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::mesh::{
     GroupOp, GroupReply, OffsetOp, PartitionKey, PollOutcome, PollSpec, ProduceJob, ShardMessage,
 };
+use crate::shard::partitions::{LocalPoll, PayloadPart};
 use crate::shard::Shard;
 
 /// Longest wait between rounds of a group long poll.
@@ -56,7 +56,7 @@ pub async fn produce(
     context: &Context<'_>,
     request: ProduceRequest,
     header: FrameHeader,
-    frame: AlignedVec<16>,
+    frame: FrameBuf,
 ) -> BrokerResult<Reply> {
     context.require(&request.stream, Right::Write)?;
     let shard = context.shard;
@@ -91,14 +91,18 @@ pub async fn produce(
     reply(&ProduceResponse { partition, acks }, Vec::new())
 }
 
-/// Polls one partition on its owner.
-async fn poll_partition(shard: &Shard, key: PartitionKey, spec: PollSpec) -> BrokerResult<PollOutcome> {
+/// Polls one partition on its owner. On this shard the answer keeps the segment read buffers
+/// (sent from as they are); from another shard it arrives as one copy.
+async fn poll_partition(shard: &Shard, key: PartitionKey, spec: PollSpec) -> BrokerResult<LocalPoll> {
     let owner = shard.table().owner(key.stream_id, key.topic_id, key.partition);
     if owner == shard.id {
         return shard.partitions.poll(key, &spec).await;
     }
     shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
-    shard.mesh.ask(owner, |reply| ShardMessage::Poll { key, spec, reply }).await
+    let PollOutcome { partition, bytes } =
+        shard.mesh.ask(owner, |reply| ShardMessage::Poll { key, spec, reply }).await?;
+    let parts = if bytes.is_empty() { Vec::new() } else { vec![PayloadPart::Owned(bytes)] };
+    Ok(LocalPoll { partition, parts })
 }
 
 /// Checks a consumer or group name.
@@ -145,13 +149,13 @@ pub async fn poll(context: &Context<'_>, request: PollRequest) -> BrokerResult<R
             poll_group(shard, &keys, &spec(format!("g:{group}"), Duration::ZERO), max_wait).await?
         }
     };
-    let mut payload = Vec::with_capacity(outcomes.iter().map(|o| o.bytes.len()).sum());
+    let mut payload = Vec::with_capacity(outcomes.iter().map(|o| o.parts.len()).sum());
     let mut partitions = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
-        payload.extend_from_slice(&outcome.bytes);
+        payload.extend(outcome.parts);
         partitions.push(outcome.partition);
     }
-    reply(&PollResponse { partitions }, payload)
+    reply_parts(&PollResponse { partitions }, payload)
 }
 
 /// Polls each assigned partition in turn within the message and byte budget; when none has data,
@@ -161,7 +165,7 @@ async fn poll_group(
     keys: &[PartitionKey],
     spec: &PollSpec,
     max_wait: Duration,
-) -> BrokerResult<Vec<PollOutcome>> {
+) -> BrokerResult<Vec<LocalPoll>> {
     let deadline = Instant::now() + max_wait;
     loop {
         let mut outcomes = Vec::with_capacity(keys.len());
@@ -172,7 +176,7 @@ async fn poll_group(
             partition_spec.max_bytes = (spec.max_bytes as usize).saturating_sub(bytes).max(1) as u32;
             let outcome = poll_partition(shard, key, partition_spec).await?;
             messages += outcome.partition.next_offset.saturating_sub(outcome.partition.start_offset);
-            bytes += outcome.bytes.len();
+            bytes += outcome.partition.payload_bytes as usize;
             outcomes.push(outcome);
             if messages >= u64::from(spec.max_messages) || bytes >= spec.max_bytes as usize {
                 break;

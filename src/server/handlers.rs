@@ -6,6 +6,7 @@
 //! touches before doing anything; every failure becomes an error response with a status code, and
 //! only the request fails.
 
+use crate::server::frame_pool::FrameBuf;
 use rkyv::api::high::{HighDeserializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor::Error as RkyvError;
@@ -19,25 +20,22 @@ use crate::metadata::catalog::User;
 use crate::protocol::frame::{encode_head, FrameHeader};
 use crate::protocol::messages::{self, Kind, Status};
 use crate::shard::error::{BrokerError, BrokerResult};
+use crate::shard::partitions::PayloadPart;
 use crate::shard::Shard;
 
-/// A handler's success: the archived response body and the raw payload.
-pub type Reply = (AlignedVec, Vec<u8>);
+/// A handler's success: the archived response body and the raw payload, in parts.
+pub type Reply = (AlignedVec, Vec<PayloadPart>);
 
 /// Answers one request frame.
-pub async fn handle(
-    shard: &Shard,
-    session: &Session,
-    header: FrameHeader,
-    frame: AlignedVec<16>,
-) -> Response {
+pub async fn handle(shard: &Shard, session: &Session, header: FrameHeader, frame: FrameBuf) -> Response {
     let result = match Kind::from_u16(header.kind) {
         None => Err(BrokerError::new(Status::UnknownKind, format!("unknown request kind {}", header.kind))),
         Some(kind) => dispatch(shard, session, kind, header, frame).await,
     };
     match result {
         Ok((body, payload)) => {
-            Response { head: encode_head(header.kind, header.correlation, 0, &body, payload.len()), payload }
+            let payload_len = payload.iter().map(|part| part.bytes().len()).sum();
+            Response { head: encode_head(header.kind, header.correlation, 0, &body, payload_len), payload }
         }
         Err(error) => Response::error(header.kind, header.correlation, error.status, &error.message),
     }
@@ -48,7 +46,7 @@ async fn dispatch(
     session: &Session,
     kind: Kind,
     header: FrameHeader,
-    frame: AlignedVec<16>,
+    frame: FrameBuf,
 ) -> BrokerResult<Reply> {
     let body = &frame[header.body_range()];
     match kind {
@@ -134,8 +132,19 @@ where
     messages::decode(body).map_err(|e| BrokerError::new(Status::MalformedBody, e.to_string()))
 }
 
-/// Archives a response body.
+/// Archives a response body; `payload` (raw bytes after it) may be empty.
 pub fn reply<T>(value: &T, payload: Vec<u8>) -> BrokerResult<Reply>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, RkyvError>,
+    >,
+{
+    let parts = if payload.is_empty() { Vec::new() } else { vec![PayloadPart::Owned(payload)] };
+    reply_parts(value, parts)
+}
+
+/// Archives a response body whose payload is already in parts (poll read buffers).
+pub fn reply_parts<T>(value: &T, payload: Vec<PayloadPart>) -> BrokerResult<Reply>
 where
     T: for<'a> rkyv::Serialize<
         rkyv::api::high::HighSerializer<AlignedVec, rkyv::ser::allocator::ArenaHandle<'a>, RkyvError>,

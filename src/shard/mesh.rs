@@ -7,12 +7,12 @@
 //! reply sender is answered exactly once (dropping the sender reads as "shard gone" on the other
 //! side); the channels are bounded ([`MESH_QUEUE_DEPTH`]) so a flooded shard pushes back.
 
+use crate::server::frame_pool::FrameBuf;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::oneshot;
-use rkyv::util::AlignedVec;
 
 use super::error::{BrokerError, BrokerResult};
 use super::groups::{Assignment, GroupKey, GroupSnapshot};
@@ -38,7 +38,7 @@ pub struct ProduceJob {
     /// Target partition.
     pub key: PartitionKey,
     /// The whole request frame as read from the socket (moved, not copied).
-    pub frame: AlignedVec<16>,
+    pub frame: FrameBuf,
     /// Where the batches are inside `frame`.
     pub payload: Range<usize>,
     /// Batches in the payload.

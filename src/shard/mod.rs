@@ -23,7 +23,7 @@ pub mod partitions;
 
 use error::{BrokerError, BrokerResult};
 use mesh::{Mesh, ShardMessage};
-use partitions::PartitionManager;
+use partitions::{LocalPoll, PartitionManager};
 
 use crate::metadata::catalog::Catalog;
 use crate::metadata::table::ShardTable;
@@ -217,7 +217,7 @@ async fn serve(shard: &Shard, message: ShardMessage) {
             let _ = job.reply.send(result);
         }
         ShardMessage::Poll { key, spec, reply } => {
-            let _ = reply.send(shard.partitions.poll(key, &spec).await);
+            let _ = reply.send(shard.partitions.poll(key, &spec).await.map(LocalPoll::into_outcome));
         }
         ShardMessage::Offset { key, consumer_key, op, reply } => {
             let _ = reply.send(shard.partitions.offset(key, &consumer_key, op).await);

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use event_listener::Event;
 use futures::FutureExt;
+use glommio::io::ReadResult;
 
 use super::error::{BrokerError, BrokerResult};
 use super::mesh::{OffsetOp, PartitionKey, PollOutcome, PollSpec};
@@ -26,7 +27,46 @@ use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
 use crate::server::config::ServerConfig;
 use crate::storage::offsets::{OffsetError, OffsetStore};
-use crate::storage::PartitionLog;
+use crate::storage::{LogRead, PartitionLog};
+
+/// Batch bytes of a poll answer: a segment read buffer (shared, never copied on the owner) or an
+/// owned copy (the answer came from another shard over the mesh).
+pub enum PayloadPart {
+    /// Whole batches in an O_DIRECT read buffer.
+    Read(LogRead<ReadResult>),
+    /// Whole batches copied out of another shard's read buffers.
+    Owned(Vec<u8>),
+}
+
+impl PayloadPart {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            PayloadPart::Read(read) => read.bytes(),
+            PayloadPart::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// A poll answered on the owner shard: marks, and the read buffers holding the batches.
+pub struct LocalPoll {
+    /// Marks and payload size.
+    pub partition: PolledPartition,
+    /// Whole batches, in offset order.
+    pub parts: Vec<PayloadPart>,
+}
+
+impl LocalPoll {
+    /// Copies the batches into one buffer, for sending to another shard (read buffers belong
+    /// to this shard's io_uring and stay here).
+    pub fn into_outcome(self) -> PollOutcome {
+        let mut bytes = Vec::with_capacity(self.partition.payload_bytes as usize);
+        for part in &self.parts {
+            bytes.extend_from_slice(part.bytes());
+        }
+        PollOutcome { partition: self.partition, bytes }
+    }
+}
 
 /// One owned partition.
 pub struct Partition {
@@ -166,7 +206,9 @@ impl PartitionManager {
     }
 
     /// Reads what `spec` asks for, waiting up to `spec.max_wait` for data when there is none.
-    pub async fn poll(&self, key: PartitionKey, spec: &PollSpec) -> BrokerResult<PollOutcome> {
+    /// The result holds the segment read buffers themselves; [`LocalPoll::into_outcome`] copies
+    /// them once for a poll that another shard asked for.
+    pub async fn poll(&self, key: PartitionKey, spec: &PollSpec) -> BrokerResult<LocalPoll> {
         let partition = self.get(key)?;
         let deadline = Instant::now() + spec.max_wait;
         loop {
@@ -174,7 +216,7 @@ impl PartitionManager {
             let start = self.start_offset(&partition, spec).await?;
             let outcome = read_from(&partition, start, spec).await?;
             let now = Instant::now();
-            if !outcome.bytes.is_empty() || now >= deadline {
+            if outcome.partition.payload_bytes > 0 || now >= deadline {
                 if spec.auto_commit && outcome.partition.next_offset > start {
                     let what = format!("auto-commit on partition {}", key.partition);
                     let next = outcome.partition.next_offset;
@@ -391,17 +433,18 @@ fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, u
 }
 
 /// Reads batches from `start` within the spec's message and byte limits.
-async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> BrokerResult<PollOutcome> {
+async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> BrokerResult<LocalPoll> {
     let log = &partition.log;
     let high_watermark = log.high_watermark();
-    let mut bytes = Vec::new();
+    let mut parts = Vec::new();
+    let mut total = 0_usize;
     let mut offset = start;
     let max_bytes = (spec.max_bytes as usize).max(1);
     let max_messages = u64::from(spec.max_messages.max(1));
     let what = || format!("read from partition {}", partition.key.partition);
-    while offset < high_watermark && bytes.len() < max_bytes && offset - start < max_messages {
-        let Some(read) =
-            log.read(offset, max_bytes - bytes.len()).await.map_err(|e| BrokerError::storage(&what(), e))?
+    while offset < high_watermark && total < max_bytes && offset - start < max_messages {
+        let Some(mut read) =
+            log.read(offset, max_bytes - total).await.map_err(|e| BrokerError::storage(&what(), e))?
         else {
             break;
         };
@@ -414,9 +457,16 @@ async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> Broker
             at += header.length as usize;
             next = header.next_offset();
         }
-        bytes.extend_from_slice(&data[..at.min(data.len())]);
+        let at = at.min(data.len());
+        let cut = at < data.len();
+        if at > 0 {
+            // The read buffer itself goes into the response: no copy on this shard.
+            read.truncate(at, next);
+            total += at;
+            parts.push(PayloadPart::Read(read));
+        }
         offset = next;
-        if at < data.len() {
+        if cut {
             break;
         }
     }
@@ -425,7 +475,7 @@ async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> Broker
         start_offset: start,
         next_offset: offset,
         high_watermark,
-        payload_bytes: bytes.len() as u32,
+        payload_bytes: total as u32,
     };
-    Ok(PollOutcome { partition: partition_info, bytes })
+    Ok(LocalPoll { partition: partition_info, parts })
 }

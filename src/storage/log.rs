@@ -59,6 +59,13 @@ impl<B: std::ops::Deref<Target = [u8]>> LogRead<B> {
     pub fn bytes(&self) -> &[u8] {
         &self.buffer[self.start..self.start + self.len]
     }
+
+    /// Keeps only the first `len` bytes (callers cut at a batch boundary) and sets the offset
+    /// after them; the buffer itself is shared, not copied.
+    pub fn truncate(&mut self, len: usize, next_offset: Offset) {
+        self.len = self.len.min(len);
+        self.next_offset = next_offset;
+    }
 }
 
 /// Which mark an append waits for.
