@@ -7,6 +7,11 @@
 //! number of requests may be in flight up to [`ClientOptions::max_in_flight`]; responses may
 //! arrive in any order.
 //!
+//! With `tls=true` in the connection string the socket is wrapped in TLS (rustls with the ring
+//! provider, through tokio-rustls) before anything else is sent; the server's certificate must
+//! chain to the `ca` file's authorities (or to the bundled Mozilla roots without `ca`) and carry
+//! the `tls_domain` name (default: the host). The TLS stream is split into the same two tasks.
+//!
 //! Life cycle: [`Client::connect`] opens the socket and logs in (one attempt). When the
 //! connection dies, every request still waiting fails with [`ClientError::Disconnected`] (the
 //! client does not know whether the server acted on them, so it never resends them); the next
@@ -24,8 +29,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
@@ -196,6 +202,11 @@ impl Client {
         let (host, port) = parse_host_port(&advertised.address, target.port).map_err(|_| {
             ClientError::Protocol(format!("shard {shard} advertises a bad address `{}`", advertised.address))
         })?;
+        if target.options.tls && target.options.tls_domain.is_none() {
+            // The shard's listener presents the same certificate as the one this client
+            // verified, under the name it verified it by; the advertised host may be an IP.
+            target.options.tls_domain = Some(target.host.clone());
+        }
         if !matches!(host.as_str(), "0.0.0.0" | "::" | "[::]") {
             target.host = host;
         }
@@ -268,17 +279,33 @@ async fn reconnect(target: &ConnectionString) -> Result<(Arc<Connection>, LoginR
     })
 }
 
-/// Opens a socket, starts its tasks and logs in, all within the request timeout.
+/// Opens a socket (and its TLS session), starts its tasks and logs in; connecting and the
+/// handshake share one request timeout, the login has its own.
 async fn establish(target: &ConnectionString) -> Result<(Arc<Connection>, LoginResponse), ClientError> {
     let address = target.address();
     let options = &target.options;
-    let stream =
-        tokio::time::timeout(options.timeout, TcpStream::connect((target.host.as_str(), target.port)))
+    let tls = if options.tls { Some(tls_connector(options)?) } else { None };
+    let opening = async {
+        let stream = TcpStream::connect((target.host.as_str(), target.port))
             .await
-            .map_err(|_| ClientError::Timeout)?
             .map_err(|error| ClientError::io(format_args!("connecting to {address}"), error))?;
-    stream.set_nodelay(true).map_err(|error| ClientError::io("setting TCP_NODELAY", error))?;
-    let connection = Connection::start(stream, options.max_frame_bytes, &address);
+        stream.set_nodelay(true).map_err(|error| ClientError::io("setting TCP_NODELAY", error))?;
+        let Some(connector) = tls else {
+            let (read_half, write_half) = stream.into_split();
+            return Ok(Connection::start(read_half, write_half, options.max_frame_bytes, &address));
+        };
+        let name = target.tls_server_name();
+        let server_name = ServerName::try_from(name.to_string()).map_err(|error| {
+            ClientError::InvalidConnectionString(format!("`{name}` is no TLS server name: {error}"))
+        })?;
+        let stream = connector.connect(server_name, stream).await.map_err(|error| {
+            ClientError::io(format_args!("TLS handshake with {address} (server name `{name}`)"), error)
+        })?;
+        let (read_half, write_half) = tokio::io::split(stream);
+        Ok::<_, ClientError>(Connection::start(read_half, write_half, options.max_frame_bytes, &address))
+    };
+    let connection =
+        tokio::time::timeout(options.timeout, opening).await.map_err(|_| ClientError::Timeout)??;
     let request = LoginRequest { user: target.user.clone(), password: target.password.clone() };
     let body = messages::encode(&request)
         .map_err(|error| ClientError::InvalidRequest(format!("Login body: {error}")))?;
@@ -291,6 +318,49 @@ async fn establish(target: &ConnectionString) -> Result<(Arc<Connection>, LoginR
     Ok((connection, session))
 }
 
+/// A TLS connector trusting the `ca` file's certificates, or the bundled Mozilla roots without
+/// one (rustls with the ring provider; TLS 1.2 and 1.3).
+fn tls_connector(options: &super::ClientOptions) -> Result<tokio_rustls::TlsConnector, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &options.tls_ca {
+        Some(path) => {
+            let shown = path.display();
+            let certificates = CertificateDer::pem_file_iter(path).map_err(|error| {
+                ClientError::io(format_args!("reading CA file {shown}"), pem_io_error(error))
+            })?;
+            for certificate in certificates {
+                let certificate = certificate.map_err(|error| {
+                    ClientError::io(format_args!("reading CA file {shown}"), pem_io_error(error))
+                })?;
+                roots.add(certificate).map_err(|error| {
+                    ClientError::InvalidConnectionString(format!("CA file {shown}: {error}"))
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(ClientError::InvalidConnectionString(format!(
+                    "CA file {shown} holds no PEM certificate"
+                )));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| ClientError::InvalidRequest(format!("TLS set-up: {error}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// A PEM reading error as an I/O error (keeping the I/O error itself when there is one).
+fn pem_io_error(error: rustls::pki_types::pem::Error) -> std::io::Error {
+    match error {
+        rustls::pki_types::pem::Error::Io(error) => error,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{other:?}")),
+    }
+}
+
 /// One socket's tasks and the requests waiting on it.
 struct Connection {
     frames: mpsc::Sender<Vec<u8>>,
@@ -298,9 +368,12 @@ struct Connection {
 }
 
 impl Connection {
-    /// Splits the socket and spawns its reader and writer tasks.
-    fn start(stream: TcpStream, max_frame_bytes: usize, address: &str) -> Arc<Connection> {
-        let (read_half, write_half) = stream.into_split();
+    /// Spawns the reader and writer tasks of a split socket (plain TCP or TLS).
+    fn start<R, W>(read_half: R, write_half: W, max_frame_bytes: usize, address: &str) -> Arc<Connection>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (frames, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
         let pending = Arc::new(Pending::new());
         tokio::spawn(read_loop(read_half, pending.clone(), max_frame_bytes, address.to_string()));
@@ -396,7 +469,12 @@ impl Pending {
 }
 
 /// Reads frames until the stream ends, fails, or the connection is closed from elsewhere.
-async fn read_loop(read_half: OwnedReadHalf, pending: Arc<Pending>, max_frame_bytes: usize, address: String) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    read_half: R,
+    pending: Arc<Pending>,
+    max_frame_bytes: usize,
+    address: String,
+) {
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let mut closed = pending.closed.subscribe();
     loop {
@@ -421,8 +499,8 @@ async fn read_loop(read_half: OwnedReadHalf, pending: Arc<Pending>, max_frame_by
 
 /// Writes queued frames, flushing whenever the queue runs dry, until the client is dropped or
 /// the connection closes.
-async fn write_loop(
-    write_half: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    write_half: W,
     mut queue: mpsc::Receiver<Vec<u8>>,
     pending: Arc<Pending>,
     address: String,
@@ -446,8 +524,8 @@ async fn write_loop(
 }
 
 /// Writes one frame and every frame already queued behind it, then flushes.
-async fn write_queued(
-    writer: &mut BufWriter<OwnedWriteHalf>,
+async fn write_queued<W: AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
     frame: Vec<u8>,
     queue: &mut mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<()> {

@@ -7,6 +7,7 @@
 //! default). Neither [`Display`](fmt::Display) nor [`Debug`] ever prints the password.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -46,6 +47,15 @@ pub struct ClientOptions {
     /// Requests one client may have awaiting responses (`max_in_flight`, default 1024); more
     /// wait for a slot.
     pub max_in_flight: usize,
+    /// Speak TLS (`tls=true`, default off): the server must run with `--tls-cert` / `--tls-key`.
+    pub tls: bool,
+    /// PEM file of the certificate authorities to trust (`ca=FILE`, percent-decoded; needs
+    /// `tls=true`). Without it the client trusts the bundled Mozilla roots (`webpki-roots`).
+    pub tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry (`tls_domain=NAME`; needs `tls=true`).
+    /// Default: the host of the connection string (also for shard-direct connections, which go
+    /// to the address the server advertises).
+    pub tls_domain: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -56,6 +66,9 @@ impl Default for ClientOptions {
             reconnect_interval: Duration::from_millis(RECONNECT_INTERVAL_DEFAULT_MS),
             max_frame_bytes: FRAME_BYTES_MAX_DEFAULT,
             max_in_flight: IN_FLIGHT_MAX_DEFAULT,
+            tls: false,
+            tls_ca: None,
+            tls_domain: None,
         }
     }
 }
@@ -87,7 +100,8 @@ pub struct ConnectionString {
 impl ConnectionString {
     /// Parses `ringbroker://user:password@host[:port][?options]`. User and password are
     /// percent-decoded; an IPv6 host goes in brackets; options are `timeout_ms`,
-    /// `reconnect_retries`, `reconnect_interval_ms`, `max_frame_bytes` and `max_in_flight`.
+    /// `reconnect_retries`, `reconnect_interval_ms`, `max_frame_bytes`, `max_in_flight`, `tls`,
+    /// `ca` and `tls_domain`.
     pub fn parse(text: &str) -> Result<Self, ClientError> {
         let rest = text.strip_prefix(SCHEME).ok_or_else(|| invalid(format!("must start with `{SCHEME}`")))?;
         let (authority, query) = match rest.split_once('?') {
@@ -136,6 +150,11 @@ impl ConnectionString {
     pub fn address(&self) -> String {
         format_host_port(&self.host, self.port)
     }
+
+    /// The name a TLS server certificate must carry: `tls_domain`, else the host.
+    pub fn tls_server_name(&self) -> &str {
+        self.options.tls_domain.as_deref().unwrap_or(&self.host)
+    }
 }
 
 impl FromStr for ConnectionString {
@@ -168,6 +187,15 @@ impl fmt::Display for ConnectionString {
         }
         if options.max_in_flight != defaults.max_in_flight {
             pairs.push(("max_in_flight", options.max_in_flight.to_string()));
+        }
+        if options.tls {
+            pairs.push(("tls", "true".to_string()));
+        }
+        if let Some(ca) = &options.tls_ca {
+            pairs.push(("ca", percent_encode_path(&ca.to_string_lossy())));
+        }
+        if let Some(domain) = &options.tls_domain {
+            pairs.push(("tls_domain", percent_encode(domain)));
         }
         for (index, (key, value)) in pairs.iter().enumerate() {
             write!(f, "{}{key}={value}", if index == 0 { '?' } else { '&' })?;
@@ -265,13 +293,37 @@ fn parse_options(query: &str) -> Result<ClientOptions, ClientError> {
             "max_in_flight" => {
                 options.max_in_flight = as_usize(key, bounded(key, value, 1, IN_FLIGHT_MAX_LIMIT)?)?
             }
+            "tls" => {
+                options.tls = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(invalid(format!("option `tls` is `true` or `false`, got `{value}`"))),
+                }
+            }
+            "ca" => {
+                let path = percent_decode(value)?;
+                if path.is_empty() {
+                    return Err(invalid("option `ca` needs a file name".to_string()));
+                }
+                options.tls_ca = Some(PathBuf::from(path));
+            }
+            "tls_domain" => {
+                let domain = percent_decode(value)?;
+                if domain.is_empty() {
+                    return Err(invalid("option `tls_domain` needs a name".to_string()));
+                }
+                options.tls_domain = Some(domain);
+            }
             _ => {
                 return Err(invalid(format!(
                     "unknown option `{key}` (known: timeout_ms, reconnect_retries, reconnect_interval_ms, \
-                     max_frame_bytes, max_in_flight)"
+                     max_frame_bytes, max_in_flight, tls, ca, tls_domain)"
                 )))
             }
         }
+    }
+    if !options.tls && (options.tls_ca.is_some() || options.tls_domain.is_some()) {
+        return Err(invalid("options `ca` and `tls_domain` need `tls=true`".to_string()));
     }
     debug_assert!(options.max_frame_bytes as u64 >= FRAME_BYTES_MAX_MIN && options.max_in_flight >= 1);
     Ok(options)
@@ -316,6 +368,11 @@ fn percent_decode(text: &str) -> Result<String, ClientError> {
         }
     }
     String::from_utf8(out).map_err(|_| invalid("a percent-decoded user or password is not UTF-8".to_string()))
+}
+
+/// Like [`percent_encode`], but keeps `/` so file names stay readable.
+fn percent_encode_path(text: &str) -> String {
+    percent_encode(text).replace("%2F", "/")
 }
 
 /// Escapes everything but RFC 3986's unreserved characters.
@@ -377,6 +434,27 @@ mod tests {
     }
 
     #[test]
+    fn tls_options_parse_print_and_round_trip() {
+        let url = ConnectionString::parse(
+            "ringbroker://u:p@10.0.0.5:7720?tls=true&ca=/etc/ring%20broker/ca.pem&tls_domain=broker.example",
+        )
+        .expect("parse");
+        assert!(url.options.tls);
+        assert_eq!(url.options.tls_ca, Some(PathBuf::from("/etc/ring broker/ca.pem")));
+        assert_eq!(url.tls_server_name(), "broker.example");
+        let shown = url.to_string();
+        assert_eq!(
+            shown,
+            "ringbroker://u:****@10.0.0.5:7720?tls=true&ca=/etc/ring%20broker/ca.pem&tls_domain=broker.example"
+        );
+        assert_eq!(ConnectionString::parse(&shown).expect("reparse").options, url.options);
+        let plain = ConnectionString::parse("ringbroker://u:p@localhost?tls=true").expect("parse");
+        assert_eq!((plain.options.tls_ca.as_ref(), plain.tls_server_name()), (None, "localhost"));
+        let off = ConnectionString::parse("ringbroker://u:p@h?tls=false").expect("parse");
+        assert_eq!(off.options, ClientOptions::default());
+    }
+
+    #[test]
     fn refuses_bad_strings() {
         for bad in [
             "http://u:p@h:1",
@@ -403,6 +481,18 @@ mod tests {
             "ringbroker://u:p@h:1?max_in_flight=2000000",
             "ringbroker://u:p@h:1?max_frame_bytes=5000000000",
             "ringbroker://u:p@h:1?reconnect_retries=99999999999",
+        ] {
+            match ConnectionString::parse(bad) {
+                Err(ClientError::InvalidConnectionString(_)) => {}
+                other => panic!("{bad} gave {other:?}"),
+            }
+        }
+        for bad in [
+            "ringbroker://u:p@h:1?tls=yes",
+            "ringbroker://u:p@h:1?ca=/tmp/ca.pem",
+            "ringbroker://u:p@h:1?tls=false&tls_domain=x",
+            "ringbroker://u:p@h:1?tls=true&ca=",
+            "ringbroker://u:p@h:1?tls=true&tls_domain=",
         ] {
             match ConnectionString::parse(bad) {
                 Err(ClientError::InvalidConnectionString(_)) => {}

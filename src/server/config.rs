@@ -92,6 +92,36 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = 64)]
     pub max_in_flight: usize,
 
+    /// Bytes of request frames one connection may have read but not yet answered; a frame that
+    /// would go over waits (backpressure) until answers free room. A single frame larger than
+    /// this (up to `--max-frame-bytes`) is still read when nothing else is outstanding.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_connection_memory: usize,
+
+    /// Close a connection that sent no complete frame and had no request in flight for this
+    /// long (e.g. `10m`). 0 disables.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
+    pub idle_timeout: Duration,
+
+    /// A frame whose header arrived must be complete within this (slow senders are closed,
+    /// e.g. `30s`); also bounds a TLS handshake. 0 disables.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub frame_read_timeout: Duration,
+
+    /// Failed logins on one connection after which the server answers LoginThrottled and closes
+    /// it.
+    #[arg(long, default_value_t = 5)]
+    pub max_failed_logins: u32,
+
+    /// PEM certificate chain (server certificate first): with `--tls-key`, every listener (the
+    /// shared one and the per-shard ports) speaks TLS only.
+    #[arg(long, requires = "tls_key", env = "RINGBROKER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, requires = "tls_cert", env = "RINGBROKER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Longest long-poll wait a client may ask for.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub max_poll_wait: Duration,
@@ -153,6 +183,15 @@ impl ServerConfig {
         }
         if self.max_in_flight == 0 || self.max_connections == 0 {
             return Err("--max-in-flight and --max-connections must be positive".to_string());
+        }
+        if self.max_connection_memory < 4096 {
+            return Err(format!("--max-connection-memory {} below 4096", self.max_connection_memory));
+        }
+        if self.max_failed_logins == 0 {
+            return Err("--max-failed-logins must be positive".to_string());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".to_string());
         }
         if self.shards == Some(0) {
             return Err("--shards must be at least 1".to_string());
@@ -247,5 +286,22 @@ mod tests {
         assert_eq!(config.placement(), vec![Some(0)]);
         assert_eq!(config.segment_max_age, Some(Duration::from_secs(7200)));
         assert!(parse(&["--fsync", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn limits_and_tls_flags() {
+        let config = parse(&[]).expect("defaults");
+        assert_eq!(config.idle_timeout, Duration::from_secs(600));
+        assert_eq!(config.frame_read_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connection_memory, 64 << 20);
+        assert_eq!((config.max_failed_logins, config.tls_cert.as_ref()), (5, None));
+        let config = parse(&["--idle-timeout", "2s", "--frame-read-timeout", "500ms"]).expect("parse");
+        assert_eq!(config.frame_read_timeout, Duration::from_millis(500));
+        assert!(parse(&["--tls-cert", "cert.pem"]).is_err(), "a certificate needs its key");
+        assert!(parse(&["--tls-key", "key.pem"]).is_err(), "a key needs its certificate");
+        let config = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).expect("both");
+        assert!(config.check().is_ok());
+        assert!(parse(&["--max-failed-logins", "0"]).expect("parse").check().is_err());
+        assert!(parse(&["--max-connection-memory", "100"]).expect("parse").check().is_err());
     }
 }
