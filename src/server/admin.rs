@@ -4,10 +4,15 @@
 //! Run on the connection's shard. Reads come from the shard's catalog snapshot; changes go to the
 //! controller (shard 0), which persists them and has every shard serve the result before this
 //! handler answers. Invariants: user, stream and topic changes check rights first; passwords are
-//! hashed and verified off the shard's core (argon2 is slow on purpose).
+//! hashed and verified off the shard's core (argon2 is slow on purpose); a connection is closed
+//! after `--max-failed-logins` failures, and logins from a peer address with recent failures on
+//! this shard wait for a slot that moves back further with each failure (per-shard state in a
+//! thread-local table bounded to [`PEER_ENTRIES_MAX`] addresses).
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use super::connection::Session;
 use super::data::{group_key, offset_on_owner, topic_group};
@@ -21,12 +26,17 @@ use crate::shard::groups::GroupSnapshot;
 use crate::shard::mesh::{GroupOp, GroupReply, OffsetOp, PartitionKey, ShardMessage};
 use crate::shard::Shard;
 
-/// Failed logins on one connection before each further attempt is delayed.
-const LOGIN_FAILURES_FREE: u32 = 3;
-/// Failed logins on one connection after which it may not try again.
-const LOGIN_FAILURES_MAX: u32 = 10;
-/// Delay per failed login beyond the free ones.
-const LOGIN_FAILURE_DELAY: Duration = Duration::from_millis(250);
+/// Recent failed logins from one peer address (on one shard) before its logins are spaced out.
+const PEER_FAILURES_FREE: u32 = 3;
+/// Spacing of a peer's logins after its first failure beyond the free ones; doubles with each
+/// further failure up to [`PEER_FAILURE_DELAY_MAX`].
+const PEER_FAILURE_DELAY_BASE: Duration = Duration::from_millis(100);
+/// The longest spacing between a peer's logins.
+const PEER_FAILURE_DELAY_MAX: Duration = Duration::from_secs(5);
+/// A peer's failures are forgotten this long after its last one.
+const PEER_FAILURE_MEMORY: Duration = Duration::from_secs(60);
+/// Peer addresses one shard remembers; when full, forgotten and then the stalest entries go.
+pub const PEER_ENTRIES_MAX: usize = 4096;
 /// Default consumer-group session timeout when a join asks for 0.
 const SESSION_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 
@@ -35,17 +45,17 @@ pub fn ping(shard: &Shard) -> BrokerResult<Reply> {
     reply(&PingResponse { version: env!("CARGO_PKG_VERSION").to_string(), shard: shard.id }, Vec::new())
 }
 
-/// Login: verifies the password off-core; throttles repeated failures on a connection.
+/// Login: verifies the password off-core. A peer address with recent failures waits for its
+/// slot first; the connection's `--max-failed-logins`th failure answers `LoginThrottled` and
+/// closes the connection.
 pub async fn login(shard: &Shard, session: &Session, request: LoginRequest) -> BrokerResult<Reply> {
-    let failures = session.failed_logins.get();
-    if failures >= LOGIN_FAILURES_MAX {
-        return Err(BrokerError::new(
-            Status::LoginThrottled,
-            "too many failed logins on this connection; reconnect later",
-        ));
+    let failures_max = shard.config.max_failed_logins;
+    if session.failed_logins.get() >= failures_max {
+        session.close_after_reply.set(true);
+        return Err(throttled(failures_max));
     }
-    if failures >= LOGIN_FAILURES_FREE {
-        glommio::timer::sleep(LOGIN_FAILURE_DELAY * (failures - LOGIN_FAILURES_FREE + 1)).await;
+    if let Some(slot) = session.peer.and_then(|peer| peer_login_slot(peer, Instant::now())) {
+        glommio::timer::sleep(slot.saturating_duration_since(Instant::now())).await;
     }
     let user = shard.catalog().users.get(&request.user).cloned();
     let hash = user.as_ref().map(|u| u.password_hash.clone()).unwrap_or_default();
@@ -58,10 +68,95 @@ pub async fn login(shard: &Shard, session: &Session, request: LoginRequest) -> B
             reply(&LoginResponse { user_id: user.id, admin: user.admin }, Vec::new())
         }
         _ => {
-            session.failed_logins.set(failures + 1);
+            let failures = session.failed_logins.get() + 1;
+            session.failed_logins.set(failures);
+            if let Some(peer) = session.peer {
+                peer_failed(peer, Instant::now());
+            }
+            if failures >= failures_max {
+                session.close_after_reply.set(true);
+                return Err(throttled(failures_max));
+            }
             Err(BrokerError::new(Status::InvalidCredentials, "wrong user name or password"))
         }
     }
+}
+
+fn throttled(failures_max: u32) -> BrokerError {
+    BrokerError::new(
+        Status::LoginThrottled,
+        format!("{failures_max} failed logins on this connection: it is closed; wait before trying again"),
+    )
+}
+
+/// What one shard remembers of a peer address's failed logins.
+#[derive(Debug, Clone, Copy)]
+struct PeerFailures {
+    /// Failures since the peer was last forgotten.
+    failures: u32,
+    /// When the last one happened.
+    last_failure: Instant,
+    /// The earliest time the peer's next login may be verified.
+    next_slot: Instant,
+}
+
+thread_local! {
+    /// This shard's failed logins by peer address (each shard is one thread).
+    static PEER_FAILURES: RefCell<HashMap<IpAddr, PeerFailures>> = RefCell::new(HashMap::new());
+}
+
+/// The spacing of a peer's logins after `failures` recent failures (zero while they are free).
+fn peer_delay(failures: u32) -> Duration {
+    if failures < PEER_FAILURES_FREE {
+        return Duration::ZERO;
+    }
+    let doublings = (failures - PEER_FAILURES_FREE).min(16);
+    PEER_FAILURE_DELAY_BASE.saturating_mul(1 << doublings).min(PEER_FAILURE_DELAY_MAX)
+}
+
+/// When a login from `peer` may be verified: `None` at once; otherwise a slot, and the peer's
+/// next slot moves back by its current spacing, so concurrent attempts queue up one by one.
+fn peer_login_slot(peer: IpAddr, now: Instant) -> Option<Instant> {
+    PEER_FAILURES.with(|table| {
+        let mut table = table.borrow_mut();
+        let entry = table.get_mut(&peer)?;
+        if now.saturating_duration_since(entry.last_failure) > PEER_FAILURE_MEMORY {
+            table.remove(&peer);
+            return None;
+        }
+        let delay = peer_delay(entry.failures);
+        if delay.is_zero() {
+            return None;
+        }
+        let slot = entry.next_slot.max(now);
+        entry.next_slot = slot + delay;
+        debug_assert!(slot >= now && entry.next_slot > slot);
+        Some(slot)
+    })
+}
+
+/// Records a failed login from `peer`.
+fn peer_failed(peer: IpAddr, now: Instant) {
+    PEER_FAILURES.with(|table| {
+        let mut table = table.borrow_mut();
+        if !table.contains_key(&peer) && table.len() >= PEER_ENTRIES_MAX {
+            table.retain(|_, entry| now.saturating_duration_since(entry.last_failure) <= PEER_FAILURE_MEMORY);
+            if table.len() >= PEER_ENTRIES_MAX {
+                let stalest = table.iter().min_by_key(|(_, entry)| entry.last_failure).map(|(ip, _)| *ip);
+                if let Some(stalest) = stalest {
+                    table.remove(&stalest);
+                }
+            }
+        }
+        let entry =
+            table.entry(peer).or_insert(PeerFailures { failures: 0, last_failure: now, next_slot: now });
+        if now.saturating_duration_since(entry.last_failure) > PEER_FAILURE_MEMORY {
+            *entry = PeerFailures { failures: 0, last_failure: now, next_slot: now };
+        }
+        entry.failures = entry.failures.saturating_add(1);
+        entry.last_failure = now;
+        debug_assert!(table.len() <= PEER_ENTRIES_MAX);
+    })
 }
 
 /// Every authenticated control-path kind.
@@ -401,4 +496,42 @@ async fn stats(context: &Context<'_>, request: StatsRequest) -> BrokerResult<Rep
         }
     }
     reply(&StatsResponse { streams, server: shard.counters.snapshot(shard.shards()) }, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_delays_grow_and_are_capped() {
+        assert_eq!(peer_delay(0), Duration::ZERO);
+        assert_eq!(peer_delay(PEER_FAILURES_FREE - 1), Duration::ZERO);
+        assert_eq!(peer_delay(PEER_FAILURES_FREE), PEER_FAILURE_DELAY_BASE);
+        assert_eq!(peer_delay(PEER_FAILURES_FREE + 2), PEER_FAILURE_DELAY_BASE * 4);
+        assert_eq!(peer_delay(u32::MAX), PEER_FAILURE_DELAY_MAX);
+    }
+
+    #[test]
+    fn a_peers_logins_queue_up_after_failures_and_are_forgotten() {
+        let peer: IpAddr = [10, 0, 0, 1].into();
+        let start = Instant::now();
+        assert_eq!(peer_login_slot(peer, start), None, "an unknown peer logs in at once");
+        for _ in 0..PEER_FAILURES_FREE {
+            peer_failed(peer, start);
+        }
+        let first = peer_login_slot(peer, start).expect("a slot");
+        let second = peer_login_slot(peer, start).expect("a slot");
+        assert_eq!((first, second), (start, start + PEER_FAILURE_DELAY_BASE), "concurrent attempts queue");
+        let later = start + PEER_FAILURE_MEMORY + Duration::from_secs(1);
+        assert_eq!(peer_login_slot(peer, later), None, "old failures are forgotten");
+    }
+
+    #[test]
+    fn the_peer_table_stays_bounded() {
+        let now = Instant::now();
+        for i in 0..(PEER_ENTRIES_MAX as u32 + 100) {
+            peer_failed(IpAddr::from((0xAC10_0000_u32 + i).to_be_bytes()), now);
+        }
+        assert!(PEER_FAILURES.with(|table| table.borrow().len()) <= PEER_ENTRIES_MAX);
+    }
 }

@@ -1,23 +1,37 @@
 //! One client connection: reads frames, runs each request in its own task (bounded per
 //! connection), and writes responses back in completion order, coalescing small ones.
 //!
-//! Runs on the shard whose listener accepted the connection; the connection never moves. A bad
+//! Runs on the shard whose listener accepted the connection; the connection never moves. The
+//! code is generic over the stream, so a plain TCP connection runs exactly as before and a TLS
+//! one (handshake first, in [`serve_tcp`]) runs the same loop over the rustls stream. A bad
 //! frame header (CRC, version, lengths) or an oversized frame gets an error response and closes
-//! this connection only. Invariants: at most `--max-in-flight` requests of one connection run at
-//! once; every request gets exactly one response frame with its correlation id; a slow reader
-//! only slows its own connection (the shard's other tasks keep running while its writes wait).
+//! this connection only. A watchdog task closes a connection that stays idle (no complete frame
+//! and nothing in flight) for `--idle-timeout`, or whose frame, once its header arrived, is not
+//! complete within `--frame-read-timeout`.
+//!
+//! Invariants: at most `--max-in-flight` requests of one connection run at once; the request
+//! frames read and not yet answered hold at most `--max-connection-memory` bytes, except for a
+//! single larger frame read while nothing else is outstanding; every request gets exactly one
+//! response frame with its correlation id; a slow reader only slows its own connection (the
+//! shard's other tasks keep running while its writes wait); a connection counts against
+//! `--max-connections` from accept (before any TLS handshake) until it is closed.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use async_lock::Semaphore;
 use futures::channel::mpsc;
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use glommio::net::TcpStream;
 
 use super::frame_pool::FrameBuf;
 use super::handlers;
+use super::tls::Acceptor;
 use crate::protocol::frame::{encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
 use crate::protocol::messages::{self, ErrorBody, Status};
 use crate::shard::partitions::PayloadPart;
@@ -25,6 +39,11 @@ use crate::shard::Shard;
 
 /// Responses smaller than this are copied into the write buffer and sent together.
 const COALESCE_BYTES_MAX: usize = 64 * 1024;
+
+/// The watchdog checks a connection this often at most (a quarter of the shorter timeout).
+const WATCHDOG_TICK_MAX: Duration = Duration::from_secs(1);
+/// The watchdog checks a connection this often at least.
+const WATCHDOG_TICK_MIN: Duration = Duration::from_millis(5);
 
 /// Per-connection login state.
 #[derive(Default)]
@@ -35,6 +54,11 @@ pub struct Session {
     pub failed_logins: Cell<u32>,
     /// Round-robin cursor for balanced partitioning.
     pub round_robin: Cell<u32>,
+    /// The peer's address (login throttling by address), when known.
+    pub peer: Option<IpAddr>,
+    /// Set by a handler: close the connection once this request's response is queued (the
+    /// response is still written).
+    pub close_after_reply: Cell<bool>,
 }
 
 /// A response ready to be written: header and body in `head`, batches in `payload`.
@@ -56,47 +80,201 @@ impl Response {
     }
 }
 
-/// Serves one accepted connection until the peer closes it, a bad frame arrives, or shutdown.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+/// Serves one accepted TCP connection: counts it, runs the TLS handshake when TLS is on, then
+/// serves it until the peer closes it, a bad frame arrives, a timeout fires, or shutdown.
+pub async fn serve_tcp(shard: Rc<Shard>, stream: TcpStream, tls: Option<Acceptor>) {
     let counters = shard.counters.clone();
     let open = counters.connections.fetch_add(1, Ordering::Relaxed) + 1;
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    if open as usize > shard.config.max_connections {
-        refuse(stream, Status::TooManyConnections, "the server has too many connections").await;
-        counters.connections.fetch_sub(1, Ordering::Relaxed);
-        return;
-    }
+    let over_limit = open as usize > shard.config.max_connections;
+    let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let (reader, writer) = futures::AsyncReadExt::split(stream);
-    let (sender, receiver) = mpsc::unbounded::<Response>();
-    let writing = glommio::spawn_local(write_responses(writer, receiver));
-    if let Err(reason) = read_requests(&shard, reader, sender).await {
-        tracing::debug!(shard = shard.id, peer, %reason, "connection closed");
+    match tls {
+        None => serve(shard, stream, peer, over_limit).await,
+        Some(acceptor) => match acceptor.accept(stream, shard.config.frame_read_timeout).await {
+            Ok(stream) => serve(shard, stream, peer, over_limit).await,
+            Err(reason) => tracing::debug!(shard = shard.id, ?peer, %reason, "connection closed"),
+        },
     }
-    let _ = writing.await;
     counters.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn refuse(mut stream: TcpStream, status: Status, message: &str) {
+/// Serves one connection (plain or TLS) until it ends; refuses it when the server is full.
+async fn serve<S>(shard: Rc<Shard>, stream: S, peer: Option<SocketAddr>, over_limit: bool)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    if over_limit {
+        refuse(stream, Status::TooManyConnections, "the server has too many connections").await;
+        return;
+    }
+    let flow = Rc::new(Flow::default());
+    let config = &shard.config;
+    let watchdog = watchdog_tick(config.idle_timeout, config.frame_read_timeout).map(|tick| {
+        let watched = Watched { idle: config.idle_timeout, frame_read: config.frame_read_timeout, tick };
+        glommio::spawn_local(watch(flow.clone(), watched))
+    });
+    let (reader, writer) = futures::AsyncReadExt::split(stream);
+    let (sender, receiver) = mpsc::unbounded::<Response>();
+    let writing = glommio::spawn_local(write_responses(writer, receiver));
+    let session = Rc::new(Session { peer: peer.map(|address| address.ip()), ..Session::default() });
+    if let Err(reason) = read_requests(&shard, &flow, session, reader, sender).await {
+        tracing::debug!(shard = shard.id, ?peer, %reason, "connection closed");
+    }
+    flow.closed.set(true);
+    drop(watchdog);
+    let _ = writing.await;
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, status: Status, message: &str) {
     let response = Response::error(0, 0, status, message);
     let _ = stream.write_all(&response.head).await;
     let _ = stream.close().await;
 }
 
+/// What the reader, the request tasks and the watchdog of one connection share (one thread).
+#[derive(Default)]
+struct Flow {
+    /// Frames read completely.
+    frames_read: Cell<u64>,
+    /// A frame's header arrived and the rest of it is being read.
+    reading_body: Cell<bool>,
+    /// Requests answered (response queued).
+    answered: Cell<u64>,
+    /// Requests read and not yet answered.
+    outstanding_requests: Cell<usize>,
+    /// Bytes of request frames read (or being read) and not yet answered.
+    outstanding_bytes: Cell<usize>,
+    /// The reader, waiting for room under `--max-connection-memory`.
+    room_waker: Cell<Option<Waker>>,
+    /// Why the connection must close, once decided.
+    kill_reason: RefCell<Option<String>>,
+    /// The reader, waiting for a frame while the connection may be killed.
+    kill_waker: Cell<Option<Waker>>,
+    /// The reader has stopped.
+    closed: Cell<bool>,
+}
+
+impl Flow {
+    /// Asks the reader to stop (the first reason wins).
+    fn kill(&self, reason: String) {
+        self.kill_reason.borrow_mut().get_or_insert(reason);
+        if let Some(waker) = self.kill_waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Completes with the kill reason once [`kill`](Self::kill) was called.
+    fn killed(&self) -> impl Future<Output = String> + '_ {
+        futures::future::poll_fn(move |cx| {
+            if let Some(reason) = self.kill_reason.borrow().as_ref() {
+                return Poll::Ready(reason.clone());
+            }
+            let waker = match self.kill_waker.take() {
+                Some(waker) if waker.will_wake(cx.waker()) => waker,
+                _ => cx.waker().clone(),
+            };
+            self.kill_waker.set(Some(waker));
+            Poll::Pending
+        })
+    }
+
+    /// Runs `future` unless the connection is killed first.
+    async fn unless_killed<F: Future>(&self, future: F) -> Result<F::Output, String> {
+        let killed = self.killed();
+        futures::pin_mut!(future, killed);
+        match futures::future::select(future, killed).await {
+            futures::future::Either::Left((output, _)) => Ok(output),
+            futures::future::Either::Right((reason, _)) => Err(reason),
+        }
+    }
+
+    /// Reserves `bytes` for a frame, waiting while they would push the connection over `limit`
+    /// (a frame is always admitted when nothing else is outstanding).
+    fn reserve(&self, bytes: usize, limit: usize) -> impl Future<Output = ()> + '_ {
+        futures::future::poll_fn(move |cx| {
+            let used = self.outstanding_bytes.get();
+            if used == 0 || used.saturating_add(bytes) <= limit {
+                self.outstanding_bytes.set(used + bytes);
+                return Poll::Ready(());
+            }
+            self.room_waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+    }
+
+    /// A request of `bytes` was answered: frees its room and wakes a waiting reader.
+    fn answered(&self, bytes: usize) {
+        debug_assert!(self.outstanding_bytes.get() >= bytes && self.outstanding_requests.get() > 0);
+        self.outstanding_bytes.set(self.outstanding_bytes.get().saturating_sub(bytes));
+        self.outstanding_requests.set(self.outstanding_requests.get().saturating_sub(1));
+        self.answered.set(self.answered.get().wrapping_add(1));
+        if let Some(waker) = self.room_waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The watchdog's settings.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    idle: Duration,
+    frame_read: Duration,
+    tick: Duration,
+}
+
+/// How often the watchdog looks; `None` when both timeouts are off.
+fn watchdog_tick(idle: Duration, frame_read: Duration) -> Option<Duration> {
+    let shortest = [idle, frame_read].into_iter().filter(|timeout| !timeout.is_zero()).min()?;
+    Some((shortest / 4).clamp(WATCHDOG_TICK_MIN, WATCHDOG_TICK_MAX))
+}
+
+/// Closes the connection when a frame stalls after its header or nothing happens for the idle
+/// timeout. Looks every tick and only at counters the reader bumps, so the read path pays no
+/// clock reads; a timeout fires between its bound and two ticks later.
+async fn watch(flow: Rc<Flow>, watched: Watched) {
+    let now = Instant::now();
+    let (mut frame_mark, mut frame_since) = ((flow.frames_read.get(), flow.reading_body.get()), now);
+    let (mut idle_mark, mut idle_since) = ((flow.frames_read.get(), flow.answered.get()), now);
+    while !flow.closed.get() {
+        glommio::timer::sleep(watched.tick).await;
+        let now = Instant::now();
+        let frame_now = (flow.frames_read.get(), flow.reading_body.get());
+        if frame_now != frame_mark {
+            (frame_mark, frame_since) = (frame_now, now);
+        } else if frame_now.1 && !watched.frame_read.is_zero() && now - frame_since >= watched.frame_read {
+            flow.kill(format!(
+                "a frame was not complete within --frame-read-timeout {:?}",
+                watched.frame_read
+            ));
+            return;
+        }
+        let idle_now = (flow.frames_read.get(), flow.answered.get());
+        let busy = flow.reading_body.get() || flow.outstanding_requests.get() > 0;
+        if idle_now != idle_mark || busy {
+            (idle_mark, idle_since) = (idle_now, now);
+        } else if !watched.idle.is_zero() && now - idle_since >= watched.idle {
+            flow.kill(format!("idle for --idle-timeout {:?}", watched.idle));
+            return;
+        }
+    }
+}
+
 /// Reads frames and spawns a task for each; returns why reading stopped.
-async fn read_requests(
+async fn read_requests<R: AsyncRead + Unpin>(
     shard: &Rc<Shard>,
-    mut reader: futures::io::ReadHalf<TcpStream>,
+    flow: &Rc<Flow>,
+    session: Rc<Session>,
+    mut reader: R,
     sender: mpsc::UnboundedSender<Response>,
 ) -> Result<(), String> {
-    let session = Rc::new(Session::default());
     let in_flight = std::sync::Arc::new(Semaphore::new(shard.config.max_in_flight));
+    let memory_limit = shard.config.max_connection_memory;
     let mut head = [0_u8; FRAME_HEADER_BYTES];
     loop {
         if shard.shutting_down() {
             return Err("shutting down".to_string());
         }
-        if let Err(error) = reader.read_exact(&mut head).await {
+        if let Err(error) = flow.unless_killed(reader.read_exact(&mut head)).await? {
             return Err(format!("read: {error}"));
         }
         let header = match FrameHeader::decode(&head, shard.config.max_frame_bytes) {
@@ -113,18 +291,28 @@ async fn read_requests(
                 return Err(format!("bad frame: {error}"));
             }
         };
+        let length = header.length as usize;
+        flow.unless_killed(flow.reserve(length, memory_limit)).await?;
+        flow.reading_body.set(true);
         // Pooled: a reused buffer needs neither zero-filling nor fresh pages.
-        let mut frame = FrameBuf::take(header.length as usize);
+        let mut frame = FrameBuf::take(length);
         frame[..FRAME_HEADER_BYTES].copy_from_slice(&head);
-        if let Err(error) = reader.read_exact(&mut frame[FRAME_HEADER_BYTES..]).await {
+        if let Err(error) = flow.unless_killed(reader.read_exact(&mut frame[FRAME_HEADER_BYTES..])).await? {
             return Err(format!("read body: {error}"));
         }
-        let permit = in_flight.acquire_arc().await;
-        let (shard, session, sender) = (shard.clone(), session.clone(), sender.clone());
+        flow.reading_body.set(false);
+        flow.frames_read.set(flow.frames_read.get() + 1);
+        let permit = flow.unless_killed(in_flight.acquire_arc()).await?;
+        flow.outstanding_requests.set(flow.outstanding_requests.get() + 1);
+        let (shard, session, sender, flow) = (shard.clone(), session.clone(), sender.clone(), flow.clone());
         glommio::spawn_local(async move {
             let response = handlers::handle(&shard, &session, header, frame).await;
             let _ = sender.unbounded_send(response);
+            flow.answered(length);
             drop(permit);
+            if session.close_after_reply.get() {
+                flow.kill("the request's handler closed the connection".to_string());
+            }
         })
         .detach();
     }
@@ -132,8 +320,8 @@ async fn read_requests(
 
 /// Writes responses as they complete; small ones (and small payload parts) are gathered into one
 /// write, large payload parts are written straight from their read buffers.
-async fn write_responses(
-    mut writer: futures::io::WriteHalf<TcpStream>,
+async fn write_responses<W: AsyncWrite + Unpin>(
+    mut writer: W,
     mut receiver: mpsc::UnboundedReceiver<Response>,
 ) {
     let mut buffer: Vec<u8> = Vec::with_capacity(COALESCE_BYTES_MAX);

@@ -24,6 +24,7 @@ pub mod data;
 pub mod frame_pool;
 pub mod handlers;
 mod ops;
+pub mod tls;
 
 use crate::io::dma::{plan_io_memory, DmaIo};
 use crate::shard::controller::Controller;
@@ -55,6 +56,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
     let placement = config.placement();
     let shards = placement.len();
     let plan = plan_io_memory(config.io_memory, shards);
+    let acceptor = tls::load(&config)?;
     let config = Arc::new(config);
     let (mesh_handle, receivers) = mesh(shards);
     let counters = Arc::new(SharedCounters::default());
@@ -62,8 +64,8 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
     let mut threads = Vec::with_capacity(shards);
     for (id, (receiver, core)) in receivers.into_iter().zip(placement).enumerate() {
         let placement = core.map_or(Placement::Unbound, Placement::Fixed);
-        let (config, mesh, counters, ready) =
-            (config.clone(), mesh_handle.clone(), counters.clone(), ready_tx.clone());
+        let (config, mesh, counters, ready, acceptor) =
+            (config.clone(), mesh_handle.clone(), counters.clone(), ready_tx.clone(), acceptor.clone());
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("ringbroker-shard-{id}"))
             .io_memory(plan.io_memory_per_shard_bytes)
@@ -73,7 +75,7 @@ pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
             .spawn(move || async move {
                 let id = id as u16;
                 match boot(id, config, mesh, counters).await {
-                    Ok((shard, listeners)) => serve(shard, listeners, receiver, ready).await,
+                    Ok((shard, listeners)) => serve(shard, listeners, acceptor, receiver, ready).await,
                     Err(error) => {
                         let _ = ready.send(Err(format!("shard {id}: {error}")));
                     }
@@ -143,6 +145,7 @@ async fn boot(
 async fn serve(
     shard: Rc<Shard>,
     listeners: Vec<TcpListener>,
+    acceptor: Option<tls::Acceptor>,
     receiver: flume::Receiver<ShardMessage>,
     ready: mpsc::Sender<Result<u16, String>>,
 ) {
@@ -165,7 +168,7 @@ async fn serve(
     }
     shard.wait_for_catalog().await;
     for listener in listeners {
-        glommio::spawn_local(accept(shard.clone(), listener)).detach();
+        glommio::spawn_local(accept(shard.clone(), listener, acceptor.clone())).detach();
     }
     glommio::spawn_local(maintain(shard.clone())).detach();
     let _ = ready.send(Ok(shard.id));
@@ -173,11 +176,13 @@ async fn serve(
     mesh_loop.await;
 }
 
-async fn accept(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts connections until shutdown; each gets its own task (which runs the TLS handshake
+/// first when TLS is on).
+async fn accept(shard: Rc<Shard>, listener: TcpListener, acceptor: Option<tls::Acceptor>) {
     while !shard.shutting_down() {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+                glommio::spawn_local(connection::serve_tcp(shard.clone(), stream, acceptor.clone())).detach();
             }
             Err(error) => {
                 tracing::warn!(shard = shard.id, %error, "accept failed");
