@@ -42,9 +42,10 @@ pub const READ_SCAN_BYTES_MIN: usize = 2 * INDEX_INTERVAL_BYTES_DEFAULT as usize
 pub const WRITE_CHUNK_BYTES_DEFAULT: usize = 1024 * 1024;
 
 /// The most unflushed bytes one partition may buffer before appenders wait for the disk
-/// (`--write-behind-bytes`). Eight write chunks in flight keep the disk busy; more only adds
-/// memory (partitions x this) and acknowledgement latency.
-pub const DIRTY_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
+/// (`--write-behind-bytes`). Four 1 MiB write chunks in flight keep the disk busy (dd here:
+/// 1.3 GB/s at one 1 MiB write in flight, 2.3 GB/s at two); more only adds memory (partitions x
+/// this) and acknowledgement latency.
+pub const DIRTY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 
 /// Index entries buffered before the active segment's index files are written out.
 pub const INDEX_FLUSH_ENTRIES: usize = 256;

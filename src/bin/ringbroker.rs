@@ -9,6 +9,11 @@ use ringbroker::server::{self, config::ServerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+/// mimalloc: per-thread heaps (one per shard) and prompt return of freed pages, so the broker's
+/// RSS follows what it holds rather than its peak (docs/architecture.md, "Memory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
