@@ -355,3 +355,52 @@ pub fn read_partition(conn: &mut Conn, stream: &str, topic: &str, partition: u32
         assert!(Instant::now() < deadline, "reading partition {partition} did not finish");
     }
 }
+
+/// Consecutive successful readiness probes [`Broker::start_ready_when`] waits for.
+const READY_PROBES_IN_A_ROW: u32 = 3;
+
+impl Broker {
+    /// Starts a broker like [`Broker::start`], but judges readiness with `ready` (called with the
+    /// shared listener's address every 50 ms until it succeeds 3 times in a row), for listeners
+    /// a plain ping cannot reach (TLS). Panics if the broker exits or is not ready within the
+    /// start timeout.
+    pub fn start_ready_when(shards: u16, extra: &[&str], ready: &dyn Fn(SocketAddr) -> bool) -> Broker {
+        let dir = tempfile::Builder::new().prefix("ringbroker-it-").tempdir().expect("tempdir");
+        let port = free_ports(shards);
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut broker = Broker { child: None, dir, port, shards, args };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringbroker"));
+        command
+            .arg("--data-dir")
+            .arg(broker.dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", broker.port))
+            .arg("--shards")
+            .arg(broker.shards.to_string())
+            .arg("--io-memory")
+            .arg("2097152")
+            .args(&broker.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        broker.child = Some(command.spawn().expect("spawn ringbroker"));
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut good = 0;
+        loop {
+            good = if ready(broker.addr()) { good + 1 } else { 0 };
+            if good >= READY_PROBES_IN_A_ROW {
+                return broker;
+            }
+            if let Some(status) = broker.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("ringbroker exited during start-up: {status}");
+            }
+            assert!(Instant::now() < deadline, "ringbroker did not start within {START_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the broker process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+}
