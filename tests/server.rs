@@ -426,3 +426,54 @@ fn pipelined_produces_keep_their_order_and_multi_batch_requests_are_contiguous()
         assert_eq!(expected_base, requests * 5);
     }
 }
+
+/// Polls smaller than a read: the server keeps the rest of each read for the next poll (read
+/// ahead). Stepping through in small polls, jumping back, and starting mid-batch must each
+/// return every record exactly once, in order.
+#[test]
+fn small_polls_served_from_read_ahead_see_every_record_once() {
+    let mut broker = Broker::start(1, &["--fsync", "never"]);
+    let mut conn = broker.root();
+    conn.create_stream("steps");
+    conn.create_topic("steps", "t", 1);
+    let mut expected = Vec::new();
+    for round in 0..40 {
+        let tag = format!("r{round}");
+        let response =
+            conn.produce("steps", "t", Partitioning::Partition(0), &[batch_of(&tag, 5)]).expect("produce");
+        let base = response.acks[0].base_offset;
+        expected.extend((0..5).map(|i| (base + i, format!("{tag}-{i}"))));
+    }
+    // Written behind the acknowledgement: wait until everything is visible to readers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (response, _) = conn.poll_partition("steps", "t", 0, PollStrategy::Offset(0), 1).expect("poll");
+        if response.partitions[0].high_watermark == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log never became fully visible");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let read_in_steps = |conn: &mut Conn, from: u64, max_messages: u32| {
+        let mut out = Vec::new();
+        let mut offset = from;
+        while offset < 200 {
+            let (response, payload) = conn
+                .poll_partition("steps", "t", 0, PollStrategy::Offset(offset), max_messages)
+                .expect("poll");
+            let polled = &response.partitions[0];
+            assert!(!payload.is_empty(), "poll at {offset} returned nothing");
+            out.extend(records(&payload, offset));
+            assert!(polled.next_offset > offset);
+            offset = polled.next_offset;
+        }
+        out
+    };
+    for max_messages in [5, 7, 1, 13] {
+        assert_eq!(read_in_steps(&mut conn, 0, max_messages), expected, "max_messages {max_messages}");
+    }
+    // Mid-batch start and a jump back after the read-ahead was filled further on.
+    assert_eq!(read_in_steps(&mut conn, 102, 5), expected[102..].to_vec());
+    assert_eq!(read_in_steps(&mut conn, 3, 6), expected[3..].to_vec());
+    broker.stop();
+}

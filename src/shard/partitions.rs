@@ -78,6 +78,10 @@ pub struct Partition {
     pub offsets: async_lock::Mutex<OffsetStore<DmaIo>>,
     /// Notified after every append (long polls wait on it).
     pub data: Event,
+    /// Whole batches read past the end of the last poll's answer (a read fetches up to the
+    /// poll's byte budget, the answer may stop earlier at its message budget): the next poll
+    /// that starts exactly there is answered from memory, without a disk read.
+    pub read_ahead: RefCell<Option<LogRead<ReadResult>>>,
 }
 
 /// Every partition this shard owns.
@@ -137,7 +141,8 @@ impl PartitionManager {
                 .await
                 .map_err(|e| BrokerError::storage(&what, e))?;
             let offsets = async_lock::Mutex::new(offsets);
-            let partition = Rc::new(Partition { key, log, offsets, data: Event::new() });
+            let partition =
+                Rc::new(Partition { key, log, offsets, data: Event::new(), read_ahead: RefCell::new(None) });
             if partition.log.write_behind() {
                 glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();
             }
@@ -443,25 +448,34 @@ async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> Broker
     let max_messages = u64::from(spec.max_messages.max(1));
     let what = || format!("read from partition {}", partition.key.partition);
     while offset < high_watermark && total < max_bytes && offset - start < max_messages {
-        let Some(mut read) =
-            log.read(offset, max_bytes - total).await.map_err(|e| BrokerError::storage(&what(), e))?
-        else {
-            break;
+        let ahead = partition.read_ahead.borrow_mut().take().filter(|read| read.first_offset == offset);
+        let read = match ahead {
+            Some(read) => Some(read),
+            None => {
+                log.read(offset, max_bytes - total).await.map_err(|e| BrokerError::storage(&what(), e))?
+            }
         };
+        let Some(mut read) = read else { break };
         let data = read.bytes();
-        let (mut at, mut next) = (0_usize, offset);
-        // Whole batches only, and none once `max_messages` are included.
+        let (mut at, mut next) = (0_usize, read.first_offset);
+        // Whole batches only: none once `max_messages` are included, none past `max_bytes`
+        // (but at least one per poll).
         while at < data.len() && next.saturating_sub(start) < max_messages {
             let header =
                 BatchHeader::decode(&data[at..]).map_err(|e| BrokerError::storage(&what(), e.into()))?;
+            if total + at > 0 && total + at + header.length as usize > max_bytes {
+                break;
+            }
             at += header.length as usize;
             next = header.next_offset();
         }
         let at = at.min(data.len());
-        let cut = at < data.len();
+        // The rest of the read waits for the next poll, which usually starts right there.
+        let rest = read.split_off(at, next);
+        let cut = rest.is_some();
+        *partition.read_ahead.borrow_mut() = rest;
         if at > 0 {
             // The read buffer itself goes into the response: no copy on this shard.
-            read.truncate(at, next);
             total += at;
             parts.push(PayloadPart::Read(read));
         }

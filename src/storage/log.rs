@@ -59,12 +59,25 @@ impl<B: std::ops::Deref<Target = [u8]>> LogRead<B> {
     pub fn bytes(&self) -> &[u8] {
         &self.buffer[self.start..self.start + self.len]
     }
+}
 
-    /// Keeps only the first `len` bytes (callers cut at a batch boundary) and sets the offset
-    /// after them; the buffer itself is shared, not copied.
-    pub fn truncate(&mut self, len: usize, next_offset: Offset) {
-        self.len = self.len.min(len);
-        self.next_offset = next_offset;
+impl<B: std::ops::Deref<Target = [u8]> + Clone> LogRead<B> {
+    /// Cuts at `at` (a batch boundary, the start of offset `at_offset`): `self` keeps the bytes
+    /// before, the returned read (sharing the same buffer) the whole batches after, if any.
+    pub fn split_off(&mut self, at: usize, at_offset: Offset) -> Option<LogRead<B>> {
+        if at >= self.len {
+            return None;
+        }
+        let rest = LogRead {
+            buffer: self.buffer.clone(),
+            start: self.start + at,
+            len: self.len - at,
+            first_offset: at_offset,
+            next_offset: self.next_offset,
+        };
+        self.len = at;
+        self.next_offset = at_offset;
+        Some(rest)
     }
 }
 
