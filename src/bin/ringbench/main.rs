@@ -64,6 +64,10 @@ struct Cli {
         hide_default_value = true
     )]
     password: String,
+    /// Speak TLS to a broker started with `--tls-cert`, trusting the certificate authorities in
+    /// this PEM file (the shard-direct connections use TLS too).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     workload: WorkloadCommand,
 }
@@ -207,6 +211,11 @@ pub struct Settings {
     pub user: String,
     #[serde(skip)]
     password: String,
+    /// Whether the run spoke TLS.
+    pub tls: bool,
+    /// The CA file trusted for TLS.
+    #[serde(skip)]
+    tls_ca: Option<std::path::PathBuf>,
     /// Producer actors.
     pub producers: u32,
     /// Consumer actors.
@@ -251,6 +260,8 @@ impl Settings {
             server: cli.server.clone(),
             user: cli.user.clone(),
             password: cli.password.clone(),
+            tls: cli.tls_ca.is_some(),
+            tls_ca: cli.tls_ca.clone(),
             producers: options.producers,
             consumers: options.consumers,
             streams: options.streams,
@@ -288,7 +299,12 @@ impl Settings {
 
     /// Opens a logged-in client on the shared listener (on the calling runtime).
     pub async fn connect(&self) -> Result<Client, ClientError> {
-        Client::connect_addr(&self.server, &self.user, &self.password).await
+        let mut target = ringbroker::client::ConnectionString::new(&self.server, &self.user, &self.password)?;
+        if let Some(ca) = &self.tls_ca {
+            target.options.tls = true;
+            target.options.tls_ca = Some(ca.clone());
+        }
+        Client::connect(&target).await
     }
 }
 
