@@ -1,0 +1,6 @@
+//! cargo-fuzz target `batch_validate`: see `ringbroker_fuzz` for the input layout and the properties
+//! checked, and docs/fuzzing.md for how to run it.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringbroker_fuzz::run("batch_validate", data));
