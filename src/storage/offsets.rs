@@ -32,8 +32,10 @@
 //! the change that triggered it was already stored and is reported as such.
 //!
 //! Invariants: the map equals the replay of the log; an acknowledged change is as durable as
-//! the fsync policy promises (it went through [`PartitionLog::append`]); a change that failed
-//! left the map untouched; at most [`OFFSET_ENTRIES_MAX`] keys are created through this API.
+//! the fsync policy promises (it went through [`PartitionLog::append`]; under `--fsync never`,
+//! where no write-behind flusher serves this log, it is also written before it is
+//! acknowledged, so a process crash cannot take it); a change that failed left the map
+//! untouched; at most [`OFFSET_ENTRIES_MAX`] keys are created through this API.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -257,6 +259,12 @@ impl<I: Io> OffsetStore<I> {
         assert!(bytes.len() <= CHANGE_BATCH_BYTES_MAX, "change batch of {} bytes", bytes.len());
         let info = self.log.append(&mut bytes).await?;
         assert_eq!(info.base_offset, info.last_offset, "a change is one record");
+        // Under `--fsync never` an append returns once buffered, and nothing else writes this
+        // log (the shard's write-behind flusher serves the partition's own log only): write the
+        // change now, or a process crash would take every change since the last compaction.
+        if self.log.write_behind() {
+            self.log.flush().await?;
+        }
         self.log_records += 1;
         Ok(())
     }
@@ -463,6 +471,30 @@ mod tests {
         io.crash_clean();
         drop(offsets);
         assert_eq!(snapshot(&open(&io, FsyncPolicy::Never)), expected);
+    }
+
+    /// What a process crash leaves: every byte written survives, nothing the process buffered.
+    fn process_crash_image(io: &FaultIo) -> FaultIo {
+        let image = FaultIo::new();
+        for path in io.list_paths() {
+            image.set_file_bytes(&path, &io.file_bytes(&path).expect("a listed file"));
+        }
+        image
+    }
+
+    #[test]
+    fn stores_under_never_are_written_before_they_return() {
+        let io = FaultIo::new();
+        let mut offsets = open(&io, FsyncPolicy::Never);
+        store(&mut offsets, "g:a", 5);
+        store(&mut offsets, "c:b", 9);
+        block_on(offsets.remove("c:b")).expect("remove");
+        store(&mut offsets, "g:a", 6);
+        let expected = snapshot(&offsets);
+        assert_eq!(expected, [("g:a".to_string(), 6)]);
+        let image = process_crash_image(&io);
+        drop(offsets);
+        assert_eq!(snapshot(&open(&image, FsyncPolicy::Never)), expected);
     }
 
     #[test]
