@@ -374,3 +374,31 @@ proptest! {
         let _ = SegmentIndex::decode(base, 1024, &garbage, &times, position);
     }
 }
+
+/// Index files of a segment whose base offset is near `u64::MAX`, with a second entry whose
+/// relative offset would carry the absolute offset past `u64::MAX`.
+fn overflowing_index_files(base: u64) -> (Vec<u8>, Vec<u8>) {
+    let index = SegmentIndex::new(base, 1);
+    let mut offsets = index.encode_header(false).to_vec();
+    let mut times = index.encode_header(true).to_vec();
+    for (relative, position) in [(0_u32, 0_u32), (10, 200)] {
+        offsets.extend_from_slice(&relative.to_le_bytes());
+        offsets.extend_from_slice(&position.to_le_bytes());
+        times.extend_from_slice(&7_u64.to_le_bytes());
+        times.extend_from_slice(&relative.to_le_bytes());
+        times.extend_from_slice(&0_u32.to_le_bytes());
+    }
+    (offsets, times)
+}
+
+/// Found by reading `SegmentIndex::decode` for the `segment_recovery` target: an index entry past
+/// `u64::MAX - base` was kept, and looking it up overflowed (a panic with overflow checks on,
+/// which fuzz builds have; a wrong offset without).
+#[test]
+fn regression_index_entry_past_u64_max_is_dropped() {
+    let base = u64::MAX - 5;
+    let (offsets, times) = overflowing_index_files(base);
+    let index = SegmentIndex::decode(base, 1, &offsets, &times, 1 << 20);
+    assert_eq!(index.entries().len(), 1, "the overflowing entry is dropped");
+    assert_eq!(index.lookup_offset(u64::MAX), (base, 0));
+}

@@ -6,10 +6,10 @@
 //! file (`.index`) stores (relative offset, position), the time index file (`.timeindex`) stores
 //! (timestamp, relative offset); both start with a 16-byte header (docs/format.md).
 //!
-//! Invariants: relative offsets and positions strictly increase, timestamps never decrease, and
-//! every position points at the first byte of a batch inside the log's valid length. Index files
-//! are hints: recovery keeps only the prefix that satisfies these rules and checks the last entry
-//! it keeps against the log itself.
+//! Invariants: relative offsets and positions strictly increase, timestamps never decrease,
+//! `base_offset + relative_offset` fits a `u64`, and every position points at the first byte of a
+//! batch inside the log's valid length. Index files are hints: recovery keeps only the prefix
+//! that satisfies these rules and checks the last entry it keeps against the log itself.
 
 use crate::model::{Offset, TimestampUs};
 
@@ -161,6 +161,11 @@ impl SegmentIndex {
                 break;
             }
             if u64::from(position) >= log_len || !index.follows(&entry) {
+                break;
+            }
+            // An entry whose absolute offset would pass `u64::MAX` is garbage; dropping it here
+            // keeps `base_offset + relative_offset` (lookups, recovery) from overflowing.
+            if base_offset.checked_add(u64::from(relative_offset)).is_none() {
                 break;
             }
             index.entries.push(entry);
