@@ -47,6 +47,10 @@ pub const WRITE_CHUNK_BYTES_DEFAULT: usize = 1024 * 1024;
 /// this) and acknowledgement latency.
 pub const DIRTY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 
+/// Default bytes of recent produce frames a partition keeps for consumers at its head
+/// (`--tail-cache-bytes`): four 1 MB batches.
+pub const TAIL_CACHE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+
 /// Index entries buffered before the active segment's index files are written out.
 pub const INDEX_FLUSH_ENTRIES: usize = 256;
 

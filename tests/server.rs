@@ -428,11 +428,17 @@ fn pipelined_produces_keep_their_order_and_multi_batch_requests_are_contiguous()
 }
 
 /// Polls smaller than a read: the server keeps the rest of each read for the next poll (read
-/// ahead). Stepping through in small polls, jumping back, and starting mid-batch must each
-/// return every record exactly once, in order.
+/// ahead), and recent produce frames for polls at the head (tail cache). Stepping through in
+/// small polls, jumping back, and starting mid-batch must each return every record exactly
+/// once, in order: from the tail cache, and with it disabled from disk reads.
 #[test]
-fn small_polls_served_from_read_ahead_see_every_record_once() {
-    let mut broker = Broker::start(1, &["--fsync", "never"]);
+fn small_polls_from_the_tail_cache_and_read_ahead_see_every_record_once() {
+    small_polls_see_every_record_once(&["--fsync", "never"]);
+    small_polls_see_every_record_once(&["--fsync", "always", "--tail-cache-bytes", "0"]);
+}
+
+fn small_polls_see_every_record_once(flags: &[&str]) {
+    let mut broker = Broker::start(1, flags);
     let mut conn = broker.root();
     conn.create_stream("steps");
     conn.create_topic("steps", "t", 1);

@@ -71,6 +71,12 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = crate::constants::DIRTY_BYTES_MAX_DEFAULT)]
     pub write_behind_bytes: usize,
 
+    /// Bytes of recent produce frames each partition keeps in memory so that consumers at the
+    /// head of the partition are answered without a disk read. 0 disables. Memory is
+    /// partitions x this.
+    #[arg(long, default_value_t = crate::constants::TAIL_CACHE_BYTES_DEFAULT)]
+    pub tail_cache_bytes: usize,
+
     /// How long an idle shard spins before it parks (e.g. `50us`): lower wake-up latency for the
     /// price of CPU time. 0 parks at once.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]

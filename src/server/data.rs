@@ -75,8 +75,7 @@ pub async fn produce(
     let owner = shard.table().owner(key.stream_id, key.topic_id, key.partition);
     let payload = header.payload_range();
     let acks = if owner == shard.id {
-        let mut frame = frame;
-        shard.partitions.produce(key, &mut frame[payload], request.batch_count).await?
+        shard.partitions.produce(key, frame, payload, request.batch_count).await?
     } else {
         shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
         let payload_address = frame[payload.clone()].as_ptr() as usize;

@@ -20,6 +20,7 @@ pub mod error;
 pub mod groups;
 pub mod mesh;
 pub mod partitions;
+pub mod tail;
 
 use error::{BrokerError, BrokerResult};
 use mesh::{Mesh, ShardMessage};
@@ -203,7 +204,7 @@ pub async fn run(shard: Rc<Shard>, receiver: flume::Receiver<ShardMessage>) {
 /// Answers one forwarded request.
 async fn serve(shard: &Shard, message: ShardMessage) {
     match message {
-        ShardMessage::Produce(mut job) => {
+        ShardMessage::Produce(job) => {
             let arrived = job.frame[job.payload.clone()].as_ptr() as usize;
             let bytes = job.payload.len() as u64;
             let counter = if arrived == job.payload_address {
@@ -212,8 +213,7 @@ async fn serve(shard: &Shard, message: ShardMessage) {
                 &shard.counters.forwarded_bytes_copied
             };
             counter.fetch_add(bytes, Ordering::Relaxed);
-            let payload = &mut job.frame[job.payload.clone()];
-            let result = shard.partitions.produce(job.key, payload, job.batch_count).await;
+            let result = shard.partitions.produce(job.key, job.frame, job.payload, job.batch_count).await;
             let _ = job.reply.send(result);
         }
         ShardMessage::Poll { key, spec, reply } => {

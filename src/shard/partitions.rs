@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use std::time::Instant;
 
 use event_listener::Event;
 use futures::FutureExt;
-use glommio::io::ReadResult;
 
 use super::error::{BrokerError, BrokerResult};
 use super::mesh::{OffsetOp, PartitionKey, PollOutcome, PollSpec};
@@ -27,26 +27,11 @@ use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
 use crate::server::config::ServerConfig;
 use crate::storage::offsets::{OffsetError, OffsetStore};
-use crate::storage::{LogRead, PartitionLog};
+use crate::storage::PartitionLog;
 
-/// Batch bytes of a poll answer: a segment read buffer (shared, never copied on the owner) or an
-/// owned copy (the answer came from another shard over the mesh).
-pub enum PayloadPart {
-    /// Whole batches in an O_DIRECT read buffer.
-    Read(LogRead<ReadResult>),
-    /// Whole batches copied out of another shard's read buffers.
-    Owned(Vec<u8>),
-}
-
-impl PayloadPart {
-    /// The bytes.
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            PayloadPart::Read(read) => read.bytes(),
-            PayloadPart::Owned(bytes) => bytes,
-        }
-    }
-}
+pub use super::tail::PayloadPart;
+use super::tail::TailCache;
+use crate::server::frame_pool::FrameBuf;
 
 /// A poll answered on the owner shard: marks, and the read buffers holding the batches.
 pub struct LocalPoll {
@@ -81,7 +66,9 @@ pub struct Partition {
     /// Whole batches read past the end of the last poll's answer (a read fetches up to the
     /// poll's byte budget, the answer may stop earlier at its message budget): the next poll
     /// that starts exactly there is answered from memory, without a disk read.
-    pub read_ahead: RefCell<Option<LogRead<ReadResult>>>,
+    pub read_ahead: RefCell<Option<PayloadPart>>,
+    /// The latest produce frames, for polls at the head of the partition (`--tail-cache-bytes`).
+    pub tail: RefCell<TailCache>,
 }
 
 /// Every partition this shard owns.
@@ -141,8 +128,14 @@ impl PartitionManager {
                 .await
                 .map_err(|e| BrokerError::storage(&what, e))?;
             let offsets = async_lock::Mutex::new(offsets);
-            let partition =
-                Rc::new(Partition { key, log, offsets, data: Event::new(), read_ahead: RefCell::new(None) });
+            let partition = Rc::new(Partition {
+                key,
+                log,
+                offsets,
+                data: Event::new(),
+                read_ahead: RefCell::new(None),
+                tail: RefCell::new(TailCache::new(self.config.tail_cache_bytes)),
+            });
             if partition.log.write_behind() {
                 glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();
             }
@@ -177,28 +170,44 @@ impl PartitionManager {
         })
     }
 
-    /// Appends the `batch_count` batches in `payload` (validated first, all or nothing) and
-    /// returns their acknowledgements.
+    /// Appends the `batch_count` batches in `frame[payload]` (validated first, all or nothing)
+    /// and returns their acknowledgements. Offsets and append times are patched into the frame
+    /// in place, which the tail cache then keeps for consumers at the head.
     pub async fn produce(
         &self,
         key: PartitionKey,
-        payload: &mut [u8],
+        mut frame: FrameBuf,
+        payload: Range<usize>,
         batch_count: u32,
     ) -> BrokerResult<Vec<BatchAck>> {
         let partition = self.get(key)?;
-        let bounds = split_batches(payload, batch_count)?;
-        let mut batches: Vec<&mut [u8]> = Vec::with_capacity(bounds.len());
-        let mut rest = payload;
-        for (start, end) in bounds.iter().rev() {
-            let (head, batch) = rest.split_at_mut(*start);
-            batches.push(&mut batch[..end - start]);
-            rest = head;
-        }
-        batches.reverse();
+        let bounds = split_batches(&frame[payload.clone()], batch_count)?;
+        let appended = {
+            let mut batches: Vec<&mut [u8]> = Vec::with_capacity(bounds.len());
+            let mut rest = &mut frame[payload.clone()];
+            for (start, end) in bounds.iter().rev() {
+                let (head, batch) = rest.split_at_mut(*start);
+                batches.push(&mut batch[..end - start]);
+                rest = head;
+            }
+            batches.reverse();
+            // split_batches validated every batch (to name the bad one): no second CRC pass.
+            partition.log.append_validated(&mut batches).await
+        };
         let what = format!("append to partition {}", key.partition);
-        let appended = partition.log.append_batches(&mut batches).await;
+        let infos = match appended {
+            Ok(infos) => infos,
+            Err(error) => {
+                partition.data.notify(usize::MAX);
+                return Err(BrokerError::storage(&what, error));
+            }
+        };
+        if let (Some(first), Some(last)) = (infos.first(), infos.last()) {
+            let epoch = partition.log.rollback_epoch();
+            let (first, next) = (first.base_offset, last.last_offset + 1);
+            partition.tail.borrow_mut().insert(frame, payload, first, next, epoch);
+        }
         partition.data.notify(usize::MAX);
-        let infos = appended.map_err(|e| BrokerError::storage(&what, e))?;
         let acks = infos
             .iter()
             .map(|info| BatchAck {
@@ -336,8 +345,12 @@ impl PartitionManager {
     pub async fn maintain(&self, retention: bool) {
         let all: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for partition in all {
-            if let Err(error) = partition.log.sync_if_due().await {
-                tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "interval fsync failed");
+            match partition.log.sync_if_due().await {
+                // The log logged its poisoning once; repeating it every tick would flood the log.
+                Ok(()) | Err(crate::storage::StorageError::Poisoned { .. }) => {}
+                Err(error) => {
+                    tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "interval fsync failed")
+                }
             }
             if retention {
                 match partition.log.enforce_retention(now_us()).await {
@@ -448,16 +461,21 @@ async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> Broker
     let max_messages = u64::from(spec.max_messages.max(1));
     let what = || format!("read from partition {}", partition.key.partition);
     while offset < high_watermark && total < max_bytes && offset - start < max_messages {
-        let ahead = partition.read_ahead.borrow_mut().take().filter(|read| read.first_offset == offset);
-        let read = match ahead {
-            Some(read) => Some(read),
-            None => {
-                log.read(offset, max_bytes - total).await.map_err(|e| BrokerError::storage(&what(), e))?
-            }
+        // The rest of the previous read, then the tail cache, then the disk.
+        let ahead =
+            partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
+        let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
+        let read = match ahead.or_else(cached) {
+            Some(part) => Some(part),
+            None => log
+                .read(offset, max_bytes - total)
+                .await
+                .map_err(|e| BrokerError::storage(&what(), e))?
+                .map(PayloadPart::Read),
         };
         let Some(mut read) = read else { break };
         let data = read.bytes();
-        let (mut at, mut next) = (0_usize, read.first_offset);
+        let (mut at, mut next) = (0_usize, read.first_offset().unwrap_or(offset));
         // Whole batches only: none once `max_messages` are included, none past `max_bytes`
         // (but at least one per poll).
         while at < data.len() && next.saturating_sub(start) < max_messages {
@@ -475,9 +493,9 @@ async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> Broker
         let cut = rest.is_some();
         *partition.read_ahead.borrow_mut() = rest;
         if at > 0 {
-            // The read buffer itself goes into the response: no copy on this shard.
+            // The read buffer (or cached frame) itself goes into the response: no copy here.
             total += at;
-            parts.push(PayloadPart::Read(read));
+            parts.push(read);
         }
         offset = next;
         if cut {

@@ -218,6 +218,13 @@ impl<I: Io> PartitionLog<I> {
         for batch in batches.iter() {
             batch::validate(batch)?;
         }
+        self.append_validated(batches).await
+    }
+
+    /// [`Self::append_batches`] for callers that already ran [`batch::validate`] on every batch
+    /// (the shard does, to name the bad batch in its error): the CRC is computed once per batch,
+    /// not twice.
+    pub async fn append_validated(&self, batches: &mut [&mut [u8]]) -> StorageResult<Vec<AppendInfo>> {
         self.check_writable()?;
         let total: usize = batches.iter().map(|b| b.len()).sum();
         let (infos, epoch) = {
@@ -635,6 +642,12 @@ impl<I: Io> PartitionLog<I> {
     /// stable otherwise).
     pub fn high_watermark(&self) -> Offset {
         self.visible_next(&self.state.borrow())
+    }
+
+    /// Bumped whenever a failed write forgets buffered batches (their offsets are then reused):
+    /// anything cached by offset under an older epoch may be stale.
+    pub fn rollback_epoch(&self) -> u64 {
+        self.state.borrow().rollback_epoch
     }
 
     /// fdatasync calls and appends so far (group commit shows as fewer syncs than appends).
