@@ -356,6 +356,105 @@ pub fn read_partition(conn: &mut Conn, stream: &str, topic: &str, partition: u32
     }
 }
 
+/// How many times [`Broker::start_again_retrying`] tries before it gives up.
+const RESTART_ATTEMPTS_MAX: u32 = 8;
+
+impl Broker {
+    /// Starts again after a kill, tolerating what a SIGKILLed broker leaves behind for a
+    /// moment (listening sockets the dead process's io_uring has not torn down yet): an attempt
+    /// whose process exits during start-up, or that is not ready within `timeout`, is killed and
+    /// retried after a short pause; from the third attempt on, on fresh ports. Returns the number
+    /// of attempts it took; panics after [`RESTART_ATTEMPTS_MAX`]. The broker logs at
+    /// `log_default` unless `RUST_LOG` says otherwise.
+    pub fn start_again_retrying(&mut self, timeout: Duration, log_default: &str) -> u32 {
+        let mut failures = Vec::new();
+        for attempt in 1..=RESTART_ATTEMPTS_MAX {
+            if attempt >= 3 {
+                self.port = free_ports(self.shards);
+            }
+            match self.try_spawn(timeout, log_default) {
+                Ok(()) => return attempt,
+                Err(error) => {
+                    self.kill();
+                    failures.push(format!("attempt {attempt} (port {}): {error}", self.port));
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(attempt)));
+                }
+            }
+        }
+        panic!("ringbroker did not restart: {}", failures.join("; "));
+    }
+
+    /// Like `spawn`, but reports a start-up failure instead of panicking (the process, if any,
+    /// is left for the caller to kill).
+    fn try_spawn(&mut self, timeout: Duration, log_default: &str) -> Result<(), String> {
+        let mut command = self.command(log_default);
+        self.child = Some(command.spawn().map_err(|e| format!("spawn ringbroker: {e}"))?);
+        let deadline = Instant::now() + timeout;
+        let mut good = 0;
+        loop {
+            if let Ok(mut conn) = Conn::connect(self.addr()) {
+                good = if conn.ping().is_ok() { good + 1 } else { 0 };
+                if good >= 5 {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(format!("exited during start-up: {status}"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not ready within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The command `spawn` runs, logging at `log_default` unless `RUST_LOG` is set.
+    fn command(&self, log_default: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringbroker"));
+        command
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--shards")
+            .arg(self.shards.to_string())
+            .arg("--io-memory")
+            .arg("2097152")
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| log_default.into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        command
+    }
+
+    /// The broker's exit status if it has exited on its own (None while it runs or when it was
+    /// never started or already reaped).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())
+    }
+
+    /// Kills the broker and keeps its data directory (it is no longer removed on drop); returns
+    /// its path, for a post-mortem after a failed check.
+    pub fn keep_data_dir(&mut self) -> PathBuf {
+        self.kill();
+        let fresh = tempfile::Builder::new().prefix("ringbroker-it-").tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, fresh).keep()
+    }
+
+    /// Starts the broker on its data directory and SIGKILLs it `after` later, ready or not (a
+    /// crash during recovery or start-up). Returns whether it was still running when killed.
+    pub fn start_and_kill_after(&mut self, after: Duration, log_default: &str) -> bool {
+        assert!(self.child.is_none(), "the broker is already running");
+        let mut child = self.command(log_default).spawn().expect("spawn ringbroker");
+        std::thread::sleep(after);
+        let running = matches!(child.try_wait(), Ok(None));
+        let _ = child.kill();
+        let _ = child.wait();
+        running
+    }
+}
+
 /// Consecutive successful readiness probes [`Broker::start_ready_when`] waits for.
 const READY_PROBES_IN_A_ROW: u32 = 3;
 
