@@ -6,10 +6,16 @@
 //! [`ActorResult`]. An actor that fails sets the phase's stop flag, so the others end early
 //! and the run reports that first error.
 //!
+//! Producers without a send stamp build their batch once and send that same batch every time (as
+//! iggy-bench sends prebuilt messages): the run measures the broker and the wire, not batch
+//! building; the broker still validates each batch's CRC and assigns offsets in its own copy.
+//! End-to-end producers stamp every message, so they build every batch.
+//!
 //! Invariants: every loop ends (by batch count, deadline, the stop flag, or an error when a
 //! consumer sees no progress for [`IDLE_TIMEOUT`]); at most [`PIPELINE_DEPTH`] produce requests
 //! of one producer are in flight; consumers have one poll in flight.
 
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -343,6 +349,7 @@ async fn produce(
     let mut payload = vec![0x5a_u8; settings.message_size as usize];
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0_u64;
+    let prebuilt = if plan.stamp { None } else { Some(Rc::new(build_batch(settings, &mut payload, false)?)) };
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             break;
@@ -356,7 +363,10 @@ async fn produce(
                 None => {
                     let index = (u64::from(plan.id) + sent) as usize % targets.len();
                     let (stream, partition) = &targets[index];
-                    let batch = build_batch(settings, &mut payload, plan.stamp)?;
+                    let batch = match &prebuilt {
+                        Some(batch) => batch.clone(),
+                        None => Rc::new(build_batch(settings, &mut payload, plan.stamp)?),
+                    };
                     in_flight.push(send_batch(&clients[index], stream, *partition, batch));
                     sent += 1;
                     continue;
@@ -390,10 +400,10 @@ async fn send_batch(
     client: &Client,
     stream: &str,
     partition: u32,
-    batch: Vec<u8>,
+    batch: Rc<Vec<u8>>,
 ) -> Result<(Instant, Instant), ClientError> {
     let sent_at = Instant::now();
-    client.produce(stream, TOPIC, Partitioning::Partition(partition), &[&batch]).await?;
+    client.produce(stream, TOPIC, Partitioning::Partition(partition), &[batch.as_slice()]).await?;
     Ok((sent_at, Instant::now()))
 }
 
