@@ -352,6 +352,21 @@ impl PartitionManager {
                     tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "interval fsync failed")
                 }
             }
+            // Stored offsets get the same interval (found by the crash test: a commit followed
+            // by quiet stayed unsynced until the next commit).
+            let synced = match partition.offsets.try_lock() {
+                Some(store) => store.sync_if_due().await,
+                None => Ok(()), // Busy with a change, which syncs when due itself.
+            };
+            match synced {
+                Ok(()) | Err(crate::storage::StorageError::Poisoned { .. }) => {}
+                Err(error) => tracing::error!(
+                    shard = self.shard,
+                    partition = partition.key.partition,
+                    %error,
+                    "interval fsync of stored offsets failed"
+                ),
+            }
             if retention {
                 match partition.log.enforce_retention(now_us()).await {
                     Ok(0) => {}

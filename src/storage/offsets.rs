@@ -331,6 +331,12 @@ impl<I: Io> OffsetStore<I> {
         self.log.sync().await
     }
 
+    /// fsyncs when `--fsync interval` is due (the owner's maintenance timer calls it, so a
+    /// commit followed by quiet is fsynced within the interval too).
+    pub async fn sync_if_due(&self) -> StorageResult<()> {
+        self.log.sync_if_due().await
+    }
+
     /// Flushes, fsyncs and closes the log. Later changes fail with [`StorageError::Closed`].
     pub async fn close(&self) -> StorageResult<()> {
         self.log.close().await
