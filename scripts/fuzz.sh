@@ -7,6 +7,7 @@
 # Usage: scripts/fuzz.sh [target...]      (default: all four targets)
 #   FUZZ_SECONDS=60      seconds per target
 #   FUZZ_SANITIZER=address  cargo fuzz --sanitizer (address, none, ...); `none` runs ~2x faster
+#   FUZZ_TIMEOUT=20      seconds one input may take before libFuzzer reports a hang as a crash
 #   FUZZ_ARGS="..."      extra libFuzzer flags, e.g. "-max_len=65536 -rss_limit_mb=4096"
 #
 # Needs a nightly toolchain (cargo-fuzz builds with -Zsanitizer and coverage flags). Without one:
@@ -51,7 +52,7 @@ for target in "${targets[@]}"; do
     # shellcheck disable=SC2086 # FUZZ_ARGS is a list of flags
     cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" \
         "fuzz/corpus-work/$target" "fuzz/corpus/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1 || status=$?
+        -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-20}" -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1 || status=$?
     executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n 1)
     printf '%-18s %10s %14s %8s\n' "$target" "$seconds" "${executions:-?}" "${rate:-?}"

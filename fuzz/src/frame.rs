@@ -50,7 +50,9 @@ pub fn crc32_of_header(frame: &[u8]) -> u32 {
 fn check_frame(header: &FrameHeader, frame: &[u8], max_frame_bytes: usize) {
     let length = header.length as usize;
     assert!(length <= max_frame_bytes, "accepted a frame over the limit");
-    let parts = FRAME_HEADER_BYTES as u64 + pad16(header.body_bytes as usize) as u64 + u64::from(header.payload_bytes);
+    let parts = FRAME_HEADER_BYTES as u64
+        + pad16(header.body_bytes as usize) as u64
+        + u64::from(header.payload_bytes);
     assert_eq!(parts, u64::from(header.length), "accepted lengths that do not add up");
     let again = FrameHeader::new(
         header.kind,
@@ -84,7 +86,9 @@ pub fn decode_request(kind: Kind, body: &[u8]) {
         Kind::Ping | Kind::Metadata | Kind::UserList | Kind::StreamList => check::<m::Empty>(body),
         Kind::Login => check::<m::LoginRequest>(body),
         Kind::UserCreate => check::<m::CreateUser>(body),
-        Kind::UserDelete | Kind::StreamDelete | Kind::StreamGet | Kind::TopicList => check::<m::NameRef>(body),
+        Kind::UserDelete | Kind::StreamDelete | Kind::StreamGet | Kind::TopicList => {
+            check::<m::NameRef>(body)
+        }
         Kind::UserSetPermissions => check::<m::SetPermissions>(body),
         Kind::StreamCreate => check::<m::CreateStream>(body),
         Kind::TopicCreate => check::<m::CreateTopic>(body),

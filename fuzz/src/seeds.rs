@@ -20,7 +20,8 @@ pub const TARGETS: [&str; 4] = ["frame_decode", "batch_validate", "metadata_repl
 
 /// A well-formed argon2id PHC string (cost within the limits replay enforces); no password hashes
 /// to it, which replay does not need.
-const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const PASSWORD_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
 /// Every seed as (target, file name, bytes).
 pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
@@ -98,7 +99,14 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
         ("ping", frame(0, 0, Kind::Ping, 0, &body(&m::Empty {}), &[])),
         (
             "login",
-            frame(1, 0, Kind::Login, 0, &body(&m::LoginRequest { user: "root".into(), password: "pw".into() }), &[]),
+            frame(
+                1,
+                0,
+                Kind::Login,
+                0,
+                &body(&m::LoginRequest { user: "root".into(), password: "pw".into() }),
+                &[],
+            ),
         ),
         (
             "user-create",
@@ -107,7 +115,12 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
                 0,
                 Kind::UserCreate,
                 0,
-                &body(&m::CreateUser { name: "alice".into(), password: "s3cret".into(), admin: false, permissions }),
+                &body(&m::CreateUser {
+                    name: "alice".into(),
+                    password: "s3cret".into(),
+                    admin: false,
+                    permissions,
+                }),
                 &[],
             ),
         ),
@@ -163,7 +176,10 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
                 &[],
             ),
         ),
-        ("stats", frame(16, 0, Kind::Stats, 0, &body(&m::StatsRequest { stream: Some("orders".into()) }), &[])),
+        (
+            "stats",
+            frame(16, 0, Kind::Stats, 0, &body(&m::StatsRequest { stream: Some("orders".into()) }), &[]),
+        ),
         ("poll-response", frame(27, 0, Kind::Poll, 0, &body(&poll_response), &[])),
     ]
 }
@@ -202,7 +218,10 @@ fn build(producer_id: u64, sequence: u32, messages: &[Message<'_>]) -> Vec<u8> {
 fn payload_batch(count: u32, size: usize, first_timestamp_us: u64) -> Vec<u8> {
     let payload = vec![b'x'; size];
     let messages: Vec<Message<'_>> = (0..count)
-        .map(|i| Message { timestamp_us: Some(first_timestamp_us + u64::from(i)), ..Message::payload(&payload) })
+        .map(|i| Message {
+            timestamp_us: Some(first_timestamp_us + u64::from(i)),
+            ..Message::payload(&payload)
+        })
         .collect();
     build(0, 0, &messages)
 }
@@ -243,11 +262,24 @@ fn metadata_ops() -> Vec<MetadataOp> {
             config: m::TopicConfig { partitions: 2, ..m::TopicConfig::default() },
             created_us: 2_000,
         }),
-        MetadataOp::AddPartitions(PartitionsOp { stream: "orders".into(), topic: "created".into(), count: 1 }),
-        MetadataOp::CreateGroup(GroupOp { stream: "orders".into(), topic: "created".into(), group: "billing".into() }),
+        MetadataOp::AddPartitions(PartitionsOp {
+            stream: "orders".into(),
+            topic: "created".into(),
+            count: 1,
+        }),
+        MetadataOp::CreateGroup(GroupOp {
+            stream: "orders".into(),
+            topic: "created".into(),
+            group: "billing".into(),
+        }),
         MetadataOp::SetPermissions(SetPermissionsOp {
             user: "ringbroker".into(),
-            permissions: vec![m::StreamPermission { stream: "*".into(), read: true, write: true, manage: true }],
+            permissions: vec![m::StreamPermission {
+                stream: "*".into(),
+                read: true,
+                write: true,
+                manage: true,
+            }],
         }),
     ]
 }

@@ -25,11 +25,12 @@
 //!   (0, a multiple of 1000, near `u32::MAX`, or near `u64::MAX`). The second segment starts
 //!   where the first one's valid batches end.
 //!
-//! Properties checked: opening never panics; an opened log serves only valid batches with dense
-//! offsets from its start to its high watermark when no index files were given (recovery then
-//! verifies every byte; see `read_everything` for what a lying index file may do); closing and opening again repairs nothing more
-//! and gives the same offsets (recovery is idempotent); for the metadata log, the second replay
-//! gives the same catalog, whose revision is the log's next offset.
+//! Properties checked: opening never panics; when no index files were given (so recovery
+//! verifies every byte), the opened log serves only valid batches with dense offsets from its
+//! start to its high watermark, and closing and opening it again repairs nothing more and keeps
+//! the offsets (recovery is idempotent). With index files, recovery trusts the bytes before the
+//! last index point that matches its batch header (see `read_everything`), so only the absence of
+//! panics is checked. For the metadata log, a second replay gives the same catalog.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -138,7 +139,8 @@ pub fn metadata_replay(data: &[u8]) -> Option<u64> {
         runtime.executor.run(async move {
             let (log, catalog) = MetadataLog::open(io.clone(), &data_dir).await.ok()?;
             log.close().await.expect("close the metadata log");
-            let (again, replayed) = MetadataLog::open(io, &data_dir).await.expect("a replayed log opens again");
+            let (again, replayed) =
+                MetadataLog::open(io, &data_dir).await.expect("a replayed log opens again");
             assert_eq!(replayed, catalog, "a second replay gives another catalog");
             again.close().await.expect("close the metadata log");
             Some(catalog.revision)
@@ -213,9 +215,14 @@ pub fn segment_recovery(data: &[u8]) -> Option<(LogOffsets, usize)> {
             let offsets = log.offsets();
             read_everything(&log, strict).await;
             log.close().await.expect("close the log");
-            let (again, repairs) = PartitionLog::open(io, &dir, config).await.expect("a recovered log opens again");
-            assert!(repairs.is_empty(), "recovery is not idempotent: {repairs:?}");
-            assert_eq!(again.offsets(), offsets, "reopening moved the offsets");
+            let (again, repairs) =
+                PartitionLog::open(io, &dir, config).await.expect("a recovered log opens again");
+            if strict {
+                // With index files given, the first open may have trusted bytes it did not verify
+                // (see `read_everything`) and rewritten the index; the second may then verify them.
+                assert!(repairs.is_empty(), "recovery is not idempotent: {repairs:?}");
+                assert_eq!(again.offsets(), offsets, "reopening moved the offsets");
+            }
             read_everything(&again, strict).await;
             again.close().await.expect("close the log");
             Some((offsets, first_repairs.len()))
