@@ -1091,12 +1091,15 @@ fn print_summary(settings: &Settings, totals: &Totals, elapsed: Duration) {
         "crash test passed: seed {}, --fsync {}, {} cycles in {elapsed:?}",
         settings.seed, settings.fsync, settings.cycles
     );
+    let lost_age = match totals.lost {
+        0 => String::new(),
+        _ => format!(" (acknowledged at most {:?} before the kill)", totals.lost_age_max),
+    };
     println!(
-        "  acked messages {}, lost {} (acknowledged at most {:?} before the kill), consumed-then-lost {}, \
-         duplicates {}, unanswered {} (of which stored {}), refused {}",
+        "  acked messages {}, lost {}{lost_age}, consumed-then-lost {}, duplicates {}, unanswered {} \
+         (of which stored {}), refused {}",
         totals.acked,
         totals.lost,
-        totals.lost_age_max,
         totals.lost_seen,
         totals.duplicates,
         totals.unanswered,
