@@ -64,21 +64,7 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ringbroker"));
-        command
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--shards")
-            .arg(self.shards.to_string())
-            .arg("--io-memory")
-            .arg("2097152")
-            .args(&self.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        self.child = Some(command.spawn().expect("spawn ringbroker"));
+        self.child = Some(self.command("warn").spawn().expect("spawn ringbroker"));
         let deadline = Instant::now() + START_TIMEOUT;
         // After a SIGKILL the dead process's listening sockets can outlive it for a moment
         // (io_uring tears down its pending accepts asynchronously) and reset connections that
@@ -468,21 +454,7 @@ impl Broker {
         let port = free_ports(shards);
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut broker = Broker { child: None, dir, port, shards, args };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ringbroker"));
-        command
-            .arg("--data-dir")
-            .arg(broker.dir.path())
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", broker.port))
-            .arg("--shards")
-            .arg(broker.shards.to_string())
-            .arg("--io-memory")
-            .arg("2097152")
-            .args(&broker.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        broker.child = Some(command.spawn().expect("spawn ringbroker"));
+        broker.child = Some(broker.command("warn").spawn().expect("spawn ringbroker"));
         let deadline = Instant::now() + START_TIMEOUT;
         let mut good = 0;
         loop {
