@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::error::ClientError;
 use super::url::{parse_host_port, ConnectionString};
-use super::wire::{encode_request, read_frame, Frame, RequestBody, ResponseBody};
+use super::wire::{encode_request, read_frame, recycle_buffer, Frame, RequestBody, ResponseBody};
 use super::{READ_BUFFER_BYTES, RECONNECT_BACKOFF_MAX_FACTOR, WRITE_BUFFER_BYTES, WRITE_QUEUE_FRAMES};
 use crate::protocol::messages::{self, Kind, LoginRequest, LoginResponse, MetadataResponse};
 
@@ -530,8 +530,10 @@ async fn write_queued<W: AsyncWrite + Unpin>(
     queue: &mut mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<()> {
     writer.write_all(&frame).await?;
+    recycle_buffer(frame);
     while let Ok(frame) = queue.try_recv() {
         writer.write_all(&frame).await?;
+        recycle_buffer(frame);
     }
     writer.flush().await
 }
