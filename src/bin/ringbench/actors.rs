@@ -12,7 +12,7 @@
 //! End-to-end producers stamp every message, so they build every batch.
 //!
 //! Invariants: every loop ends (by batch count, deadline, the stop flag, or an error when a
-//! consumer sees no progress for [`IDLE_TIMEOUT`]); at most [`PIPELINE_DEPTH`] produce requests
+//! consumer sees no progress for [`IDLE_TIMEOUT`]); at most `--in-flight` produce requests
 //! of one producer are in flight; consumers have one poll in flight.
 
 use std::rc::Rc;
@@ -31,8 +31,6 @@ use ringbroker::protocol::messages::{
 use crate::report::{self, ActorResult, Role};
 use crate::{current_thread_runtime, Bound, Settings, Workload, ACTORS_MAX, BATCHES_DEFAULT, TOPIC};
 
-/// Produce requests one producer keeps in flight.
-pub const PIPELINE_DEPTH: usize = 4;
 /// A consumer that expects data but gets none for this long fails the run.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long-poll wait of consumers that run alongside producers (short, so they notice the end).
@@ -48,7 +46,6 @@ const GROUP_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Bytes in front of each end-to-end payload: the send time, µs since the epoch, little endian.
 pub const STAMP_BYTES: usize = 8;
 
-const _: () = assert!(PIPELINE_DEPTH >= 1);
 const _: () = assert!(POLL_BYTES_MIN <= POLL_BYTES_MAX && POLL_BYTES_MAX <= u32::MAX as u64);
 const _: () = assert!(GROUP_HEARTBEAT_INTERVAL.as_millis() * 3 < GROUP_SESSION_TIMEOUT_MS as u128);
 
@@ -327,7 +324,7 @@ struct ProducePlan {
     stamp: bool,
 }
 
-/// The producer loop: builds a batch per request, keeps up to [`PIPELINE_DEPTH`] in flight,
+/// The producer loop: builds a batch per request, keeps up to `--in-flight` in flight,
 /// records send → ack per batch.
 async fn produce(
     shared: &Shared,
@@ -355,7 +352,7 @@ async fn produce(
             break;
         }
         let may_send = sent < batches_max && deadline.is_none_or(|deadline| Instant::now() < deadline);
-        let acked = if may_send && in_flight.len() < PIPELINE_DEPTH {
+        let acked = if may_send && in_flight.len() < settings.in_flight {
             let due = plan.rate.map(|mb_per_s| {
                 started + Duration::from_secs_f64(sent as f64 * batch_bytes as f64 / (mb_per_s * 1e6))
             });

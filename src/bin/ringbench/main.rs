@@ -165,6 +165,10 @@ struct Options {
     /// Limit each actor to this many MB/s (10^6 bytes) of payload.
     #[arg(long, value_parser = parse_positive)]
     rate: Option<f64>,
+    /// Produce requests each producer keeps in flight (pipelining): more raises throughput,
+    /// and the acknowledgement latency with it (it includes the wait behind earlier batches).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    in_flight: u32,
     /// Seconds at the start whose samples and bytes are discarded.
     #[arg(long, default_value_t = 1.0, value_parser = parse_seconds_or_zero)]
     warmup: f64,
@@ -232,6 +236,8 @@ pub struct Settings {
     pub bound: Bound,
     /// Per-actor rate limit (MB/s), if any.
     pub rate_mb_per_s: Option<f64>,
+    /// Produce requests in flight per producer.
+    pub in_flight: usize,
     /// Warm-up whose samples are discarded.
     #[serde(serialize_with = "serialize_seconds")]
     pub warmup: Duration,
@@ -270,6 +276,7 @@ impl Settings {
             batch: options.batch,
             bound,
             rate_mb_per_s: options.rate,
+            in_flight: options.in_flight as usize,
             warmup: Duration::from_secs_f64(options.warmup),
             fsync_hint: options.fsync_hint.clone(),
             cores: options.cores.clone(),
