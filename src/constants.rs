@@ -47,8 +47,8 @@ pub const WRITE_CHUNK_BYTES_DEFAULT: usize = 1024 * 1024;
 /// this) and acknowledgement latency.
 pub const DIRTY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 
-/// Default bytes of recent produce frames a partition keeps for consumers at its head
-/// (`--tail-cache-bytes`): four 1 MB batches.
+/// Default bytes of recent produce frames a shard keeps for consumers at the head of its
+/// partitions (`--tail-cache-bytes`, split evenly over them): four 1 MB batches.
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 
 /// Index entries buffered before the active segment's index files are written out.

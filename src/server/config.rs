@@ -71,9 +71,9 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = crate::constants::DIRTY_BYTES_MAX_DEFAULT)]
     pub write_behind_bytes: usize,
 
-    /// Bytes of recent produce frames each partition keeps in memory so that consumers at the
-    /// head of the partition are answered without a disk read. 0 disables. Memory is
-    /// partitions x this.
+    /// Bytes of recent produce frames each shard keeps in memory so that consumers at the head
+    /// of a partition are answered without a disk read, split evenly over the shard's
+    /// partitions. 0 disables. Memory is shards x this.
     #[arg(long, default_value_t = crate::constants::TAIL_CACHE_BYTES_DEFAULT)]
     pub tail_cache_bytes: usize,
 

@@ -30,7 +30,7 @@ use crate::storage::offsets::{OffsetError, OffsetStore};
 use crate::storage::PartitionLog;
 
 pub use super::tail::PayloadPart;
-use super::tail::TailCache;
+use super::tail::{TailBudget, TailCache};
 use crate::server::frame_pool::FrameBuf;
 
 /// A poll answered on the owner shard: marks, and the read buffers holding the batches.
@@ -77,12 +77,15 @@ pub struct PartitionManager {
     io: DmaIo,
     config: Arc<ServerConfig>,
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    /// `--tail-cache-bytes`, shared by this shard's partitions.
+    tail_budget: Rc<TailBudget>,
 }
 
 impl PartitionManager {
     /// An empty manager for `shard`.
     pub fn new(shard: u16, io: DmaIo, config: Arc<ServerConfig>) -> Self {
-        Self { shard, io, config, partitions: RefCell::new(HashMap::new()) }
+        let tail_budget = TailBudget::new(config.tail_cache_bytes);
+        Self { shard, io, config, partitions: RefCell::new(HashMap::new()), tail_budget }
     }
 
     /// The directory of a partition.
@@ -134,7 +137,7 @@ impl PartitionManager {
                 offsets,
                 data: Event::new(),
                 read_ahead: RefCell::new(None),
-                tail: RefCell::new(TailCache::new(self.config.tail_cache_bytes)),
+                tail: RefCell::new(TailCache::new(self.tail_budget.clone())),
             });
             if partition.log.write_behind() {
                 glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();

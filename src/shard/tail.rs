@@ -6,16 +6,20 @@
 //! written to the socket from where they are.
 //!
 //! The tail cache keeps the request frames of the latest produces of one partition (after their
-//! batches were given offsets in place, so the bytes are exactly the log's), up to a byte bound.
+//! batches were given offsets in place, so the bytes are exactly the log's), up to a byte bound:
+//! the shard's budget (`--tail-cache-bytes`, a [`TailBudget`]) split evenly over the partitions
+//! the shard owns, so memory stays bounded however many partitions there are.
 //! A poll at an offset a cached frame holds is answered from that frame once the batches are
 //! visible (written, or fsynced under `--fsync always`); nothing is copied or read.
 //!
 //! Lives on the shard that owns the partition (`Rc`, never crosses cores). Invariants: cached
 //! entries hold whole batches with dense offsets `first_offset..next_offset`; an entry is served
 //! only when `next_offset <= high watermark` and the log's rollback epoch is the one it was cached
-//! under (a failed write makes offsets be reused; the cache is then emptied); the cache holds at
-//! most its capacity in frame bytes.
+//! under (a failed write makes offsets be reused; the cache is then emptied); after an insert a
+//! cache holds at most its share (budget / partitions) in frame bytes, so the caches of a shard
+//! hold at most the budget (a cache over a share that shrank sheds the excess at its next insert).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::rc::Rc;
@@ -97,18 +101,37 @@ impl PayloadPart {
     }
 }
 
+/// One shard's tail-cache memory: a byte budget shared evenly by the caches that hold it.
+pub struct TailBudget {
+    bytes: usize,
+    caches: Cell<usize>,
+}
+
+impl TailBudget {
+    /// A budget of `bytes` (0 disables caching).
+    pub fn new(bytes: usize) -> Rc<Self> {
+        Rc::new(Self { bytes, caches: Cell::new(0) })
+    }
+
+    /// What one cache may hold now.
+    pub fn share(&self) -> usize {
+        self.bytes / self.caches.get().max(1)
+    }
+}
+
 /// The latest produce frames of one partition, oldest first.
 pub struct TailCache {
     entries: VecDeque<FrameSlice>,
     bytes: usize,
-    capacity: usize,
+    budget: Rc<TailBudget>,
     epoch: u64,
 }
 
 impl TailCache {
-    /// An empty cache holding at most `capacity` frame bytes (0 disables it).
-    pub fn new(capacity: usize) -> Self {
-        Self { entries: VecDeque::new(), bytes: 0, capacity, epoch: 0 }
+    /// An empty cache taking an equal share of `budget`.
+    pub fn new(budget: Rc<TailBudget>) -> Self {
+        budget.caches.set(budget.caches.get() + 1);
+        Self { entries: VecDeque::new(), bytes: 0, budget, epoch: 0 }
     }
 
     /// Frame bytes held.
@@ -125,18 +148,20 @@ impl TailCache {
     }
 
     /// Keeps `frame`, whose `range` holds whole batches with offsets `first..next` appended
-    /// under rollback epoch `epoch`, evicting the oldest frames to stay within the capacity.
+    /// under rollback epoch `epoch`, evicting the oldest frames to stay within the share.
     pub fn insert(&mut self, frame: FrameBuf, range: Range<usize>, first: Offset, next: Offset, epoch: u64) {
         self.reset_if_stale(epoch);
         let cost = frame.len();
-        if cost > self.capacity || range.is_empty() || next <= first {
-            return;
-        }
-        while self.bytes + cost > self.capacity {
+        let share = self.budget.share();
+        let cost = if cost > share || range.is_empty() || next <= first { 0 } else { cost };
+        while self.bytes + cost > share {
             match self.entries.pop_front() {
                 Some(old) => self.bytes -= old.frame.len(),
                 None => break,
             }
+        }
+        if cost == 0 {
+            return;
         }
         self.bytes += cost;
         self.entries.push_back(FrameSlice {
@@ -173,6 +198,12 @@ impl TailCache {
     }
 }
 
+impl Drop for TailCache {
+    fn drop(&mut self) {
+        self.budget.caches.set(self.budget.caches.get() - 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,7 +228,7 @@ mod tests {
 
     #[test]
     fn serves_from_the_batch_holding_the_offset_once_visible() {
-        let mut cache = TailCache::new(1 << 20);
+        let mut cache = TailCache::new(TailBudget::new(1 << 20));
         let (frame, range) = frame_with(10, 4);
         cache.insert(frame, range, 10, 22, 0);
         assert!(cache.lookup(15, 21, 0).is_none(), "not all visible yet");
@@ -214,7 +245,9 @@ mod tests {
     fn a_rollback_empties_it_and_capacity_bounds_it() {
         let (frame, range) = frame_with(0, 2);
         let cost = frame.len();
-        let mut cache = TailCache::new(cost * 2);
+        let budget = TailBudget::new(cost * 4);
+        let _other = TailCache::new(budget.clone());
+        let mut cache = TailCache::new(budget);
         cache.insert(frame, range, 0, 6, 0);
         let (frame, range) = frame_with(6, 2);
         cache.insert(frame, range, 6, 12, 0);
@@ -228,8 +261,35 @@ mod tests {
     }
 
     #[test]
+    fn the_budget_is_shared_evenly_and_a_new_partition_shrinks_every_share() {
+        let (frame, range) = frame_with(0, 2);
+        let cost = frame.len();
+        let budget = TailBudget::new(cost * 2);
+        let mut first = TailCache::new(budget.clone());
+        first.insert(frame, range, 0, 6, 0);
+        let (frame, range) = frame_with(6, 2);
+        first.insert(frame, range, 6, 12, 0);
+        assert_eq!(first.bytes(), cost * 2, "alone, a cache may take the whole budget");
+        let mut second = TailCache::new(budget.clone());
+        let (frame, range) = frame_with(0, 2);
+        second.insert(frame, range, 0, 6, 0);
+        assert_eq!(second.bytes(), cost);
+        let (frame, range) = frame_with(12, 2);
+        first.insert(frame, range, 12, 18, 0);
+        assert_eq!(first.bytes(), cost, "the first cache shed down to its new share");
+        assert!(first.lookup(12, 100, 0).is_some() && first.lookup(6, 100, 0).is_none());
+        drop(second);
+        assert_eq!(budget.share(), cost * 2, "a dropped cache gives its share back");
+        let small = TailBudget::new(cost - 1);
+        let mut cache = TailCache::new(small);
+        let (frame, range) = frame_with(0, 2);
+        cache.insert(frame, range, 0, 6, 0);
+        assert_eq!(cache.bytes(), 0, "a frame larger than the share is not kept");
+    }
+
+    #[test]
     fn split_off_keeps_both_halves_on_the_same_frame() {
-        let mut cache = TailCache::new(1 << 20);
+        let mut cache = TailCache::new(TailBudget::new(1 << 20));
         let (frame, range) = frame_with(0, 3);
         cache.insert(frame, range, 0, 9, 0);
         let mut part = cache.lookup(0, 9, 0).expect("cached");

@@ -165,9 +165,11 @@ struct Options {
     /// Limit each actor to this many MB/s (10^6 bytes) of payload.
     #[arg(long, value_parser = parse_positive)]
     rate: Option<f64>,
-    /// Produce requests each producer keeps in flight (pipelining): more raises throughput,
-    /// and the acknowledgement latency with it (it includes the wait behind earlier batches).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// Produce requests each producer keeps in flight (pipelining). More hides the round trip
+    /// when the broker has cores to spare, and raises the acknowledgement latency (it includes
+    /// the wait behind earlier batches); with broker and clients on 2 cores, 1 gave the most
+    /// throughput and the lowest latency (see README, Performance).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     in_flight: u32,
     /// Seconds at the start whose samples and bytes are discarded.
     #[arg(long, default_value_t = 1.0, value_parser = parse_seconds_or_zero)]
