@@ -262,14 +262,20 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # ---------------------------------------------------------------------------------------- suite
 # Pinned: actor i owns partition i of one stream's topic (partitions spread over the shards).
 # name | fsync | ceiling kind (producer/consumer/both) | bound (duration/fill) | workload and flags
+# Producers keep ringbench's default of one batch in flight (on 2 shared cores more pipelining
+# only queues: lower throughput, higher latency), except the single fsync-always producer, which
+# needs a second batch in flight to overlap its network transfer with the previous fdatasync.
+# end-to-end runs twice: unpaced (throughput; its latency is mostly the queue the producers build
+# ahead of the consumers) and paced at 800 MB/s in total (latency below saturation).
 n=$pinned_actors
 suite=(
     "pinned-producer-1KB|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000"
     "pinned-consumer-1KB|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
     "end-to-end-1KB|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "end-to-end-1KB-paced-800MBps|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n))"
     "pinned-producer-100B|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 100"
     "balanced-producer-8x8-1KB|never|producer|duration|balanced-producer --producers 8 --streams 1 --partitions 8 --message-size 1000"
-    "pinned-producer-1KB-fsync-always-1p|always|producer|duration|pinned-producer --producers 1 --streams 1 --partitions 1 --message-size 1000"
+    "pinned-producer-1KB-fsync-always-1p|always|producer|duration|pinned-producer --producers 1 --streams 1 --partitions 1 --message-size 1000 --in-flight 2"
     "balanced-producer-4x4-1KB-fsync-always|always|producer|duration|balanced-producer --producers 4 --streams 1 --partitions 4 --message-size 1000"
 )
 
