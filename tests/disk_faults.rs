@@ -197,18 +197,16 @@ impl BrokerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         self.child = Some(command.spawn().expect("spawn ringbroker"));
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut good = 0;
-        loop {
-            if let Ok(mut conn) = Conn::connect(self.addr()) {
-                good = if conn.ping().is_ok() { good + 1 } else { 0 };
-                if good >= 5 {
-                    return;
-                }
-            }
-            assert!(self.running(), "ringbroker exited during start-up; log:\n{}", self.log_text());
-            assert!(Instant::now() < deadline, "ringbroker did not start; log:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(50));
+        let (addr, child) = (self.addr(), &mut self.child);
+        let started = common::wait_ready(
+            addr,
+            Instant::now() + START_TIMEOUT,
+            common::PINGS_IN_A_ROW,
+            &common::pings,
+            &mut || common::exit_status(child),
+        );
+        if let Err(why) = started {
+            panic!("ringbroker {why}; log:\n{}", self.log_text());
         }
     }
 

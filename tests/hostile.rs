@@ -308,17 +308,7 @@ fn rights_are_enforced_and_password_guessing_is_cut_off() {
     root.create_stream(STREAM);
     root.create_topic(STREAM, TOPIC, 1);
     root.create_stream("private");
-    let reader = CreateUser {
-        name: "reader".into(),
-        password: "reader-pw".into(),
-        admin: false,
-        permissions: vec![StreamPermission {
-            stream: STREAM.into(),
-            read: true,
-            write: false,
-            manage: false,
-        }],
-    };
+    let reader = read_only_user("reader", "reader-pw", STREAM);
     let _: Empty = root.call(Kind::UserCreate, &reader).expect("create a read-only user");
 
     let mut user = Conn::connect(broker.addr()).expect("connect");

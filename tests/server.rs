@@ -315,17 +315,7 @@ fn authentication_permissions_and_unknown_names() {
     root.create_stream(STREAM);
     root.create_topic(STREAM, TOPIC, 2);
     root.create_stream("secret");
-    let reader = CreateUser {
-        name: "reader".into(),
-        password: "pa55word".into(),
-        admin: false,
-        permissions: vec![StreamPermission {
-            stream: STREAM.into(),
-            read: true,
-            write: false,
-            manage: false,
-        }],
-    };
+    let reader = read_only_user("reader", "pa55word", STREAM);
     let _: Empty = root.call(Kind::UserCreate, &reader).expect("create user");
     root.produce(STREAM, TOPIC, Partitioning::Partition(0), &[batch_of("m", 2)]).expect("produce");
 

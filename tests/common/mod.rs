@@ -23,6 +23,10 @@ use ringbroker::protocol::messages::{self, *};
 
 /// How long a broker may take to start.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Successful pings in a row that make a started broker ready. After a SIGKILL the dead
+/// process's listening sockets can outlive it for a moment (io_uring tears down its pending
+/// accepts asynchronously) and reset connections that land on them, so one ping is not enough.
+pub const PINGS_IN_A_ROW: u32 = 5;
 /// Socket read timeout of test connections.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -52,6 +56,56 @@ fn free_ports(count: u16) -> u16 {
     panic!("no free loopback ports");
 }
 
+/// Whether a fresh connection to `addr` answers a ping.
+pub fn pings(addr: SocketAddr) -> bool {
+    Conn::connect(addr).is_ok_and(|mut conn| conn.ping().is_ok())
+}
+
+/// How a child process exited, if it has.
+pub fn exit_status(child: &mut Option<Child>) -> Option<String> {
+    child.as_mut().and_then(|c| c.try_wait().ok().flatten()).map(|status| status.to_string())
+}
+
+/// Probes a starting broker at `addr` every 50 ms until `ready` holds `in_a_row` times in a row.
+/// Fails when `exited` reports that the process ended, or at `deadline`.
+pub fn wait_ready(
+    addr: SocketAddr,
+    deadline: Instant,
+    in_a_row: u32,
+    ready: &dyn Fn(SocketAddr) -> bool,
+    exited: &mut dyn FnMut() -> Option<String>,
+) -> Result<(), String> {
+    let mut good = 0;
+    loop {
+        good = if ready(addr) { good + 1 } else { 0 };
+        if good >= in_a_row {
+            return Ok(());
+        }
+        if let Some(status) = exited() {
+            return Err(format!("exited during start-up: {status}"));
+        }
+        if Instant::now() >= deadline {
+            return Err("was not ready in time".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A user who may only read `stream`.
+pub fn read_only_user(name: &str, password: &str, stream: &str) -> CreateUser {
+    CreateUser {
+        name: name.into(),
+        password: password.into(),
+        admin: false,
+        permissions: vec![StreamPermission {
+            stream: stream.into(),
+            read: true,
+            write: false,
+            manage: false,
+        }],
+    }
+}
+
 impl Broker {
     /// Starts a broker with `shards` shards and extra flags.
     pub fn start(shards: u16, extra: &[&str]) -> Broker {
@@ -65,24 +119,9 @@ impl Broker {
 
     fn spawn(&mut self) {
         self.child = Some(self.command("warn").spawn().expect("spawn ringbroker"));
-        let deadline = Instant::now() + START_TIMEOUT;
-        // After a SIGKILL the dead process's listening sockets can outlive it for a moment
-        // (io_uring tears down its pending accepts asynchronously) and reset connections that
-        // land on them; so readiness means several successful pings in a row.
-        let mut good = 0;
-        loop {
-            if let Ok(mut conn) = Conn::connect(self.addr()) {
-                good = if conn.ping().is_ok() { good + 1 } else { 0 };
-                if good >= 5 {
-                    return;
-                }
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ringbroker exited during start-up: {status}");
-            }
-            assert!(Instant::now() < deadline, "ringbroker did not start within {START_TIMEOUT:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (addr, child) = (self.addr(), &mut self.child);
+        wait_ready(addr, Instant::now() + START_TIMEOUT, PINGS_IN_A_ROW, &pings, &mut || exit_status(child))
+            .unwrap_or_else(|why| panic!("ringbroker {why}"));
     }
 
     /// The shared listener.
@@ -375,24 +414,14 @@ impl Broker {
     fn try_spawn(&mut self, timeout: Duration, log_default: &str) -> Result<(), String> {
         let mut command = self.command(log_default);
         self.child = Some(command.spawn().map_err(|e| format!("spawn ringbroker: {e}"))?);
-        let deadline = Instant::now() + timeout;
-        let mut good = 0;
-        loop {
-            if let Ok(mut conn) = Conn::connect(self.addr()) {
-                good = if conn.ping().is_ok() { good + 1 } else { 0 };
-                if good >= 5 {
-                    return Ok(());
-                }
+        let (addr, child) = (self.addr(), &mut self.child);
+        wait_ready(addr, Instant::now() + timeout, PINGS_IN_A_ROW, &pings, &mut || {
+            let status = exit_status(child);
+            if status.is_some() {
+                *child = None;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                self.child = None;
-                return Err(format!("exited during start-up: {status}"));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("not ready within {timeout:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            status
+        })
     }
 
     /// The command `spawn` runs, logging at `log_default` unless `RUST_LOG` is set.
@@ -455,19 +484,12 @@ impl Broker {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut broker = Broker { child: None, dir, port, shards, args };
         broker.child = Some(broker.command("warn").spawn().expect("spawn ringbroker"));
-        let deadline = Instant::now() + START_TIMEOUT;
-        let mut good = 0;
-        loop {
-            good = if ready(broker.addr()) { good + 1 } else { 0 };
-            if good >= READY_PROBES_IN_A_ROW {
-                return broker;
-            }
-            if let Some(status) = broker.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ringbroker exited during start-up: {status}");
-            }
-            assert!(Instant::now() < deadline, "ringbroker did not start within {START_TIMEOUT:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (addr, child) = (broker.addr(), &mut broker.child);
+        wait_ready(addr, Instant::now() + START_TIMEOUT, READY_PROBES_IN_A_ROW, ready, &mut || {
+            exit_status(child)
+        })
+        .unwrap_or_else(|why| panic!("ringbroker {why}"));
+        broker
     }
 
     /// Whether the broker process is still running.
