@@ -21,7 +21,7 @@
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::ops::Range;
+use std::ops::{Deref, Range};
 use std::rc::Rc;
 
 use glommio::io::ReadResult;
@@ -31,21 +31,20 @@ use crate::protocol::batch::BatchHeader;
 use crate::server::frame_pool::FrameBuf;
 use crate::storage::LogRead;
 
-/// Whole batches in a produce frame held by the tail cache.
+/// A produce frame shared by the tail cache and the poll answers sent from it.
 #[derive(Clone)]
-pub struct FrameSlice {
-    frame: Rc<FrameBuf>,
-    start: usize,
-    len: usize,
-    first_offset: Offset,
-    next_offset: Offset,
-}
+pub struct SharedFrame(Rc<FrameBuf>);
 
-impl FrameSlice {
-    fn bytes(&self) -> &[u8] {
-        &self.frame[self.start..self.start + self.len]
+impl Deref for SharedFrame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
     }
 }
+
+/// Whole batches in a produce frame held by the tail cache.
+pub type FrameSlice = LogRead<SharedFrame>;
 
 /// Batch bytes of a poll answer.
 pub enum PayloadPart {
@@ -81,21 +80,7 @@ impl PayloadPart {
     pub fn split_off(&mut self, at: usize, at_offset: Offset) -> Option<PayloadPart> {
         match self {
             PayloadPart::Read(read) => read.split_off(at, at_offset).map(PayloadPart::Read),
-            PayloadPart::Frame(slice) => {
-                if at >= slice.len {
-                    return None;
-                }
-                let rest = FrameSlice {
-                    frame: slice.frame.clone(),
-                    start: slice.start + at,
-                    len: slice.len - at,
-                    first_offset: at_offset,
-                    next_offset: slice.next_offset,
-                };
-                slice.len = at;
-                slice.next_offset = at_offset;
-                Some(PayloadPart::Frame(rest))
-            }
+            PayloadPart::Frame(slice) => slice.split_off(at, at_offset).map(PayloadPart::Frame),
             PayloadPart::Owned(_) => None,
         }
     }
@@ -156,7 +141,7 @@ impl TailCache {
         let cost = if cost > share || range.is_empty() || next <= first { 0 } else { cost };
         while self.bytes + cost > share {
             match self.entries.pop_front() {
-                Some(old) => self.bytes -= old.frame.len(),
+                Some(old) => self.bytes -= old.buffer().len(),
                 None => break,
             }
         }
@@ -164,13 +149,7 @@ impl TailCache {
             return;
         }
         self.bytes += cost;
-        self.entries.push_back(FrameSlice {
-            frame: Rc::new(frame),
-            start: range.start,
-            len: range.len(),
-            first_offset: first,
-            next_offset: next,
-        });
+        self.entries.push_back(FrameSlice::new(SharedFrame(Rc::new(frame)), range, first, next));
     }
 
     /// The cached batches from the one holding `offset` to the end of its frame, if a frame
@@ -187,10 +166,10 @@ impl TailCache {
             let header = BatchHeader::decode(&bytes[at..]).ok()?;
             if header.next_offset() > offset {
                 let mut slice = entry.clone();
-                slice.start += at;
-                slice.len -= at;
-                slice.first_offset = header.base_offset;
-                return Some(PayloadPart::Frame(slice));
+                return match at {
+                    0 => Some(PayloadPart::Frame(slice)),
+                    _ => slice.split_off(at, header.base_offset).map(PayloadPart::Frame),
+                };
             }
             at += header.length as usize;
         }

@@ -43,7 +43,9 @@ pub struct AppendInfo {
 }
 
 /// Whole batches read from a log: `bytes()` is one or more batches back to back, exactly as
-/// appended (server fields patched).
+/// appended (server fields patched). Also a view of whole batches in any shared buffer (the
+/// tail cache keeps produce frames as `LogRead`s).
+#[derive(Clone)]
 pub struct LogRead<B> {
     buffer: B,
     start: usize,
@@ -55,9 +57,20 @@ pub struct LogRead<B> {
 }
 
 impl<B: std::ops::Deref<Target = [u8]>> LogRead<B> {
+    /// A view of `buffer[range]`, which holds whole batches with offsets `first_offset..next_offset`.
+    pub fn new(buffer: B, range: std::ops::Range<usize>, first_offset: Offset, next_offset: Offset) -> Self {
+        debug_assert!(range.end <= buffer.len());
+        LogRead { buffer, start: range.start, len: range.len(), first_offset, next_offset }
+    }
+
     /// The batches' bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.buffer[self.start..self.start + self.len]
+    }
+
+    /// The whole buffer the batches are in.
+    pub fn buffer(&self) -> &B {
+        &self.buffer
     }
 }
 
