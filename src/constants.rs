@@ -51,6 +51,10 @@ pub const DIRTY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 /// partitions (`--tail-cache-bytes`, split evenly over them): four 1 MB batches.
 pub const TAIL_CACHE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 
+/// Default most bytes read ahead for a sequential consumer of one partition
+/// (`--prefetch-bytes`): a poll of four 1 MB batches.
+pub const PREFETCH_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+
 /// Index entries buffered before the active segment's index files are written out.
 pub const INDEX_FLUSH_ENTRIES: usize = 256;
 

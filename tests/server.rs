@@ -418,13 +418,22 @@ fn pipelined_produces_keep_their_order_and_multi_batch_requests_are_contiguous()
 }
 
 /// Polls smaller than a read: the server keeps the rest of each read for the next poll (read
-/// ahead), and recent produce frames for polls at the head (tail cache). Stepping through in
-/// small polls, jumping back, and starting mid-batch must each return every record exactly
-/// once, in order: from the tail cache, and with it disabled from disk reads.
+/// ahead), recent produce frames for polls at the head (tail cache), and reads on ahead of a
+/// sequential reader (prefetch). Stepping through in small polls (by messages and by bytes),
+/// jumping back, and starting mid-batch must each return every record exactly once, in order:
+/// from the tail cache, and with it disabled from disk reads with and without prefetch.
 #[test]
-fn small_polls_from_the_tail_cache_and_read_ahead_see_every_record_once() {
+fn small_polls_from_the_tail_cache_read_ahead_and_prefetch_see_every_record_once() {
     small_polls_see_every_record_once(&["--fsync", "never"]);
     small_polls_see_every_record_once(&["--fsync", "always", "--tail-cache-bytes", "0"]);
+    small_polls_see_every_record_once(&[
+        "--fsync",
+        "never",
+        "--tail-cache-bytes",
+        "0",
+        "--prefetch-bytes",
+        "0",
+    ]);
 }
 
 fn small_polls_see_every_record_once(flags: &[&str]) {
@@ -450,12 +459,12 @@ fn small_polls_see_every_record_once(flags: &[&str]) {
         assert!(Instant::now() < deadline, "the log never became fully visible");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let read_in_steps = |conn: &mut Conn, from: u64, max_messages: u32| {
+    let read_in_steps = |conn: &mut Conn, from: u64, max_messages: u32, max_bytes: u32| {
         let mut out = Vec::new();
         let mut offset = from;
         while offset < 200 {
             let (response, payload) = conn
-                .poll_partition("steps", "t", 0, PollStrategy::Offset(offset), max_messages)
+                .poll_partition_bytes("steps", "t", 0, PollStrategy::Offset(offset), max_messages, max_bytes)
                 .expect("poll");
             let polled = &response.partitions[0];
             assert!(!payload.is_empty(), "poll at {offset} returned nothing");
@@ -465,11 +474,34 @@ fn small_polls_see_every_record_once(flags: &[&str]) {
         }
         out
     };
+    const ALL: u32 = 4 << 20;
     for max_messages in [5, 7, 1, 13] {
-        assert_eq!(read_in_steps(&mut conn, 0, max_messages), expected, "max_messages {max_messages}");
+        assert_eq!(read_in_steps(&mut conn, 0, max_messages, ALL), expected, "max_messages {max_messages}");
     }
     // Mid-batch start and a jump back after the read-ahead was filled further on.
-    assert_eq!(read_in_steps(&mut conn, 102, 5), expected[102..].to_vec());
-    assert_eq!(read_in_steps(&mut conn, 3, 6), expected[3..].to_vec());
+    assert_eq!(read_in_steps(&mut conn, 102, 5, ALL), expected[102..].to_vec());
+    assert_eq!(read_in_steps(&mut conn, 3, 6, ALL), expected[3..].to_vec());
+    // One batch per poll (each one a disk read without the tail cache, prefetched when
+    // sequential), then two readers interleaved, each cancelling the other's prefetch.
+    assert_eq!(read_in_steps(&mut conn, 0, 1000, 1), expected);
+    assert_eq!(read_in_steps(&mut conn, 17, 1000, 1), expected[17..].to_vec());
+    let mut other = broker.root();
+    let (mut a, mut b) = (0_u64, 100_u64);
+    let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+    while a < 100 || b < 200 {
+        for (conn, offset, seen, end) in
+            [(&mut conn, &mut a, &mut seen_a, 100), (&mut other, &mut b, &mut seen_b, 200)]
+        {
+            if *offset < end {
+                let (response, payload) = conn
+                    .poll_partition_bytes("steps", "t", 0, PollStrategy::Offset(*offset), 1000, 1)
+                    .expect("poll");
+                seen.extend(records(&payload, *offset));
+                *offset = response.partitions[0].next_offset;
+            }
+        }
+    }
+    assert_eq!(seen_a, expected[..100].to_vec());
+    assert_eq!(seen_b, expected[100..].to_vec());
     broker.stop();
 }

@@ -77,6 +77,12 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = crate::constants::TAIL_CACHE_BYTES_DEFAULT)]
     pub tail_cache_bytes: usize,
 
+    /// Most bytes a shard reads ahead, per partition, for a consumer reading a partition from
+    /// disk sequentially: the next read runs while the current answer is sent. 0 disables.
+    /// Memory is partitions being read from disk x this.
+    #[arg(long, default_value_t = crate::constants::PREFETCH_BYTES_DEFAULT)]
+    pub prefetch_bytes: usize,
+
     /// How long an idle shard spins before it parks (e.g. `50us`): lower wake-up latency for the
     /// price of CPU time. 0 parks at once.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]

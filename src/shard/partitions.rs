@@ -6,7 +6,7 @@
 //! stream is deleted or the broker shuts down. Invariant: at most one open [`Partition`] per
 //! [`PartitionKey`]; a partition is served only by the shard the current table names.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
 use crate::server::config::ServerConfig;
 use crate::storage::offsets::{OffsetError, OffsetStore};
-use crate::storage::PartitionLog;
+use crate::storage::{LogRead, PartitionLog, StorageResult};
 
 pub use super::tail::PayloadPart;
 use super::tail::{TailBudget, TailCache};
@@ -69,6 +69,19 @@ pub struct Partition {
     pub read_ahead: RefCell<Option<PayloadPart>>,
     /// The latest produce frames, for polls at the head of the partition (`--tail-cache-bytes`).
     pub tail: RefCell<TailCache>,
+    /// A disk read of the batches after the last poll's answer, started when that poll was
+    /// answered from disk and began where the poll before it ended (a consumer reading on
+    /// sequentially): it runs while the answer is sent and the next poll is on its way.
+    /// Dropped (cancelled) when a poll asks for another offset.
+    prefetch: RefCell<Option<Prefetch>>,
+    /// Where the last poll's answer ended, to tell a sequential reader.
+    last_poll_end: Cell<Option<u64>>,
+}
+
+/// A read of up to `--prefetch-bytes` from `offset`, running on the owner shard.
+struct Prefetch {
+    offset: u64,
+    read: glommio::Task<StorageResult<Option<LogRead<glommio::io::ReadResult>>>>,
 }
 
 /// Every partition this shard owns.
@@ -138,6 +151,8 @@ impl PartitionManager {
                 data: Event::new(),
                 read_ahead: RefCell::new(None),
                 tail: RefCell::new(TailCache::new(self.tail_budget.clone())),
+                prefetch: RefCell::new(None),
+                last_poll_end: Cell::new(None),
             });
             if partition.log.write_behind() {
                 glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();
@@ -150,6 +165,7 @@ impl PartitionManager {
     /// Closes a partition whose topic was deleted and removes its files.
     async fn remove(&self, partition: Rc<Partition>) {
         let dir = self.dir(partition.key);
+        partition.prefetch.borrow_mut().take();
         if let Err(error) = partition.log.close().await {
             tracing::warn!(shard = self.shard, %error, "closing a deleted partition");
         }
@@ -231,7 +247,7 @@ impl PartitionManager {
         loop {
             let listener = partition.data.listen();
             let start = self.start_offset(&partition, spec).await?;
-            let outcome = read_from(&partition, start, spec).await?;
+            let outcome = read_from(&partition, start, spec, self.config.prefetch_bytes).await?;
             let now = Instant::now();
             if outcome.partition.payload_bytes > 0 || now >= deadline {
                 if spec.auto_commit && outcome.partition.next_offset > start {
@@ -468,28 +484,47 @@ fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, u
     Ok(bounds)
 }
 
-/// Reads batches from `start` within the spec's message and byte limits.
-async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> BrokerResult<LocalPoll> {
+/// Reads batches from `start` within the spec's message and byte limits: the rest of the last
+/// read, the tail cache, the prefetched read, then the disk. When the answer came from disk for
+/// a sequential reader, starts a prefetch of up to `prefetch_bytes` where the answer ends.
+async fn read_from(
+    partition: &Rc<Partition>,
+    start: u64,
+    spec: &PollSpec,
+    prefetch_bytes: usize,
+) -> BrokerResult<LocalPoll> {
     let log = &partition.log;
     let high_watermark = log.high_watermark();
     let mut parts = Vec::new();
     let mut total = 0_usize;
     let mut offset = start;
+    let mut from_disk = false;
     let max_bytes = (spec.max_bytes as usize).max(1);
     let max_messages = u64::from(spec.max_messages.max(1));
     let what = || format!("read from partition {}", partition.key.partition);
     while offset < high_watermark && total < max_bytes && offset - start < max_messages {
-        // The rest of the previous read, then the tail cache, then the disk.
         let ahead =
             partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
         let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
         let read = match ahead.or_else(cached) {
             Some(part) => Some(part),
-            None => log
-                .read(offset, max_bytes - total)
-                .await
-                .map_err(|e| BrokerError::storage(&what(), e))?
-                .map(PayloadPart::Read),
+            None => {
+                from_disk = true;
+                let prefetched = partition.prefetch.borrow_mut().take().filter(|p| p.offset == offset);
+                // A failed or empty prefetch is read again (and a real error reported from there).
+                let prefetched = match prefetched {
+                    Some(prefetch) => prefetch.read.await.ok().flatten(),
+                    None => None,
+                };
+                match prefetched {
+                    Some(read) => Some(PayloadPart::Read(read)),
+                    None => log
+                        .read(offset, max_bytes - total)
+                        .await
+                        .map_err(|e| BrokerError::storage(&what(), e))?
+                        .map(PayloadPart::Read),
+                }
+            }
         };
         let Some(mut read) = read else { break };
         let data = read.bytes();
@@ -519,6 +554,15 @@ async fn read_from(partition: &Partition, start: u64, spec: &PollSpec) -> Broker
         if cut {
             break;
         }
+    }
+    let sequential = partition.last_poll_end.replace(Some(offset)) == Some(start);
+    if from_disk && sequential && prefetch_bytes > 0 && offset < high_watermark {
+        let ahead_end = partition.read_ahead.borrow().as_ref().and_then(PayloadPart::next_offset);
+        let at = ahead_end.unwrap_or(offset);
+        let owner = partition.clone();
+        let len = max_bytes.min(prefetch_bytes);
+        let read = glommio::spawn_local(async move { owner.log.read(at, len).await });
+        *partition.prefetch.borrow_mut() = Some(Prefetch { offset: at, read });
     }
     let partition_info = PolledPartition {
         partition: partition.key.partition,

@@ -75,6 +75,15 @@ impl PayloadPart {
         }
     }
 
+    /// The offset after the last batch (`None` for an owned copy).
+    pub fn next_offset(&self) -> Option<Offset> {
+        match self {
+            PayloadPart::Read(read) => Some(read.next_offset),
+            PayloadPart::Frame(slice) => Some(slice.next_offset),
+            PayloadPart::Owned(_) => None,
+        }
+    }
+
     /// Cuts at `at` (a batch boundary, the start of offset `at_offset`): `self` keeps the bytes
     /// before, the returned part (sharing the same buffer) the batches after, if any.
     pub fn split_off(&mut self, at: usize, at_offset: Offset) -> Option<PayloadPart> {

@@ -321,6 +321,19 @@ impl Conn {
         strategy: PollStrategy,
         max_messages: u32,
     ) -> Result<(PollResponse, Vec<u8>), Failure> {
+        self.poll_partition_bytes(stream, topic, partition, strategy, max_messages, 4 << 20)
+    }
+
+    /// [`Conn::poll_partition`] with a byte budget (at least one batch is returned whatever it is).
+    pub fn poll_partition_bytes(
+        &mut self,
+        stream: &str,
+        topic: &str,
+        partition: u32,
+        strategy: PollStrategy,
+        max_messages: u32,
+        max_bytes: u32,
+    ) -> Result<(PollResponse, Vec<u8>), Failure> {
         let target = PollTarget::Partition(PartitionTarget { partition, consumer: "tests".into() });
         let request = PollRequest {
             stream: stream.into(),
@@ -328,7 +341,7 @@ impl Conn {
             target,
             strategy,
             max_messages,
-            max_bytes: 4 << 20,
+            max_bytes,
             max_wait_ms: 0,
             auto_commit: false,
         };
