@@ -14,7 +14,8 @@
 //!   `io_memory` to fit, and says which it did.
 //!
 //! Invariants: write positions and lengths are multiples of [`IoFile::alignment`] (checked before
-//! submission); every error names the operation and the path.
+//! submission); a write that returns fewer bytes than given is an error; every error names the
+//! operation and the path.
 
 use std::path::{Path, PathBuf};
 
@@ -118,6 +119,15 @@ impl IoFile for DmaIoFile {
         }
         let written = (self.file.write_at(buffer.0, position).await)
             .map_err(|e| glommio_error("write", &self.path, e))?;
+        // A short O_DIRECT write is a failed write: the caller rolls back instead of counting
+        // bytes as stable that may not be in the file.
+        if (written as u64) < len {
+            let detail = std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes at {position}"),
+            );
+            return Err(IoError::new("write", &self.path, detail));
+        }
         Ok(written)
     }
 
