@@ -331,7 +331,7 @@ async fn write_responses<W: AsyncWrite + Unpin>(
             buffer.extend_from_slice(&response.head);
             for part in &response.payload {
                 let bytes = part.bytes();
-                if bytes.len() <= COALESCE_BYTES_MAX - buffer.len().min(COALESCE_BYTES_MAX) {
+                if buffer.len() + bytes.len() <= COALESCE_BYTES_MAX {
                     buffer.extend_from_slice(bytes);
                     continue;
                 }

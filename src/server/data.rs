@@ -6,7 +6,6 @@
 //! Invariants: a produce writes to exactly one partition; poll results hold whole batches; group
 //! polls read only the partitions the group assigns to the member.
 
-use crate::server::frame_pool::FrameBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use crate::protocol::messages::{
     ConsumerRef, GetOffset, GroupTarget, OffsetInfo, PartitionTarget, Partitioning, PollRequest,
     PollResponse, PollTarget, ProduceRequest, ProduceResponse, Status, StoreOffset,
 };
+use crate::server::frame_pool::FrameBuf;
 use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::mesh::{
     GroupOp, GroupReply, OffsetOp, PartitionKey, PollOutcome, PollSpec, ProduceJob, ShardMessage,

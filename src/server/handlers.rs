@@ -6,7 +6,6 @@
 //! touches before doing anything; every failure becomes an error response with a status code, and
 //! only the request fails.
 
-use crate::server::frame_pool::FrameBuf;
 use rkyv::api::high::{HighDeserializer, HighValidator};
 use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor::Error as RkyvError;
@@ -19,6 +18,7 @@ use crate::metadata::auth::{self, Right};
 use crate::metadata::catalog::User;
 use crate::protocol::frame::{encode_head, FrameHeader};
 use crate::protocol::messages::{self, Kind, Status};
+use crate::server::frame_pool::FrameBuf;
 use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::partitions::PayloadPart;
 use crate::shard::Shard;

@@ -7,7 +7,6 @@
 //! reply sender is answered exactly once (dropping the sender reads as "shard gone" on the other
 //! side); the channels are bounded ([`MESH_QUEUE_DEPTH`]) so a flooded shard pushes back.
 
-use crate::server::frame_pool::FrameBuf;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use super::error::{BrokerError, BrokerResult};
 use super::groups::{Assignment, GroupKey, GroupSnapshot};
 use crate::metadata::catalog::{Catalog, MetadataOp};
 use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
+use crate::server::frame_pool::FrameBuf;
 
 /// Messages queued into one shard before senders wait.
 pub const MESH_QUEUE_DEPTH: usize = 1024;

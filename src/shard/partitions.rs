@@ -360,32 +360,30 @@ impl PartitionManager {
         out
     }
 
+    /// Logs a failed interval fsync. A poisoned log already logged its poisoning once;
+    /// repeating it every tick would flood the log.
+    fn report_interval_sync(&self, partition: &Partition, what: &str, synced: StorageResult<()>) {
+        match synced {
+            Ok(()) | Err(crate::storage::StorageError::Poisoned { .. }) => {}
+            Err(error) => {
+                tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "{what}")
+            }
+        }
+    }
+
     /// fsyncs partitions whose `--fsync interval` is due, and applies retention when `retention`.
     pub async fn maintain(&self, retention: bool) {
         let all: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for partition in all {
-            match partition.log.sync_if_due().await {
-                // The log logged its poisoning once; repeating it every tick would flood the log.
-                Ok(()) | Err(crate::storage::StorageError::Poisoned { .. }) => {}
-                Err(error) => {
-                    tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "interval fsync failed")
-                }
-            }
+            let synced = partition.log.sync_if_due().await;
+            self.report_interval_sync(&partition, "interval fsync failed", synced);
             // Stored offsets get the same interval (found by the crash test: a commit followed
             // by quiet stayed unsynced until the next commit).
             let synced = match partition.offsets.try_lock() {
                 Some(store) => store.sync_if_due().await,
                 None => Ok(()), // Busy with a change, which syncs when due itself.
             };
-            match synced {
-                Ok(()) | Err(crate::storage::StorageError::Poisoned { .. }) => {}
-                Err(error) => tracing::error!(
-                    shard = self.shard,
-                    partition = partition.key.partition,
-                    %error,
-                    "interval fsync of stored offsets failed"
-                ),
-            }
+            self.report_interval_sync(&partition, "interval fsync of stored offsets failed", synced);
             if retention {
                 match partition.log.enforce_retention(now_us()).await {
                     Ok(0) => {}
