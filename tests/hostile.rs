@@ -11,8 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringbroker::protocol::frame::{encode_frame, FRAME_HEADER_BYTES};
-use ringbroker::protocol::messages::{self, *};
+use ringbroker::protocol::frame::FRAME_HEADER_BYTES;
+use ringbroker::protocol::messages::*;
 
 const STREAM: &str = "hostile";
 const TOPIC: &str = "t";
@@ -30,21 +30,6 @@ fn closed_within(conn: &mut Conn, started: Instant, bound: Duration) -> Duration
         Err(error) => panic!("the server did not close the connection within {bound:?}: {error}"),
     }
     elapsed
-}
-
-/// A frame of `kind` with `body` and `payload`, encoded.
-fn frame<Req>(kind: Kind, correlation: u64, request: &Req, payload: &[u8]) -> Vec<u8>
-where
-    Req: for<'a> rkyv::Serialize<
-        rkyv::api::high::HighSerializer<
-            rkyv::util::AlignedVec,
-            rkyv::ser::allocator::ArenaHandle<'a>,
-            rkyv::rancor::Error,
-        >,
-    >,
-{
-    let body = messages::encode(request).expect("encode");
-    encode_frame(kind as u16, correlation, 0, &body, payload)
 }
 
 fn poll(partition: u32, max_wait_ms: u32) -> PollRequest {
@@ -146,9 +131,9 @@ fn slow_partial_and_idle_connections_are_closed_and_busy_ones_are_not() {
     let address = broker.addr();
 
     // A header whose body never comes, and half a produce body: closed by the frame-read timeout.
-    let login = frame(Kind::Login, 1, &LoginRequest { user: "x".into(), password: "y".into() }, &[]);
+    let login = request_frame(Kind::Login, 1, &LoginRequest { user: "x".into(), password: "y".into() }, &[]);
     let batch = batch_of("slow", 50);
-    let body_half = frame(Kind::Produce, 2, &produce(0), &batch);
+    let body_half = request_frame(Kind::Produce, 2, &produce(0), &batch);
     let header_only = thread::spawn(move || {
         let mut conn = Conn::connect(address).expect("connect");
         conn.send_raw(&login[..FRAME_HEADER_BYTES]).expect("send header");
@@ -252,9 +237,9 @@ fn in_flight_memory_and_connection_limits_hold() {
     // Two long polls fill the in-flight slots: a ping behind them waits for the first answer.
     let started = Instant::now();
     let mut pipelined = Vec::new();
-    pipelined.extend(frame(Kind::Poll, 11, &poll(0, 1_000), &[]));
-    pipelined.extend(frame(Kind::Poll, 12, &poll(1, 1_000), &[]));
-    pipelined.extend(frame(Kind::Ping, 13, &Empty {}, &[]));
+    pipelined.extend(request_frame(Kind::Poll, 11, &poll(0, 1_000), &[]));
+    pipelined.extend(request_frame(Kind::Poll, 12, &poll(1, 1_000), &[]));
+    pipelined.extend(request_frame(Kind::Ping, 13, &Empty {}, &[]));
     root.send_raw(&pipelined).expect("send");
     let mut order = Vec::new();
     for _ in 0..3 {
@@ -268,8 +253,8 @@ fn in_flight_memory_and_connection_limits_hold() {
     let started = Instant::now();
     let big = batch_of(&"m".repeat(1000), 70);
     assert!(big.len() > 65536);
-    let mut pipelined = frame(Kind::Poll, 21, &poll(1, 1_000), &[]);
-    pipelined.extend(frame(Kind::Produce, 22, &produce(0), &big));
+    let mut pipelined = request_frame(Kind::Poll, 21, &poll(1, 1_000), &[]);
+    pipelined.extend(request_frame(Kind::Produce, 22, &produce(0), &big));
     root.send_raw(&pipelined).expect("send");
     let (first, _) = root.read_frame().expect("answer");
     let (second, _) = root.read_frame().expect("answer");

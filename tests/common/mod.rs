@@ -91,6 +91,15 @@ pub fn wait_ready(
     }
 }
 
+/// A whole request frame of `kind` carrying `request` and `payload`, encoded.
+pub fn request_frame<Req>(kind: Kind, correlation: u64, request: &Req, payload: &[u8]) -> Vec<u8>
+where
+    Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
+{
+    let body = messages::encode(request).expect("encode");
+    encode_frame(kind as u16, correlation, 0, &body, payload)
+}
+
 /// A user who may only read `stream`.
 pub fn read_only_user(name: &str, password: &str, stream: &str) -> CreateUser {
     CreateUser {
@@ -257,8 +266,7 @@ impl Conn {
             + rkyv::Deserialize<Resp, HighDeserializer<RkyvError>>,
     {
         self.correlation += 1;
-        let body = messages::encode(request).expect("encode");
-        let frame = encode_frame(kind as u16, self.correlation, 0, &body, payload);
+        let frame = request_frame(kind, self.correlation, request, payload);
         self.stream.write_all(&frame).expect("send request");
         let (header, frame) = self.read_frame().expect("read response");
         assert_eq!(header.correlation, self.correlation, "responses are matched by correlation id");
