@@ -12,7 +12,7 @@ use ringbroker::storage::{FsyncPolicy, LogConfig, PartitionLog, Repair};
 const IO_MEMORY_BYTES: usize = 4 * 1024 * 1024;
 
 fn make_batch(tag: u32, count: u32, size: usize) -> Vec<u8> {
-    let mut builder = BatchBuilder::new(1, tag);
+    let mut builder = BatchBuilder::new(1, u64::from(tag));
     for i in 0..count {
         let mut payload = vec![(tag ^ i) as u8; size];
         payload[..4].copy_from_slice(&tag.to_le_bytes());

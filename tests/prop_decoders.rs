@@ -65,7 +65,7 @@ fn message_strategy() -> impl Strategy<Value = OwnedMessage> {
 
 /// Builds a batch of `messages` (record `i` at `first_us + delta_i`, record 0 at `first_us`).
 fn build(producer_id: u64, sequence: u32, first_us: u64, messages: &[OwnedMessage]) -> Vec<u8> {
-    let mut builder = BatchBuilder::new(producer_id, sequence);
+    let mut builder = BatchBuilder::new(producer_id, u64::from(sequence));
     for (i, owned) in messages.iter().enumerate() {
         let headers: Vec<(&[u8], &[u8])> = owned.headers.iter().map(|(k, v)| (&k[..], &v[..])).collect();
         let delta = if i == 0 { 0 } else { u64::from(owned.timestamp_delta_us) };

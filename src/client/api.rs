@@ -315,6 +315,12 @@ mod tests {
             Kind::GroupList => "list_groups",
             Kind::GroupDescribe => "describe_group",
             Kind::Stats => "stats",
+            Kind::ProducerDeclare => "declare_producer",
+            Kind::ProducerSequence => "producer_sequence",
+            Kind::ProducerDelete => "delete_producer",
+            Kind::ProducerHeartbeat => "producer_heartbeat",
+            Kind::ProducerList => "list_producers",
+            Kind::ProducerClose => "close_producer",
         }
     }
 

@@ -34,15 +34,27 @@ use crate::constants::{
 };
 use crate::model::{now_us, Offset, TimestampUs};
 
+use super::compression::compress_records;
+pub use super::compression::{inflate, Compression};
+
 /// The four bytes every batch starts with.
 pub const BATCH_MAGIC: [u8; 4] = *b"RBAT";
 
-/// The batch format version this module reads and writes (see the version log in
-/// `docs/format.md`).
-pub const BATCH_FORMAT_VERSION: u16 = 1;
+/// The batch format version this module writes (see the version log in `docs/format.md`).
+/// Version 1 is still read, so segments written before version 2 open and serve as they are.
+pub const BATCH_FORMAT_VERSION: u16 = 2;
 
-/// Size of the fixed batch header.
-pub const BATCH_HEADER_BYTES: usize = 104;
+/// The first batch format version: a 104-byte header, a 32-bit producer sequence, no epoch, no
+/// compression.
+pub const BATCH_FORMAT_VERSION_1: u16 = 1;
+
+/// Size of the fixed batch header of the current version (2): the version-1 header plus the
+/// 64-bit first and last producer sequences and 8 reserved bytes.
+pub const BATCH_HEADER_BYTES: usize = 128;
+
+/// Size of the version-1 header, which is also the part every version shares (every field
+/// before the sequence extension sits at the same place in both).
+pub const BATCH_HEADER_V1_BYTES: usize = 104;
 
 /// Size of the fixed part of each record, before its variable-length parts.
 pub const RECORD_HEADER_BYTES: usize = 20;
@@ -50,8 +62,12 @@ pub const RECORD_HEADER_BYTES: usize = 20;
 /// Size of the per-batch filter Bloom filter (256 bits).
 pub const FILTER_BLOOM_BYTES: usize = 32;
 
-/// The smallest well-formed batch: a header and one record with nothing but its fixed part.
-pub const BATCH_BYTES_MIN: usize = BATCH_HEADER_BYTES + RECORD_HEADER_BYTES;
+/// The smallest well-formed batch of any version: a version-1 header and one record with nothing
+/// but its fixed part.
+pub const BATCH_BYTES_MIN: usize = BATCH_HEADER_V1_BYTES + RECORD_HEADER_BYTES;
+
+/// The smallest compressed batch: a header and one byte of compressed records.
+const COMPRESSED_BATCH_BYTES_MIN: usize = BATCH_HEADER_BYTES + 1;
 
 /// Attribute bits 0-2: the compression codec of the records.
 pub const ATTRIBUTE_CODEC_MASK: u16 = 0b0111;
@@ -59,8 +75,19 @@ pub const ATTRIBUTE_CODEC_MASK: u16 = 0b0111;
 /// Attribute bit 3: at least one record carries a filter value.
 pub const ATTRIBUTE_HAS_FILTER_VALUES: u16 = 0b1000;
 
-/// The only codec accepted so far: records are stored uncompressed.
+/// Codec 0: the records are stored as they are.
 pub const CODEC_NONE: u8 = 0;
+
+/// Codec 1: the records section is one zstd frame (version 2 and later).
+pub const CODEC_ZSTD: u8 = 1;
+
+/// Codec 2: the records section is one LZ4 block, without a frame (version 2 and later); the
+/// header's `records_bytes` is its decompressed size.
+pub const CODEC_LZ4: u8 = 2;
+
+/// The zstd level producers compress at: level 3 is zstd's own default, a good ratio at several
+/// hundred MB/s per core.
+pub const ZSTD_LEVEL: i32 = 3;
 
 /// The capacity [`BatchBuilder::new`] reserves up front.
 pub const BUILDER_CAPACITY_DEFAULT_BYTES: usize = 64 * 1024;
@@ -84,13 +111,21 @@ const CRC_AT: usize = 12;
 const BASE_OFFSET_AT: usize = 16;
 const APPEND_TIMESTAMP_AT: usize = 24;
 const RECORD_COUNT_AT: usize = 32;
+/// Version 1: reserved (zero). Version 2: `records_bytes`, the records section's uncompressed size.
 const RESERVED_A_AT: usize = 36;
+const RECORDS_BYTES_AT: usize = RESERVED_A_AT;
 const FIRST_TIMESTAMP_AT: usize = 40;
 const MAX_TIMESTAMP_AT: usize = 48;
 const PRODUCER_ID_AT: usize = 56;
+/// Version 1: the 32-bit sequence of record 0. Version 2: the producer epoch.
 const PRODUCER_SEQUENCE_AT: usize = 64;
+const PRODUCER_EPOCH_AT: usize = PRODUCER_SEQUENCE_AT;
 const RESERVED_B_AT: usize = 68;
 const FILTER_BLOOM_AT: usize = 72;
+// Version 2's extension, after the version-1 header.
+const FIRST_SEQUENCE_AT: usize = 104;
+const LAST_SEQUENCE_AT: usize = 112;
+const RESERVED_C_AT: usize = 120;
 /// The CRC covers `[0, CRC_AT)` and `[CRC_RESUMES_AT, length)`.
 const CRC_RESUMES_AT: usize = RECORD_COUNT_AT;
 
@@ -118,7 +153,11 @@ const _: () = assert!(MAX_TIMESTAMP_AT + 8 == PRODUCER_ID_AT);
 const _: () = assert!(PRODUCER_ID_AT + 8 == PRODUCER_SEQUENCE_AT);
 const _: () = assert!(PRODUCER_SEQUENCE_AT + 4 == RESERVED_B_AT);
 const _: () = assert!(RESERVED_B_AT + 4 == FILTER_BLOOM_AT);
-const _: () = assert!(FILTER_BLOOM_AT + FILTER_BLOOM_BYTES == BATCH_HEADER_BYTES);
+const _: () = assert!(FILTER_BLOOM_AT + FILTER_BLOOM_BYTES == BATCH_HEADER_V1_BYTES);
+const _: () = assert!(BATCH_HEADER_V1_BYTES == FIRST_SEQUENCE_AT);
+const _: () = assert!(FIRST_SEQUENCE_AT + 8 == LAST_SEQUENCE_AT && LAST_SEQUENCE_AT + 8 == RESERVED_C_AT);
+const _: () = assert!(RESERVED_C_AT + 8 == BATCH_HEADER_BYTES);
+const _: () = assert!(FIRST_SEQUENCE_AT % 8 == 0 && BATCH_HEADER_V1_BYTES % 8 == 0);
 // Every 8-byte field is 8-byte aligned, so the records start 8-byte aligned too.
 const _: () = assert!(BASE_OFFSET_AT % 8 == 0 && FIRST_TIMESTAMP_AT % 8 == 0);
 const _: () = assert!(PRODUCER_ID_AT % 8 == 0 && BATCH_HEADER_BYTES % 8 == 0);
@@ -160,8 +199,12 @@ pub enum BatchError {
     BadMagic([u8; 4]),
     /// A format version this build does not read.
     UnsupportedVersion(u16),
-    /// A compression codec this build does not read.
+    /// A compression codec this build does not read (or that the batch's version does not have).
     UnsupportedCodec(u8),
+    /// A compressed batch's records could not be inflated: corrupt or truncated compressed
+    /// bytes, or more or fewer bytes than the header's `records_bytes`, or more than the
+    /// reader's limit (a decompression bomb).
+    Decompress(String),
     /// A reserved attribute bit or reserved header field is not zero.
     ReservedBitsSet,
     /// The header's length is below [`BATCH_BYTES_MIN`] or above `BATCH_BYTES_MAX`.
@@ -239,9 +282,10 @@ impl fmt::Display for BatchError {
             Self::BadMagic(magic) => write!(f, "bad batch magic {magic:02x?}, expected \"RBAT\""),
             Self::UnsupportedVersion(version) => write!(
                 f,
-                "unsupported batch format version {version} (this build reads {BATCH_FORMAT_VERSION})"
+                "unsupported batch format version {version} (this build reads 1 and {BATCH_FORMAT_VERSION})"
             ),
             Self::UnsupportedCodec(codec) => write!(f, "unsupported batch codec {codec}"),
+            Self::Decompress(reason) => write!(f, "compressed batch refused: {reason}"),
             Self::ReservedBitsSet => f.write_str("reserved batch header bits are not zero"),
             Self::LengthOutOfRange(length) => {
                 write!(f, "batch length {length} outside {BATCH_BYTES_MIN}..={BATCH_BYTES_MAX}")
@@ -285,13 +329,17 @@ impl fmt::Display for BatchError {
 impl std::error::Error for BatchError {}
 
 /// The decoded fixed header of a batch. Field meanings are in `docs/format.md`.
+///
+/// Version-1 headers decode into the same struct: their 32-bit sequence becomes
+/// `first_sequence`, `last_sequence` is `first_sequence + record_count - 1`, the epoch is 0 and
+/// `records_bytes` is the records' size (version 1 has no compression).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
-    /// Format version; [`BATCH_FORMAT_VERSION`] once decoded.
+    /// Format version: 1 or [`BATCH_FORMAT_VERSION`].
     pub version: u16,
     /// Codec bits and the has-filter-values bit.
     pub attributes: u16,
-    /// Total batch bytes, header and records.
+    /// Total batch bytes, header and records (compressed, if the codec says so).
     pub length: u32,
     /// CRC32 (IEEE) over everything but itself and the server-assigned fields.
     pub crc32: u32,
@@ -301,14 +349,22 @@ pub struct BatchHeader {
     pub append_timestamp_us: TimestampUs,
     /// Number of records, at least 1.
     pub record_count: u32,
+    /// The size of the records section once uncompressed (the section's size when the codec is
+    /// none).
+    pub records_bytes: u32,
     /// The producer's create time of record 0.
     pub first_timestamp_us: TimestampUs,
     /// The latest create time over all records.
     pub max_timestamp_us: TimestampUs,
     /// The producer's id, 0 for an anonymous producer.
     pub producer_id: u64,
-    /// The producer's sequence number of record 0.
-    pub producer_sequence: u32,
+    /// The producer's epoch (0 for anonymous producers and version-1 batches).
+    pub producer_epoch: u32,
+    /// The producer's sequence of the batch's first record.
+    pub first_sequence: u64,
+    /// The producer's sequence of the batch's last record (sequences may leave gaps, so this is
+    /// not always `first_sequence + record_count - 1`).
+    pub last_sequence: u64,
     /// Bloom filter over the records' filter values.
     pub filter_bloom: [u8; FILTER_BLOOM_BYTES],
 }
@@ -317,62 +373,115 @@ impl BatchHeader {
     /// Decodes and checks a batch header from the start of `bytes`.
     ///
     /// Checks the magic, version, attributes (codec and reserved bits), the length range, the
-    /// record count range, the reserved fields, and that the offsets fit a `u64`. Does not check
-    /// the CRC, nor that `bytes` holds `length` bytes: that is [`validate`]'s work.
+    /// record count range, the reserved fields, that the offsets fit a `u64`, that the sequences
+    /// are ordered and that `records_bytes` fits. Does not check the CRC, nor that `bytes` holds
+    /// `length` bytes: that is [`validate`]'s work.
     ///
-    /// With fewer than [`BATCH_HEADER_BYTES`] bytes, the leading fields that are present are
-    /// still checked, so a short prefix of a valid batch gives [`BatchError::Truncated`] while a
-    /// short run of garbage (such as zeros) gives the error that names what is wrong.
+    /// With fewer bytes than the version's header, the leading fields that are present are still
+    /// checked, so a short prefix of a valid batch gives [`BatchError::Truncated`] while a short
+    /// run of garbage (such as zeros) gives the error that names what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         check_leading_fields(bytes)?;
-        let Some(header) = bytes.first_chunk::<BATCH_HEADER_BYTES>() else {
-            return Err(BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: bytes.len() });
+        let Some(prefix) = bytes.first_chunk::<BATCH_HEADER_V1_BYTES>() else {
+            return Err(BatchError::Truncated { needed: BATCH_HEADER_V1_BYTES, available: bytes.len() });
         };
-        let record_count = u32_at::<RECORD_COUNT_AT>(header);
+        let version = u16_at::<VERSION_AT>(prefix);
+        let header_bytes = header_bytes_of(version);
+        if bytes.len() < header_bytes {
+            return Err(BatchError::Truncated { needed: header_bytes, available: bytes.len() });
+        }
+        let record_count = u32_at::<RECORD_COUNT_AT>(prefix);
         if record_count == 0 || record_count > BATCH_RECORDS_MAX {
             return Err(BatchError::RecordCountOutOfRange(record_count));
         }
-        if u32_at::<RESERVED_A_AT>(header) != 0 || u32_at::<RESERVED_B_AT>(header) != 0 {
-            return Err(BatchError::ReservedBitsSet);
-        }
-        let base_offset = u64_at::<BASE_OFFSET_AT>(header);
+        let base_offset = u64_at::<BASE_OFFSET_AT>(prefix);
         if base_offset.checked_add(u64::from(record_count)).is_none() {
             return Err(BatchError::OffsetOverflow { base_offset, record_count });
         }
+        if u32_at::<RESERVED_B_AT>(prefix) != 0 {
+            return Err(BatchError::ReservedBitsSet);
+        }
+        let length = u32_at::<LENGTH_AT>(prefix);
+        let attributes = u16_at::<ATTRIBUTES_AT>(prefix);
+        let (records_bytes, producer_epoch, first_sequence, last_sequence) =
+            if version == BATCH_FORMAT_VERSION_1 {
+                if u32_at::<RESERVED_A_AT>(prefix) != 0 {
+                    return Err(BatchError::ReservedBitsSet);
+                }
+                let first = u64::from(u32_at::<PRODUCER_SEQUENCE_AT>(prefix));
+                let records = length.saturating_sub(BATCH_HEADER_V1_BYTES as u32);
+                (records, 0, first, first + u64::from(record_count) - 1)
+            } else {
+                let extension = &bytes[BATCH_HEADER_V1_BYTES..BATCH_HEADER_BYTES];
+                let word = |at: usize| {
+                    let start = at - BATCH_HEADER_V1_BYTES;
+                    let mut out = [0u8; 8];
+                    out.copy_from_slice(&extension[start..start + 8]);
+                    u64::from_le_bytes(out)
+                };
+                if word(RESERVED_C_AT) != 0 {
+                    return Err(BatchError::ReservedBitsSet);
+                }
+                let (first, last) = (word(FIRST_SEQUENCE_AT), word(LAST_SEQUENCE_AT));
+                if first > last {
+                    return Err(BatchError::Invalid("first_sequence is above last_sequence"));
+                }
+                let records = u32_at::<RECORDS_BYTES_AT>(prefix);
+                check_records_bytes(attributes, length, records, record_count)?;
+                (records, u32_at::<PRODUCER_EPOCH_AT>(prefix), first, last)
+            };
         Ok(BatchHeader {
-            version: u16_at::<VERSION_AT>(header),
-            attributes: u16_at::<ATTRIBUTES_AT>(header),
-            length: u32_at::<LENGTH_AT>(header),
-            crc32: u32_at::<CRC_AT>(header),
+            version,
+            attributes,
+            length,
+            crc32: u32_at::<CRC_AT>(prefix),
             base_offset,
-            append_timestamp_us: u64_at::<APPEND_TIMESTAMP_AT>(header),
+            append_timestamp_us: u64_at::<APPEND_TIMESTAMP_AT>(prefix),
             record_count,
-            first_timestamp_us: u64_at::<FIRST_TIMESTAMP_AT>(header),
-            max_timestamp_us: u64_at::<MAX_TIMESTAMP_AT>(header),
-            producer_id: u64_at::<PRODUCER_ID_AT>(header),
-            producer_sequence: u32_at::<PRODUCER_SEQUENCE_AT>(header),
-            filter_bloom: array_at::<FILTER_BLOOM_AT, FILTER_BLOOM_BYTES>(header),
+            records_bytes,
+            first_timestamp_us: u64_at::<FIRST_TIMESTAMP_AT>(prefix),
+            max_timestamp_us: u64_at::<MAX_TIMESTAMP_AT>(prefix),
+            producer_id: u64_at::<PRODUCER_ID_AT>(prefix),
+            producer_epoch,
+            first_sequence,
+            last_sequence,
+            filter_bloom: array_at::<FILTER_BLOOM_AT, FILTER_BLOOM_BYTES>(prefix),
         })
     }
 
-    /// Encodes the header verbatim (magic first, reserved fields zero, every other field as it
-    /// is, the CRC included). `decode(&h.encode())` returns `h` for any header `decode` accepts.
+    /// Encodes the header verbatim for its version (magic first, reserved fields zero, every
+    /// other field as it is, the CRC included). The first [`header_bytes`](Self::header_bytes)
+    /// bytes are the header; for a version-1 header the rest is zero. `decode(&h.encode())`
+    /// returns `h` for any header `decode` accepts.
     pub fn encode(&self) -> [u8; BATCH_HEADER_BYTES] {
         let mut out = [0u8; BATCH_HEADER_BYTES];
-        put::<MAGIC_AT, 4>(&mut out, BATCH_MAGIC);
-        put::<VERSION_AT, 2>(&mut out, self.version.to_le_bytes());
-        put::<ATTRIBUTES_AT, 2>(&mut out, self.attributes.to_le_bytes());
-        put::<LENGTH_AT, 4>(&mut out, self.length.to_le_bytes());
-        put::<CRC_AT, 4>(&mut out, self.crc32.to_le_bytes());
-        put::<BASE_OFFSET_AT, 8>(&mut out, self.base_offset.to_le_bytes());
-        put::<APPEND_TIMESTAMP_AT, 8>(&mut out, self.append_timestamp_us.to_le_bytes());
-        put::<RECORD_COUNT_AT, 4>(&mut out, self.record_count.to_le_bytes());
-        put::<FIRST_TIMESTAMP_AT, 8>(&mut out, self.first_timestamp_us.to_le_bytes());
-        put::<MAX_TIMESTAMP_AT, 8>(&mut out, self.max_timestamp_us.to_le_bytes());
-        put::<PRODUCER_ID_AT, 8>(&mut out, self.producer_id.to_le_bytes());
-        put::<PRODUCER_SEQUENCE_AT, 4>(&mut out, self.producer_sequence.to_le_bytes());
-        put::<FILTER_BLOOM_AT, FILTER_BLOOM_BYTES>(&mut out, self.filter_bloom);
+        let prefix = head_of(&mut out);
+        put::<MAGIC_AT, 4>(prefix, BATCH_MAGIC);
+        put::<VERSION_AT, 2>(prefix, self.version.to_le_bytes());
+        put::<ATTRIBUTES_AT, 2>(prefix, self.attributes.to_le_bytes());
+        put::<LENGTH_AT, 4>(prefix, self.length.to_le_bytes());
+        put::<CRC_AT, 4>(prefix, self.crc32.to_le_bytes());
+        put::<BASE_OFFSET_AT, 8>(prefix, self.base_offset.to_le_bytes());
+        put::<APPEND_TIMESTAMP_AT, 8>(prefix, self.append_timestamp_us.to_le_bytes());
+        put::<RECORD_COUNT_AT, 4>(prefix, self.record_count.to_le_bytes());
+        put::<FIRST_TIMESTAMP_AT, 8>(prefix, self.first_timestamp_us.to_le_bytes());
+        put::<MAX_TIMESTAMP_AT, 8>(prefix, self.max_timestamp_us.to_le_bytes());
+        put::<PRODUCER_ID_AT, 8>(prefix, self.producer_id.to_le_bytes());
+        put::<FILTER_BLOOM_AT, FILTER_BLOOM_BYTES>(prefix, self.filter_bloom);
+        if self.version == BATCH_FORMAT_VERSION_1 {
+            put::<PRODUCER_SEQUENCE_AT, 4>(prefix, (self.first_sequence as u32).to_le_bytes());
+        } else {
+            put::<RECORDS_BYTES_AT, 4>(prefix, self.records_bytes.to_le_bytes());
+            put::<PRODUCER_EPOCH_AT, 4>(prefix, self.producer_epoch.to_le_bytes());
+            out[FIRST_SEQUENCE_AT..FIRST_SEQUENCE_AT + 8].copy_from_slice(&self.first_sequence.to_le_bytes());
+            out[LAST_SEQUENCE_AT..LAST_SEQUENCE_AT + 8].copy_from_slice(&self.last_sequence.to_le_bytes());
+        }
         out
+    }
+
+    /// Size of this header: 104 bytes for version 1, [`BATCH_HEADER_BYTES`] for version 2.
+    pub fn header_bytes(&self) -> usize {
+        header_bytes_of(self.version)
     }
 
     /// The offset of the last record: `base_offset + record_count - 1`. Saturates instead of
@@ -386,9 +495,14 @@ impl BatchHeader {
         self.base_offset.saturating_add(u64::from(self.record_count))
     }
 
-    /// The codec the records are stored with ([`CODEC_NONE`] once decoded).
+    /// The codec the records are stored with.
     pub fn codec(&self) -> u8 {
         (self.attributes & ATTRIBUTE_CODEC_MASK) as u8
+    }
+
+    /// Whether the records section is compressed (readers must [`inflate`] the batch first).
+    pub fn is_compressed(&self) -> bool {
+        self.codec() != CODEC_NONE
     }
 
     /// Whether at least one record carries a filter value.
@@ -403,6 +517,38 @@ impl BatchHeader {
     }
 }
 
+/// The header size of a format version (`check_leading_fields` has accepted the version).
+fn header_bytes_of(version: u16) -> usize {
+    if version == BATCH_FORMAT_VERSION_1 {
+        BATCH_HEADER_V1_BYTES
+    } else {
+        BATCH_HEADER_BYTES
+    }
+}
+
+/// Checks a version-2 header's `records_bytes` against its codec and length: equal to the
+/// records' size when uncompressed; when compressed, room for every record's fixed part and no
+/// more than a whole batch may hold (the bound a reader inflates to).
+fn check_records_bytes(
+    attributes: u16,
+    length: u32,
+    records_bytes: u32,
+    record_count: u32,
+) -> Result<(), BatchError> {
+    let codec = (attributes & ATTRIBUTE_CODEC_MASK) as u8;
+    if codec == CODEC_NONE {
+        if records_bytes as usize != (length as usize).saturating_sub(BATCH_HEADER_BYTES) {
+            return Err(BatchError::Invalid("records_bytes differs from the records' size"));
+        }
+        return Ok(());
+    }
+    let floor = u64::from(record_count) * RECORD_HEADER_BYTES as u64;
+    if u64::from(records_bytes) < floor || records_bytes as usize > BATCH_BYTES_MAX - BATCH_HEADER_BYTES {
+        return Err(BatchError::Invalid("records_bytes is out of range for the record count"));
+    }
+    Ok(())
+}
+
 /// Checks the header fields in `bytes` that are entirely present: the magic (or as much of it as
 /// there is), version, attributes and length.
 fn check_leading_fields(bytes: &[u8]) -> Result<(), BatchError> {
@@ -413,22 +559,28 @@ fn check_leading_fields(bytes: &[u8]) -> Result<(), BatchError> {
         }
         return Err(BatchError::BadMagic(magic));
     }
-    if let Some(version) = read_le(bytes, VERSION_AT).map(u16::from_le_bytes) {
-        if version != BATCH_FORMAT_VERSION {
-            return Err(BatchError::UnsupportedVersion(version));
-        }
+    let Some(version) = read_le(bytes, VERSION_AT).map(u16::from_le_bytes) else {
+        return Ok(());
+    };
+    if version != BATCH_FORMAT_VERSION && version != BATCH_FORMAT_VERSION_1 {
+        return Err(BatchError::UnsupportedVersion(version));
     }
+    let mut length_min = header_bytes_of(version) + RECORD_HEADER_BYTES;
     if let Some(attributes) = read_le(bytes, ATTRIBUTES_AT).map(u16::from_le_bytes) {
         let codec = (attributes & ATTRIBUTE_CODEC_MASK) as u8;
-        if codec != CODEC_NONE {
+        let known = codec == CODEC_NONE || (version >= 2 && (codec == CODEC_ZSTD || codec == CODEC_LZ4));
+        if !known {
             return Err(BatchError::UnsupportedCodec(codec));
         }
         if attributes & ATTRIBUTE_RESERVED_MASK != 0 {
             return Err(BatchError::ReservedBitsSet);
         }
+        if codec != CODEC_NONE {
+            length_min = COMPRESSED_BATCH_BYTES_MIN;
+        }
     }
     if let Some(length) = read_le(bytes, LENGTH_AT).map(u32::from_le_bytes) {
-        if !(BATCH_BYTES_MIN..=BATCH_BYTES_MAX).contains(&(length as usize)) {
+        if !(length_min..=BATCH_BYTES_MAX).contains(&(length as usize)) {
             return Err(BatchError::LengthOutOfRange(length));
         }
     }
@@ -449,6 +601,10 @@ pub fn crc32_of(bytes: &[u8]) -> u32 {
 
 /// Checks that `bytes` is exactly one whole, well-formed batch and returns a view of it.
 ///
+/// A compressed batch is checked as far as the broker can without inflating it: the header, the
+/// length and the CRC (which covers the compressed bytes). Its records, and the header's summary
+/// fields against them, are checked by [`inflate`], on the consumer.
+///
 /// In order: the header ([`BatchHeader::decode`]), `bytes.len() == length`, the CRC, then every
 /// record (bounds, dense offset deltas, flags, limits, parts adding up to `record_length`, record
 /// lengths adding up to the batch), then the header's summary fields against the records: record
@@ -465,6 +621,9 @@ pub fn validate(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     let computed = crc32_of(bytes);
     if computed != header.crc32 {
         return Err(BatchError::CrcMismatch { stored: header.crc32, computed });
+    }
+    if header.is_compressed() {
+        return Ok(Batch { header, bytes });
     }
     let summary = walk_records(bytes, &header)?;
     if summary.max_timestamp_us != header.max_timestamp_us {
@@ -493,7 +652,7 @@ fn walk_records(bytes: &[u8], header: &BatchHeader) -> Result<RecordsSummary, Ba
         has_filter_values: false,
         filter_bloom: [0; FILTER_BLOOM_BYTES],
     };
-    let mut at = BATCH_HEADER_BYTES;
+    let mut at = header.header_bytes();
     for index in 0..header.record_count {
         let malformed = |reason| BatchError::MalformedRecord { index, reason };
         let record = parse_record(bytes, at, index).map_err(malformed)?;
@@ -526,7 +685,7 @@ fn walk_records(bytes: &[u8], header: &BatchHeader) -> Result<RecordsSummary, Ba
 /// a `u64`: both are caller bugs, as the caller has validated the batch and assigns offsets.
 pub fn patch_server_fields(bytes: &mut [u8], base_offset: Offset, append_timestamp_us: TimestampUs) {
     let len = bytes.len();
-    let Some(header) = bytes.first_chunk_mut::<BATCH_HEADER_BYTES>() else {
+    let Some(header) = bytes.first_chunk_mut::<BATCH_HEADER_V1_BYTES>() else {
         panic!("patch_server_fields on {len} bytes, fewer than a batch header");
     };
     let record_count = u32_at::<RECORD_COUNT_AT>(header);
@@ -558,13 +717,19 @@ impl<'a> Batch<'a> {
         self.bytes
     }
 
-    /// The records, in offset order.
+    /// Whether the records are compressed: then [`records`](Self::records) is empty, and a
+    /// reader [`inflate`]s the batch to read them.
+    pub fn is_compressed(&self) -> bool {
+        self.header.is_compressed()
+    }
+
+    /// The records, in offset order (none for a compressed batch: see [`inflate`]).
     pub fn records(&self) -> RecordIter<'a> {
         RecordIter {
             bytes: self.bytes,
-            at: BATCH_HEADER_BYTES,
+            at: self.header.header_bytes(),
             index: 0,
-            record_count: self.header.record_count,
+            record_count: if self.is_compressed() { 0 } else { self.header.record_count },
             base_offset: self.header.base_offset,
             first_timestamp_us: self.header.first_timestamp_us,
         }
@@ -877,28 +1042,28 @@ fn read_le<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
 }
 
 /// Reads `N` bytes at the constant offset `AT` of a header; out-of-range offsets fail to compile.
-fn array_at<const AT: usize, const N: usize>(header: &[u8; BATCH_HEADER_BYTES]) -> [u8; N] {
-    const { assert!(AT + N <= BATCH_HEADER_BYTES) };
+fn array_at<const AT: usize, const N: usize>(header: &[u8; BATCH_HEADER_V1_BYTES]) -> [u8; N] {
+    const { assert!(AT + N <= BATCH_HEADER_V1_BYTES) };
     let mut out = [0u8; N];
     out.copy_from_slice(&header[AT..AT + N]);
     out
 }
 
-fn u16_at<const AT: usize>(header: &[u8; BATCH_HEADER_BYTES]) -> u16 {
+fn u16_at<const AT: usize>(header: &[u8; BATCH_HEADER_V1_BYTES]) -> u16 {
     u16::from_le_bytes(array_at::<AT, 2>(header))
 }
 
-fn u32_at<const AT: usize>(header: &[u8; BATCH_HEADER_BYTES]) -> u32 {
+fn u32_at<const AT: usize>(header: &[u8; BATCH_HEADER_V1_BYTES]) -> u32 {
     u32::from_le_bytes(array_at::<AT, 4>(header))
 }
 
-fn u64_at<const AT: usize>(header: &[u8; BATCH_HEADER_BYTES]) -> u64 {
+fn u64_at<const AT: usize>(header: &[u8; BATCH_HEADER_V1_BYTES]) -> u64 {
     u64::from_le_bytes(array_at::<AT, 8>(header))
 }
 
 /// Writes `N` bytes at the constant offset `AT` of a header; out-of-range offsets fail to compile.
-fn put<const AT: usize, const N: usize>(header: &mut [u8; BATCH_HEADER_BYTES], value: [u8; N]) {
-    const { assert!(AT + N <= BATCH_HEADER_BYTES) };
+fn put<const AT: usize, const N: usize>(header: &mut [u8; BATCH_HEADER_V1_BYTES], value: [u8; N]) {
+    const { assert!(AT + N <= BATCH_HEADER_V1_BYTES) };
     header[AT..AT + N].copy_from_slice(&value);
 }
 
@@ -985,7 +1150,7 @@ impl<'a> Message<'a> {
 /// let mut builder = BatchBuilder::new(7, 0);
 /// builder.push(&Message { key: Some(b"k"), ..Message::payload(b"one") })?;
 /// builder.push_payload(b"two")?;
-/// let next_sequence = builder.next_producer_sequence();
+/// let next_sequence = builder.next_sequence();
 /// let bytes = builder.finish_in_place()?;
 /// let batch = validate(bytes)?;
 /// assert_eq!(batch.records().map(|r| r.payload).collect::<Vec<_>>(), [b"one", b"two"]);
@@ -997,8 +1162,15 @@ impl<'a> Message<'a> {
 pub struct BatchBuilder {
     /// Room for the header (zeros until finished), then the records.
     buffer: Vec<u8>,
+    /// The compressed batch of the last finish, when the builder compresses.
+    compressed: Vec<u8>,
+    compression: Compression,
     producer_id: u64,
-    producer_sequence: u32,
+    producer_epoch: u32,
+    first_sequence: u64,
+    /// Set by [`set_last_sequence`](Self::set_last_sequence); else the last record's
+    /// sequence is `first_sequence + record_count - 1`.
+    last_sequence: Option<u64>,
     record_count: u32,
     first_timestamp_us: TimestampUs,
     max_timestamp_us: TimestampUs,
@@ -1008,26 +1180,54 @@ pub struct BatchBuilder {
 
 impl BatchBuilder {
     /// An empty builder for `producer_id` (0 = anonymous) whose first record has sequence number
-    /// `producer_sequence`, reserving [`BUILDER_CAPACITY_DEFAULT_BYTES`].
-    pub fn new(producer_id: u64, producer_sequence: u32) -> Self {
-        Self::with_capacity(producer_id, producer_sequence, BUILDER_CAPACITY_DEFAULT_BYTES)
+    /// `first_sequence`, reserving [`BUILDER_CAPACITY_DEFAULT_BYTES`].
+    pub fn new(producer_id: u64, first_sequence: u64) -> Self {
+        Self::with_capacity(producer_id, first_sequence, BUILDER_CAPACITY_DEFAULT_BYTES)
     }
 
     /// Like [`new`](Self::new), reserving `capacity_bytes` (clamped to
     /// `BATCH_BYTES_MIN..=BATCH_BYTES_MAX`) for the whole batch, header included.
-    pub fn with_capacity(producer_id: u64, producer_sequence: u32, capacity_bytes: usize) -> Self {
+    pub fn with_capacity(producer_id: u64, first_sequence: u64, capacity_bytes: usize) -> Self {
         let mut buffer = Vec::with_capacity(capacity_bytes.clamp(BATCH_BYTES_MIN, BATCH_BYTES_MAX));
         buffer.resize(BATCH_HEADER_BYTES, 0);
         BatchBuilder {
             buffer,
+            compressed: Vec::new(),
+            compression: Compression::None,
             producer_id,
-            producer_sequence,
+            producer_epoch: 0,
+            first_sequence,
+            last_sequence: None,
             record_count: 0,
             first_timestamp_us: 0,
             max_timestamp_us: 0,
             filter_bloom: [0; FILTER_BLOOM_BYTES],
             has_filter_values: false,
         }
+    }
+
+    /// Compresses the records of every batch finished from now on with `compression`. A batch
+    /// whose records do not shrink is stored uncompressed.
+    pub fn set_compression(&mut self, compression: Compression) {
+        self.compression = compression;
+    }
+
+    /// The codec batches are compressed with.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The producer id and epoch written into the header (a named producer's, from its
+    /// declaration).
+    pub fn set_producer(&mut self, producer_id: u64, producer_epoch: u32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+    }
+
+    /// Sets the sequence of the batch's last record explicitly (at least the first record's plus
+    /// the records after it): sequences may leave gaps, as RabbitMQ publishing ids do.
+    pub fn set_last_sequence(&mut self, last_sequence: u64) {
+        self.last_sequence = Some(last_sequence);
     }
 
     /// Appends one message as the next record.
@@ -1091,22 +1291,37 @@ impl BatchBuilder {
         self.producer_id
     }
 
+    /// The producer epoch written into the header.
+    pub fn producer_epoch(&self) -> u32 {
+        self.producer_epoch
+    }
+
     /// The producer sequence number of this batch's first record.
-    pub fn producer_sequence(&self) -> u32 {
-        self.producer_sequence
+    pub fn first_sequence(&self) -> u64 {
+        self.first_sequence
     }
 
-    /// The sequence number the next batch starts at: this one's plus its record count
-    /// (wrapping, as producer sequences do).
-    pub fn next_producer_sequence(&self) -> u32 {
-        self.producer_sequence.wrapping_add(self.record_count)
+    /// The producer sequence number of this batch's last record (the first's when empty).
+    pub fn last_sequence(&self) -> u64 {
+        let dense = self.first_sequence.wrapping_add(u64::from(self.record_count.max(1) - 1));
+        self.last_sequence.map_or(dense, |last| last.max(dense))
     }
 
-    /// Fills in the header (length, counts, timestamps, producer, Bloom bits, CRC) and returns
-    /// the finished batch, handing over the buffer. [`BatchError::Empty`] without records.
+    /// The sequence number the next batch starts at: this one's last plus one.
+    pub fn next_sequence(&self) -> u64 {
+        self.last_sequence().wrapping_add(1)
+    }
+
+    /// Fills in the header (length, counts, timestamps, producer, Bloom bits, CRC), compresses
+    /// the records when a codec is set, and returns the finished batch, handing over the buffer.
+    /// [`BatchError::Empty`] without records.
     pub fn finish(mut self) -> Result<Vec<u8>, BatchError> {
         self.finish_in_place()?;
-        Ok(self.buffer)
+        if self.compressed.is_empty() {
+            Ok(self.buffer)
+        } else {
+            Ok(self.compressed)
+        }
     }
 
     /// Fills in the header and lends out the finished batch, keeping the buffer for
@@ -1126,13 +1341,34 @@ impl BatchBuilder {
             base_offset: 0,
             append_timestamp_us: 0,
             record_count: self.record_count,
+            records_bytes: length - BATCH_HEADER_BYTES as u32,
             first_timestamp_us: self.first_timestamp_us,
             max_timestamp_us: self.max_timestamp_us,
             producer_id: self.producer_id,
-            producer_sequence: self.producer_sequence,
+            producer_epoch: self.producer_epoch,
+            first_sequence: self.first_sequence,
+            last_sequence: self.last_sequence(),
             filter_bloom: self.filter_bloom,
         };
-        *head_of(&mut self.buffer) = header.encode();
+        self.compressed.clear();
+        if let Some(codec) = self.compression.codec() {
+            compress_records(&self.buffer[BATCH_HEADER_BYTES..], codec, &mut self.compressed);
+            let compressed_length = BATCH_HEADER_BYTES + self.compressed.len();
+            if compressed_length < self.buffer.len() {
+                header.attributes |= u16::from(codec);
+                header.length = compressed_length as u32;
+                let mut batch = Vec::with_capacity(compressed_length);
+                batch.extend_from_slice(&header.encode());
+                batch.extend_from_slice(&self.compressed);
+                header.crc32 = crc32_of(&batch);
+                put::<CRC_AT, 4>(head_of(&mut batch), header.crc32.to_le_bytes());
+                debug_assert_eq!(validate(&batch).map(|batch| *batch.header()), Ok(header));
+                self.compressed = batch;
+                return Ok(&self.compressed);
+            }
+            self.compressed.clear();
+        }
+        self.buffer[..BATCH_HEADER_BYTES].copy_from_slice(&header.encode());
         header.crc32 = crc32_of(&self.buffer);
         put::<CRC_AT, 4>(head_of(&mut self.buffer), header.crc32.to_le_bytes());
         debug_assert_eq!(validate(&self.buffer).map(|batch| *batch.header()), Ok(header));
@@ -1140,12 +1376,14 @@ impl BatchBuilder {
     }
 
     /// Empties the builder for the next batch, whose first record will have sequence number
-    /// `producer_sequence` (usually [`next_producer_sequence`](Self::next_producer_sequence)).
-    /// Keeps the buffer's capacity.
-    pub fn reset(&mut self, producer_sequence: u32) {
+    /// `first_sequence` (usually [`next_sequence`](Self::next_sequence)). Keeps the buffers'
+    /// capacity, the producer and the compression.
+    pub fn reset(&mut self, first_sequence: u64) {
         self.buffer.clear();
         self.buffer.resize(BATCH_HEADER_BYTES, 0);
-        self.producer_sequence = producer_sequence;
+        self.compressed.clear();
+        self.first_sequence = first_sequence;
+        self.last_sequence = None;
         self.record_count = 0;
         self.first_timestamp_us = 0;
         self.max_timestamp_us = 0;
@@ -1205,7 +1443,9 @@ impl fmt::Debug for BatchBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BatchBuilder")
             .field("producer_id", &self.producer_id)
-            .field("producer_sequence", &self.producer_sequence)
+            .field("producer_epoch", &self.producer_epoch)
+            .field("first_sequence", &self.first_sequence)
+            .field("compression", &self.compression)
             .field("record_count", &self.record_count)
             .field("byte_len", &self.buffer.len())
             .field("capacity", &self.buffer.capacity())
@@ -1213,11 +1453,11 @@ impl fmt::Debug for BatchBuilder {
     }
 }
 
-/// The header room at the start of a builder's buffer.
-fn head_of(buffer: &mut [u8]) -> &mut [u8; BATCH_HEADER_BYTES] {
-    match buffer.first_chunk_mut::<BATCH_HEADER_BYTES>() {
+/// The fields every version shares, at the start of a header-sized buffer.
+fn head_of(buffer: &mut [u8]) -> &mut [u8; BATCH_HEADER_V1_BYTES] {
+    match buffer.first_chunk_mut::<BATCH_HEADER_V1_BYTES>() {
         Some(head) => head,
-        None => unreachable!("the builder's buffer always holds room for the header"),
+        None => unreachable!("a header buffer always holds the version-1 prefix"),
     }
 }
 
@@ -1318,7 +1558,7 @@ mod tests {
         ]
     }
 
-    fn build(producer_id: u64, sequence: u32, messages: &[Message<'_>]) -> Vec<u8> {
+    fn build(producer_id: u64, sequence: u64, messages: &[Message<'_>]) -> Vec<u8> {
         let mut builder = BatchBuilder::new(producer_id, sequence);
         for message in messages {
             builder.push(message).unwrap();
@@ -1419,7 +1659,10 @@ mod tests {
         assert_eq!(header.first_timestamp_us, FIRST_US);
         assert_eq!(header.max_timestamp_us, FIRST_US + 5);
         assert_eq!(header.producer_id, 42);
-        assert_eq!(header.producer_sequence, 1000);
+        assert_eq!(
+            (header.first_sequence, header.last_sequence),
+            (1000, 1000 + u64::from(header.record_count) - 1)
+        );
         assert_eq!((header.last_offset(), header.next_offset()), (3, 4));
 
         let records: Vec<Record<'_>> = batch.records().collect();
@@ -1894,17 +2137,17 @@ mod tests {
         builder.push_payload(b"two").unwrap();
         let both = builder.finish_in_place().unwrap().to_vec();
         assert_eq!(validate(&both).unwrap().header().record_count, 2);
-        assert_eq!(builder.next_producer_sequence(), 102);
+        assert_eq!(builder.next_sequence(), 102);
 
         let capacity = builder.buffer.capacity();
-        builder.reset(builder.next_producer_sequence());
+        builder.reset(builder.next_sequence());
         assert!(builder.is_empty());
         assert_eq!(builder.buffer.capacity(), capacity);
-        assert_eq!(builder.producer_sequence(), 102);
+        assert_eq!(builder.first_sequence(), 102);
         builder.push(&Message { filter_value: Some(b"f"), ..Message::payload(b"three") }).unwrap();
         let third = builder.finish_in_place().unwrap();
         let header = *validate(third).unwrap().header();
-        assert_eq!((header.producer_id, header.producer_sequence, header.record_count), (9, 102, 1));
+        assert_eq!((header.producer_id, header.first_sequence, header.record_count), (9, 102, 1));
         assert!(header.has_filter_values());
         builder.reset(0);
         builder.push_payload(b"four").unwrap();

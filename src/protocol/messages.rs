@@ -78,11 +78,23 @@ pub enum Kind {
     GroupDescribe = 56,
     /// [`StatsRequest`] → [`StatsResponse`].
     Stats = 60,
+    /// [`ProducerDeclare`] → [`ProducerDeclared`].
+    ProducerDeclare = 70,
+    /// [`ProducerRef`] → [`ProducerSequenceInfo`]: the last stored sequence on one partition.
+    ProducerSequence = 71,
+    /// [`ProducerRef`] (partition ignored) → [`Empty`]: forgets a name on every partition.
+    ProducerDelete = 72,
+    /// [`ProducerHeartbeat`] → [`Empty`]: keeps the session's producer leases alive.
+    ProducerHeartbeat = 73,
+    /// [`ProducerListRequest`] → [`ProducerList`].
+    ProducerList = 74,
+    /// [`ProducerClose`] → [`Empty`]: releases the session's lease on a topic.
+    ProducerClose = 75,
 }
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 28] = [
+    pub const ALL: [Kind; 34] = [
         Kind::Ping,
         Kind::Login,
         Kind::Metadata,
@@ -111,6 +123,12 @@ impl Kind {
         Kind::GroupList,
         Kind::GroupDescribe,
         Kind::Stats,
+        Kind::ProducerDeclare,
+        Kind::ProducerSequence,
+        Kind::ProducerDelete,
+        Kind::ProducerHeartbeat,
+        Kind::ProducerList,
+        Kind::ProducerClose,
     ];
 
     /// The kind with this wire value.
@@ -176,13 +194,24 @@ pub enum Status {
     TooManyConnections = 61,
     /// The server is shutting down.
     ShuttingDown = 62,
+    /// A batch of a named producer came from an epoch older than the name's current one: a newer
+    /// instance declared the same name. The batch was not written.
+    ProducerFenced = 70,
+    /// Another producer holds the topic exclusively, or an exclusive declaration met other
+    /// producers.
+    ProducerBusy = 71,
+    /// The producer id or name is not known on this topic (never declared, deleted or expired).
+    UnknownProducer = 72,
+    /// A named producer's batch whose sequences straddle the last stored sequence (its first is at
+    /// or below it, its last above): neither all new nor all duplicate, so it is refused whole.
+    SequenceStraddle = 73,
     /// An unexpected server error.
     Internal = 99,
 }
 
 impl Status {
     /// Every status, for tables and tests.
-    pub const ALL: [Status; 27] = [
+    pub const ALL: [Status; 31] = [
         Status::Ok,
         Status::BadFrame,
         Status::UnknownKind,
@@ -209,6 +238,10 @@ impl Status {
         Status::TooManyInFlight,
         Status::TooManyConnections,
         Status::ShuttingDown,
+        Status::ProducerFenced,
+        Status::ProducerBusy,
+        Status::UnknownProducer,
+        Status::SequenceStraddle,
         Status::Internal,
     ];
 
@@ -523,6 +556,10 @@ pub struct ProduceRequest {
 }
 
 /// Where one produced batch landed.
+///
+/// For a named producer's batch that was already stored (a retry), `duplicate` is set and the
+/// offsets are the original ones when the partition still remembers them; when it does not,
+/// `base_offset`, `last_offset` and `append_timestamp_us` are all `u64::MAX` ([`BatchAck::UNKNOWN`]).
 #[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchAck {
     /// Offset of its first record.
@@ -531,6 +568,18 @@ pub struct BatchAck {
     pub last_offset: u64,
     /// Append timestamp (µs).
     pub append_timestamp_us: u64,
+    /// The batch was a duplicate of one already stored and was not written again.
+    pub duplicate: bool,
+}
+
+impl BatchAck {
+    /// The offset value of a duplicate whose original offsets are no longer known.
+    pub const UNKNOWN: u64 = u64::MAX;
+
+    /// Whether the offsets are known (false only for a duplicate the partition forgot).
+    pub fn has_offsets(&self) -> bool {
+        self.base_offset != Self::UNKNOWN
+    }
 }
 
 /// Answer to [`Kind::Produce`].
@@ -540,6 +589,130 @@ pub struct ProduceResponse {
     pub partition: u32,
     /// One acknowledgement per batch, in order.
     pub acks: Vec<BatchAck>,
+}
+
+/// How a named producer shares its topic (Danube's access modes).
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessMode {
+    /// Any number of producers may write the topic.
+    #[default]
+    Shared,
+    /// This producer alone may hold the topic; other declarations fail with
+    /// [`Status::ProducerBusy`] while its session holds the lease.
+    Exclusive,
+}
+
+/// [`Kind::ProducerDeclare`]: declares a named producer on a topic.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProducerDeclare {
+    /// Stream name.
+    pub stream: String,
+    /// Topic name.
+    pub topic: String,
+    /// The producer's name (a metadata name: 1-255 bytes of `[A-Za-z0-9._-]`).
+    pub name: String,
+    /// Shared or exclusive.
+    pub access: AccessMode,
+}
+
+/// The last sequence a named producer stored on one partition.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSequence {
+    /// Partition id.
+    pub partition: u32,
+    /// The last stored sequence, or `None` when nothing is stored for the producer there.
+    pub last_sequence: Option<u64>,
+}
+
+/// Answer to [`Kind::ProducerDeclare`].
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProducerDeclared {
+    /// The producer id to write into every batch header (never 0).
+    pub producer_id: u64,
+    /// The epoch to write into every batch header; batches of older epochs are fenced.
+    pub epoch: u32,
+    /// The last stored sequence on every partition of the topic, in partition order.
+    pub partitions: Vec<PartitionSequence>,
+    /// How long the lease lasts without a heartbeat (ms); heartbeat well within it.
+    pub session_timeout_ms: u64,
+}
+
+/// [`Kind::ProducerSequence`] and [`Kind::ProducerDelete`]: a named producer on a topic.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRef {
+    /// Stream name.
+    pub stream: String,
+    /// Topic name.
+    pub topic: String,
+    /// Partition id (ignored by [`Kind::ProducerDelete`]).
+    pub partition: u32,
+    /// The producer's name.
+    pub name: String,
+}
+
+/// Answer to [`Kind::ProducerSequence`].
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSequenceInfo {
+    /// The producer id the name maps to.
+    pub producer_id: u64,
+    /// The current epoch on the partition.
+    pub epoch: u32,
+    /// The last stored sequence, or `None` when nothing is stored for the producer there.
+    pub last_sequence: Option<u64>,
+}
+
+/// [`Kind::ProducerHeartbeat`]: keeps every lease this session holds alive. Leases are also kept
+/// alive by produce requests of the session.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProducerHeartbeat {
+    /// Stream name.
+    pub stream: String,
+    /// Topic name.
+    pub topic: String,
+    /// The producer's name.
+    pub name: String,
+}
+
+/// [`Kind::ProducerClose`]: the session is done with this producer; an exclusive lease is
+/// released at once (it is released on disconnect too).
+pub type ProducerClose = ProducerHeartbeat;
+
+/// [`Kind::ProducerList`]: named producers of one stream (or all).
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProducerListRequest {
+    /// Only this stream (all when none).
+    pub stream: Option<String>,
+}
+
+/// One named producer as [`Kind::ProducerList`] shows it.
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProducerInfo {
+    /// Stream name.
+    pub stream: String,
+    /// Topic name.
+    pub topic: String,
+    /// The producer's name.
+    pub name: String,
+    /// Its id.
+    pub producer_id: u64,
+    /// Its current epoch.
+    pub epoch: u32,
+    /// Its access mode at the last declaration.
+    pub access: AccessMode,
+    /// Whether a session holds a lease on the topic for it now (exclusive holders are listed
+    /// with `access == Exclusive`).
+    pub leased: bool,
+    /// The holder's peer address, when leased.
+    pub holder: Option<String>,
+    /// The last stored sequence per partition.
+    pub partitions: Vec<PartitionSequence>,
+}
+
+/// Answer to [`Kind::ProducerList`].
+#[derive(Archive, Serialize, Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ProducerList {
+    /// Every known named producer.
+    pub producers: Vec<ProducerInfo>,
 }
 
 /// Where a poll starts.
@@ -795,6 +968,13 @@ pub struct PartitionStats {
     pub consumers: Vec<String>,
     /// Why the partition refuses writes, if it does.
     pub poisoned: Option<String>,
+    /// Named producers tracked on the partition.
+    pub producers: u32,
+    /// Producer entries evicted since start (least recently used past
+    /// `--max-producers-per-partition`, or idle past `--producer-expiry`).
+    pub producer_evictions: u64,
+    /// Duplicate batches acknowledged without being written, since start.
+    pub duplicate_batches: u64,
 }
 
 /// Statistics of one topic.

@@ -6,5 +6,6 @@
 //! here panics on untrusted input; every decoder returns a typed error instead.
 
 pub mod batch;
+pub mod compression;
 pub mod frame;
 pub mod messages;

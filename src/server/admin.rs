@@ -274,6 +274,14 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
             )
         }
         Kind::Stats => stats(context, decode(body)?).await,
+        Kind::ProducerDeclare
+        | Kind::ProducerSequence
+        | Kind::ProducerDelete
+        | Kind::ProducerHeartbeat
+        | Kind::ProducerList
+        | Kind::ProducerClose => {
+            Err(BrokerError::new(Status::UnknownKind, format!("{kind:?} is not served yet")))
+        }
         Kind::Ping | Kind::Login | Kind::Produce | Kind::Poll | Kind::OffsetStore | Kind::OffsetGet => {
             Err(BrokerError::new(Status::Internal, format!("{kind:?} reached the admin dispatcher")))
         }

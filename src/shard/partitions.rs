@@ -233,6 +233,7 @@ impl PartitionManager {
                 base_offset: info.base_offset,
                 last_offset: info.last_offset,
                 append_timestamp_us: info.append_timestamp_us,
+                duplicate: false,
             })
             .collect();
         Ok(acks)
@@ -352,6 +353,9 @@ impl PartitionManager {
                     segments: segments as u32,
                     consumers,
                     poisoned: p.log.poisoned(),
+                    producers: 0,
+                    producer_evictions: 0,
+                    duplicate_batches: 0,
                 };
                 (p.key, stats)
             })
