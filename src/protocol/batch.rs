@@ -1570,10 +1570,10 @@ mod tests {
         build(42, 1000, &sample_messages())
     }
 
-    /// One record: key "abc", header ("h", "val"), payload "payload". The record starts at 104:
-    /// length 104, offset delta 108, timestamp delta 112, flags 116, reserved 117, header count
-    /// 118, payload length 120, key length 124, key 126, header key length 129, header key 130,
-    /// header value length 131, header value 135, payload 138..145.
+    /// One record: key "abc", header ("h", "val"), payload "payload". The record starts at 128:
+    /// length 128, offset delta 132, timestamp delta 136, flags 140, reserved 141, header count
+    /// 142, payload length 144, key length 148, key 150, header key length 153, header key 154,
+    /// header value length 155, header value 159, payload 162..169.
     fn one_record_batch() -> Vec<u8> {
         let headers: &[(&[u8], &[u8])] = &[(b"h", b"val")];
         let message = Message {
@@ -1583,7 +1583,7 @@ mod tests {
             ..Message::payload(b"payload")
         };
         let bytes = build(0, 0, &[message]);
-        assert_eq!(bytes.len(), 145);
+        assert_eq!(bytes.len(), 169);
         bytes
     }
 
@@ -1600,7 +1600,15 @@ mod tests {
         assert_eq!(bytes.len(), header.length as usize);
         assert_eq!(crc32_of(bytes), header.crc32);
         assert_eq!(BatchHeader::decode(bytes).as_ref(), Ok(header));
-        let mut total_bytes = BATCH_HEADER_BYTES;
+        if header.is_compressed() {
+            // Only the header and CRC are checked before inflating; inflating never panics.
+            assert_eq!(batch.records().count(), 0);
+            if let Ok(plain) = inflate(bytes, 1 << 20) {
+                assert_consistent(&validate(&plain).unwrap());
+            }
+            return;
+        }
+        let mut total_bytes = header.header_bytes();
         let mut count = 0u32;
         let mut max_timestamp_us = 0;
         let records = batch.records();
@@ -1736,7 +1744,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "fewer than a batch header")]
     fn patch_server_fields_refuses_a_short_slice() {
-        patch_server_fields(&mut [0u8; BATCH_HEADER_BYTES - 1], 0, 0);
+        patch_server_fields(&mut [0u8; BATCH_HEADER_V1_BYTES - 1], 0, 0);
     }
 
     #[test]
@@ -1806,11 +1814,15 @@ mod tests {
     fn batches_reports_an_incomplete_tail_as_truncated() {
         let first = sample_batch();
         let second = one_record_batch();
-        for cut in [1, 50, BATCH_HEADER_BYTES, second.len() - 1] {
+        for cut in [1, 50, BATCH_HEADER_V1_BYTES, BATCH_HEADER_BYTES, second.len() - 1] {
             let stream = [first.as_slice(), &second[..cut]].concat();
             let mut iter = batches(&stream);
             assert!(iter.next().unwrap().is_ok());
-            let needed = if cut < BATCH_HEADER_BYTES { BATCH_HEADER_BYTES } else { second.len() };
+            let needed = match cut {
+                _ if cut < BATCH_HEADER_V1_BYTES => BATCH_HEADER_V1_BYTES,
+                _ if cut < BATCH_HEADER_BYTES => BATCH_HEADER_BYTES,
+                _ => second.len(),
+            };
             assert_eq!(
                 iter.next(),
                 Some(Err(BatchError::Truncated { needed, available: cut })),
@@ -1844,7 +1856,9 @@ mod tests {
         let bytes = sample_batch();
         for cut in 0..bytes.len() {
             let prefix = &bytes[..cut];
-            let expected = if cut < BATCH_HEADER_BYTES {
+            let expected = if cut < BATCH_HEADER_V1_BYTES {
+                BatchError::Truncated { needed: BATCH_HEADER_V1_BYTES, available: cut }
+            } else if cut < BATCH_HEADER_BYTES {
                 BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: cut }
             } else {
                 BatchError::LengthMismatch { header: bytes.len() as u32, actual: cut }
@@ -1867,23 +1881,42 @@ mod tests {
             validate(&bytes).map(|_| ())
         };
         assert_eq!(with(MAGIC_AT, b"RBAX"), Err(BatchError::BadMagic(*b"RBAX")));
-        assert_eq!(with(VERSION_AT, &2u16.to_le_bytes()), Err(BatchError::UnsupportedVersion(2)));
+        assert_eq!(with(VERSION_AT, &3u16.to_le_bytes()), Err(BatchError::UnsupportedVersion(3)));
         assert_eq!(with(VERSION_AT, &0u16.to_le_bytes()), Err(BatchError::UnsupportedVersion(0)));
-        assert_eq!(with(ATTRIBUTES_AT, &[0b1001, 0]), Err(BatchError::UnsupportedCodec(1)));
+        assert_eq!(with(ATTRIBUTES_AT, &[0b1011, 0]), Err(BatchError::UnsupportedCodec(3)));
+        assert_eq!(with(ATTRIBUTES_AT, &[0b1111, 0]), Err(BatchError::UnsupportedCodec(7)));
         assert_eq!(with(ATTRIBUTES_AT, &[0b1_1000, 0]), Err(BatchError::ReservedBitsSet));
         assert_eq!(with(ATTRIBUTES_AT, &[0b1000, 0x80]), Err(BatchError::ReservedBitsSet));
-        assert_eq!(with(RESERVED_A_AT, &[1]), Err(BatchError::ReservedBitsSet));
+        assert_eq!(with(RESERVED_C_AT + 7, &[1]), Err(BatchError::ReservedBitsSet));
+        assert_eq!(
+            with(RECORDS_BYTES_AT, &[1]),
+            Err(BatchError::Invalid("records_bytes differs from the records' size"))
+        );
+        assert_eq!(
+            with(FIRST_SEQUENCE_AT, &u64::MAX.to_le_bytes()),
+            Err(BatchError::Invalid("first_sequence is above last_sequence"))
+        );
         assert_eq!(with(RESERVED_B_AT + 3, &[0x80]), Err(BatchError::ReservedBitsSet));
         for length in [0, 50, BATCH_BYTES_MIN as u32 - 1, BATCH_BYTES_MAX as u32 + 1, u32::MAX] {
             assert_eq!(with(LENGTH_AT, &length.to_le_bytes()), Err(BatchError::LengthOutOfRange(length)));
         }
         let longer = bytes.len() as u32 + 1;
+        let mut claims_more = bytes.clone();
+        claims_more[RECORDS_BYTES_AT..RECORDS_BYTES_AT + 4]
+            .copy_from_slice(&(longer - BATCH_HEADER_BYTES as u32).to_le_bytes());
+        claims_more[LENGTH_AT..CRC_AT].copy_from_slice(&longer.to_le_bytes());
+        assert_eq!(
+            validate(&claims_more).map(|_| ()),
+            Err(BatchError::LengthMismatch { header: longer, actual: bytes.len() })
+        );
         assert_eq!(
             with(LENGTH_AT, &longer.to_le_bytes()),
-            Err(BatchError::LengthMismatch { header: longer, actual: bytes.len() })
+            Err(BatchError::Invalid("records_bytes differs from the records' size"))
         );
         let mut stream = bytes.clone();
         stream[LENGTH_AT..CRC_AT].copy_from_slice(&longer.to_le_bytes());
+        stream[RECORDS_BYTES_AT..RECORDS_BYTES_AT + 4]
+            .copy_from_slice(&(longer - BATCH_HEADER_BYTES as u32).to_le_bytes());
         assert!(matches!(batches(&stream).next(), Some(Err(BatchError::Truncated { .. }))));
         for count in [0, BATCH_RECORDS_MAX + 1, u32::MAX] {
             assert_eq!(
@@ -1929,10 +1962,11 @@ mod tests {
             FIRST_TIMESTAMP_AT,
             MAX_TIMESTAMP_AT,
             PRODUCER_ID_AT,
-            PRODUCER_SEQUENCE_AT,
+            PRODUCER_EPOCH_AT,
             FILTER_BLOOM_AT,
+            LAST_SEQUENCE_AT,
             BATCH_HEADER_BYTES + TIMESTAMP_DELTA_AT,
-            140,
+            164,
         ];
         for at in field_regions {
             let mut flipped = bytes.clone();
@@ -1994,13 +2028,13 @@ mod tests {
             "record parts do not add up to record_length"
         );
         assert_eq!(
-            malformed_reason(corrupt(&bytes, 124, &u16::MAX.to_le_bytes())),
+            malformed_reason(corrupt(&bytes, 148, &u16::MAX.to_le_bytes())),
             "key is longer than KEY_BYTES_MAX"
         );
-        assert_eq!(malformed_reason(corrupt(&bytes, 124, &100u16.to_le_bytes())), "key runs past the record");
-        assert_eq!(malformed_reason(corrupt(&bytes, 129, &[200])), "header key runs past the record");
+        assert_eq!(malformed_reason(corrupt(&bytes, 148, &100u16.to_le_bytes())), "key runs past the record");
+        assert_eq!(malformed_reason(corrupt(&bytes, 153, &[200])), "header key runs past the record");
         assert_eq!(
-            malformed_reason(corrupt(&bytes, 131, &u32::MAX.to_le_bytes())),
+            malformed_reason(corrupt(&bytes, 155, &u32::MAX.to_le_bytes())),
             "header value runs past the record"
         );
     }
@@ -2026,6 +2060,8 @@ mod tests {
         longer.push(0);
         let length = longer.len() as u32;
         longer[LENGTH_AT..CRC_AT].copy_from_slice(&length.to_le_bytes());
+        longer[RECORDS_BYTES_AT..RECORDS_BYTES_AT + 4]
+            .copy_from_slice(&(length - BATCH_HEADER_BYTES as u32).to_le_bytes());
         fix_crc(&mut longer);
         assert_eq!(
             validate(&longer).map(|_| ()),
@@ -2159,26 +2195,71 @@ mod tests {
 
     /// Version 1 bytes as the format document draws them. If this test fails, the format
     /// changed: bump the version and keep reading the old one.
-    #[test]
-    fn fixture_v1_bytes_are_stable() {
-        let headers: &[(&[u8], &[u8])] = &[(b"h", b"v")];
-        let messages = [
+    fn fixture_messages() -> [Message<'static>; 2] {
+        const HEADERS: &[(&[u8], &[u8])] = &[(b"h", b"v")];
+        [
             Message {
                 key: Some(b"k"),
                 filter_value: Some(b"f"),
-                headers,
+                headers: HEADERS,
                 payload: b"hi",
                 timestamp_us: Some(1_000_000),
             },
             Message { timestamp_us: Some(1_000_002), ..Message::payload(b"") },
-        ];
-        let mut bytes = build(0x0102_0304_0506_0708, 9, &messages);
+        ]
+    }
+
+    fn hex_bytes(hex: &str) -> Vec<u8> {
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// Version-1 batches (what segments written before version 2 hold) still validate and serve
+    /// the same records: the fixture bytes were written by the version-1 builder.
+    #[test]
+    fn fixture_v1_bytes_still_validate() {
+        let bytes = hex_bytes(&FIXTURE_V1_HEX.concat());
+        let batch = validate(&bytes).unwrap();
+        let header = *batch.header();
+        assert_eq!((header.version, header.header_bytes()), (BATCH_FORMAT_VERSION_1, BATCH_HEADER_V1_BYTES));
+        assert_eq!(header.crc32, 0x7a7a_45bb);
+        assert_eq!((header.producer_id, header.producer_epoch), (0x0102_0304_0506_0708, 0));
+        assert_eq!((header.first_sequence, header.last_sequence), (9, 10));
+        assert_eq!(header.records_bytes as usize, bytes.len() - BATCH_HEADER_V1_BYTES);
+        assert_eq!(&header.encode()[..BATCH_HEADER_V1_BYTES], &bytes[..BATCH_HEADER_V1_BYTES]);
+        assert_consistent(&batch);
+        let records: Vec<_> = batch.records().collect();
+        let messages = fixture_messages();
+        assert_eq!(records.len(), 2);
+        for (record, message) in records.iter().zip(&messages) {
+            assert_eq!(
+                (record.key, record.filter_value, record.payload),
+                (message.key, message.filter_value, message.payload)
+            );
+            assert_eq!(Some(record.timestamp_us), message.timestamp_us);
+        }
+        assert_eq!(records[0].headers().collect::<Vec<_>>(), [(&b"h"[..], &b"v"[..])]);
+        assert_eq!(batches(&[bytes.clone(), bytes].concat()).filter(Result::is_ok).count(), 2);
+    }
+
+    #[test]
+    fn fixture_v2_bytes_are_stable() {
+        let mut builder = BatchBuilder::new(0x0102_0304_0506_0708, 9);
+        builder.set_producer(0x0102_0304_0506_0708, 3);
+        for message in fixture_messages() {
+            builder.push(&message).unwrap();
+        }
+        builder.set_last_sequence(12);
+        let mut bytes = builder.finish().unwrap();
         patch_server_fields(&mut bytes, 5, 6);
-        let expected_hex: String = FIXTURE_V1_HEX.concat();
+        let expected_hex: String = FIXTURE_V2_HEX.concat();
         let actual_hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
         assert_eq!(actual_hex, expected_hex);
         let batch = validate(&bytes).unwrap();
-        assert_eq!(batch.header().crc32, 0x7a7a_45bb);
+        assert_eq!(
+            batch.header().crc32,
+            u32::from_le_bytes(hex_bytes(FIXTURE_V2_HEX[4]).try_into().unwrap())
+        );
+        assert_eq!((batch.header().first_sequence, batch.header().last_sequence), (9, 12));
         assert_consistent(&batch);
         // Filter value "f": FNV-1a gives bits 217, 38 and 115.
         assert_eq!(bloom_bits(b"f").collect::<Vec<_>>(), [217, 38, 115]);
@@ -2221,6 +2302,48 @@ mod tests {
         "00",                               // 151: reserved
         "0000",                             // 152: header_count 0
         "00000000",                         // 154: payload_length 0
+    ];
+
+    /// The version-2 fixture field by field (also drawn in `docs/format.md`): the v1 fixture's
+    /// records, producer epoch 3, sequences 9..=12 (a gap: two records, four sequence numbers).
+    const FIXTURE_V2_HEX: [&str; 37] = [
+        "52424154",                         //   0: magic "RBAT"
+        "0200",                             //   4: version 2
+        "0800",                             //   6: attributes: has filter values, codec none
+        "b6000000",                         //   8: length 182
+        "b490936d",                         //  12: crc32 0x6d9390b4
+        "0500000000000000",                 //  16: base_offset 5
+        "0600000000000000",                 //  24: append_timestamp_us 6
+        "02000000",                         //  32: record_count 2
+        "36000000",                         //  36: records_bytes 54
+        "40420f0000000000",                 //  40: first_timestamp_us 1_000_000
+        "42420f0000000000",                 //  48: max_timestamp_us 1_000_002
+        "0807060504030201",                 //  56: producer_id 0x0102030405060708
+        "03000000",                         //  64: producer_epoch 3
+        "00000000",                         //  68: reserved
+        "00000000400000000000000000000800", //  72: filter bloom, bytes 0..16
+        "00000000000000000000000200000000", //  88: filter bloom, bytes 16..32
+        "0900000000000000",                 // 104: first_sequence 9
+        "0c00000000000000",                 // 112: last_sequence 12
+        "0000000000000000",                 // 120: reserved
+        "22000000",                         // 128: record 0: record_length 34
+        "00000000",                         // 132: offset_delta 0
+        "00000000",                         // 136: timestamp_delta_us 0
+        "03",                               // 140: flags: key, filter value
+        "00",                               // 141: reserved
+        "0100",                             // 142: header_count 1
+        "02000000",                         // 144: payload_length 2
+        "01006b",                           // 148: key: length 1, "k"
+        "0166",                             // 151: filter value: length 1, "f"
+        "01680100000076",                   // 153: header: key length 1, "h", length 1, "v"
+        "6869",                             // 160: payload "hi"
+        "14000000",                         // 162: record 1: record_length 20
+        "01000000",                         // 166: offset_delta 1
+        "02000000",                         // 170: timestamp_delta_us 2
+        "00",                               // 174: flags: none
+        "00",                               // 175: reserved
+        "0000",                             // 176: header_count 0
+        "00000000",                         // 178: payload_length 0
     ];
 
     #[test]

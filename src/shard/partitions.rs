@@ -23,7 +23,7 @@ use crate::io::dma::DmaIo;
 use crate::metadata::catalog::Catalog;
 use crate::metadata::table::ShardTable;
 use crate::model::now_us;
-use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::protocol::batch::{self, BatchHeader, BATCH_BYTES_MIN};
 use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
 use crate::server::config::ServerConfig;
 use crate::storage::offsets::{OffsetError, OffsetStore};
@@ -462,7 +462,7 @@ fn offset_error(what: &str, error: OffsetError) -> BrokerError {
 fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, usize)>> {
     let invalid =
         |message: String| BrokerError::new(crate::protocol::messages::Status::InvalidBatch, message);
-    if batch_count == 0 || batch_count as usize > payload.len() / BATCH_HEADER_BYTES {
+    if batch_count == 0 || batch_count as usize > payload.len() / BATCH_BYTES_MIN {
         return Err(invalid(format!(
             "batch count {batch_count} does not fit a payload of {} bytes",
             payload.len()

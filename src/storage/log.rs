@@ -29,7 +29,7 @@ use super::{FsyncPolicy, LogConfig, LogOffsets, Repair, StorageError, StorageRes
 use crate::constants::READ_SCAN_BYTES_MIN;
 use crate::io::{Io, IoFile};
 use crate::model::{now_us, Offset, TimestampUs};
-use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::protocol::batch::{self, BatchHeader, BATCH_HEADER_BYTES, BATCH_HEADER_V1_BYTES};
 
 /// What an append was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -856,8 +856,14 @@ async fn read_batches<F: IoFile>(
         let buffer = file.read_at(position, len).await?;
         let mut at = 0_usize;
         let mut first: Option<usize> = None;
-        while let Some(header_bytes) = buffer.get(at..at + BATCH_HEADER_BYTES) {
-            let header = BatchHeader::decode(header_bytes)?;
+        // At least the header every version shares (a version-1 batch may be shorter than a
+        // version-2 header); a version-2 header cut by the buffer's end is read again next round.
+        while buffer.len().saturating_sub(at) >= BATCH_HEADER_V1_BYTES {
+            let header = match BatchHeader::decode(&buffer[at..]) {
+                Ok(header) => header,
+                Err(batch::BatchError::Truncated { .. }) if at > 0 => break,
+                Err(error) => return Err(error.into()),
+            };
             if header.base_offset != offset {
                 let position = position + at as u64;
                 return Err(StorageError::Corrupt { position, reason: "batch offset out of sequence" });

@@ -518,3 +518,31 @@ impl Broker {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 }
+
+impl Broker {
+    /// Starts a broker on a copy of the data directory `fixture` (for format-compatibility
+    /// tests: the fixture is never written to).
+    pub fn start_from(shards: u16, extra: &[&str], fixture: &std::path::Path) -> Broker {
+        let dir = tempfile::Builder::new().prefix("ringbroker-it-").tempdir().expect("tempdir");
+        copy_tree(fixture, dir.path());
+        let port = free_ports(shards);
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut broker = Broker { child: None, dir, port, shards, args };
+        broker.spawn();
+        broker
+    }
+}
+
+/// Copies the directory tree `from` into `to` (which exists).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("fixture entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("create dir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture file");
+        }
+    }
+}
