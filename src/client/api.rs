@@ -15,9 +15,10 @@ use crate::protocol::batch::BatchHeader;
 use crate::protocol::messages::{
     AddPartitions, ConsumerRef, CreateStream, CreateTopic, CreateUser, Empty, GetOffset, GroupInfo,
     GroupList, GroupRef, JoinGroup, Kind, MemberRef, Membership, NameRef, OffsetInfo, Partitioning,
-    PingResponse, PollRequest, PollResponse, ProduceRequest, ProduceResponse, SetPermissions, StatsRequest,
-    StatsResponse, StoreOffset, StreamInfo, StreamList, StreamPermission, TopicConfig, TopicInfo, TopicList,
-    TopicRef, UserList,
+    PingResponse, PollRequest, PollResponse, ProduceRequest, ProduceResponse, ProducerDeclare,
+    ProducerDeclared, ProducerHeartbeat, ProducerList, ProducerListRequest, ProducerRef,
+    ProducerSequenceInfo, SetPermissions, StatsRequest, StatsResponse, StoreOffset, StreamInfo, StreamList,
+    StreamPermission, TopicConfig, TopicInfo, TopicList, TopicRef, UserList,
 };
 
 impl Client {
@@ -241,6 +242,61 @@ impl Client {
         let request = StatsRequest { stream: stream.map(str::to_string) };
         Ok(self.request(Kind::Stats, &request, &[]).await?.0)
     }
+
+    /// Declares a named producer on a topic: its id, its new epoch (older epochs are fenced
+    /// from now on), its last stored sequence per partition and the lease's session timeout.
+    /// `ProducerBusy` when another session holds the topic exclusively (or, for an exclusive
+    /// declaration, when other producers hold it). The lease lives on this connection.
+    pub async fn declare_producer(&self, request: &ProducerDeclare) -> Result<ProducerDeclared, ClientError> {
+        Ok(self.request(Kind::ProducerDeclare, request, &[]).await?.0)
+    }
+
+    /// The last sequence a named producer stored on one partition (`UnknownProducer` for a
+    /// name never declared on the topic).
+    pub async fn producer_sequence(
+        &self,
+        stream: &str,
+        topic: &str,
+        partition: u32,
+        name: &str,
+    ) -> Result<ProducerSequenceInfo, ClientError> {
+        let request = producer_ref(stream, topic, partition, name);
+        Ok(self.request(Kind::ProducerSequence, &request, &[]).await?.0)
+    }
+
+    /// Forgets a named producer on every partition of a topic (its next declaration starts
+    /// over at sequence 0, so its old batches are no longer recognised as duplicates).
+    pub async fn delete_producer(&self, stream: &str, topic: &str, name: &str) -> Result<(), ClientError> {
+        let request = producer_ref(stream, topic, 0, name);
+        self.request::<_, Empty>(Kind::ProducerDelete, &request, &[]).await.map(drop)
+    }
+
+    /// Keeps this connection's lease on a named producer alive; send well within the
+    /// declaration's `session_timeout_ms`.
+    pub async fn producer_heartbeat(&self, stream: &str, topic: &str, name: &str) -> Result<(), ClientError> {
+        let request = producer_heartbeat(stream, topic, name);
+        self.request::<_, Empty>(Kind::ProducerHeartbeat, &request, &[]).await.map(drop)
+    }
+
+    /// The named producers of one stream, or of every stream the user may see.
+    pub async fn list_producers(&self, stream: Option<&str>) -> Result<ProducerList, ClientError> {
+        let request = ProducerListRequest { stream: stream.map(str::to_string) };
+        Ok(self.request(Kind::ProducerList, &request, &[]).await?.0)
+    }
+
+    /// Ends this connection's lease on a named producer (an exclusive topic is free at once).
+    pub async fn close_producer(&self, stream: &str, topic: &str, name: &str) -> Result<(), ClientError> {
+        let request = producer_heartbeat(stream, topic, name);
+        self.request::<_, Empty>(Kind::ProducerClose, &request, &[]).await.map(drop)
+    }
+}
+
+fn producer_ref(stream: &str, topic: &str, partition: u32, name: &str) -> ProducerRef {
+    ProducerRef { stream: stream.to_string(), topic: topic.to_string(), partition, name: name.to_string() }
+}
+
+fn producer_heartbeat(stream: &str, topic: &str, name: &str) -> ProducerHeartbeat {
+    ProducerHeartbeat { stream: stream.to_string(), topic: topic.to_string(), name: name.to_string() }
 }
 
 /// Checks each batch's header and that its length is its slice's; returns the count.

@@ -1201,6 +1201,7 @@ fn received_messages(polled: &Polled) -> Result<Vec<ReceivedMessage>, ClientErro
             let batch = batch.map_err(|error| {
                 ClientError::Protocol(format!("partition {} returned a bad batch: {error}", info.partition))
             })?;
+            let batch = partition.check_plain(batch)?;
             let header = batch.header();
             if header.next_offset() <= info.start_offset || header.base_offset >= info.next_offset {
                 continue;

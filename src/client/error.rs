@@ -54,6 +54,17 @@ impl ClientError {
         matches!(self, ClientError::Disconnected | ClientError::Timeout | ClientError::Io(_))
     }
 
+    /// Whether a newer instance of this named producer declared the same name: the server
+    /// fenced this one off (`ProducerFenced`). Retrying cannot help; the producer must stop.
+    pub fn is_producer_fenced(&self) -> bool {
+        self.status() == Some(Status::ProducerFenced)
+    }
+
+    /// Whether another producer holds the topic exclusively (`ProducerBusy`).
+    pub fn is_producer_busy(&self) -> bool {
+        self.status() == Some(Status::ProducerBusy)
+    }
+
     /// An I/O error with what was being done and where, keeping its kind.
     pub(crate) fn io(what: impl fmt::Display, error: std::io::Error) -> Self {
         ClientError::Io(std::io::Error::new(error.kind(), format!("{what}: {error}")))

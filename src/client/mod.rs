@@ -47,7 +47,10 @@ pub use consumer::{
     AutoCommit, ConsumeError, Consumer, ConsumerBuilder, HandlerError, MessageConsumer, ReceivedMessage,
 };
 pub use error::ClientError;
-pub use polled::{PartitionRecords, Polled, PolledPartitionData, PolledRecord};
+pub use polled::{
+    PartitionRecords, Polled, PolledPartitionData, PolledRecord, RefusedBatch, INFLATED_BATCH_BYTES_MAX,
+    INFLATED_POLL_BYTES_MAX,
+};
 pub use producer::{Partitioning, Producer, ProducerBuilder, ProducerError, ProducerMessage};
 pub use router::{RouterSource, ShardRouter};
 pub use stream::{RingStream, StreamConfig};
