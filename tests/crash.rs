@@ -1,9 +1,13 @@
 //! Crash test: the real `ringbroker` binary, SIGKILLed again and again under load, on one data
 //! directory that persists across cycles (`docs/crash-test.md`).
 //!
-//! Each cycle starts the broker, runs producers (low-level `Client::produce`, one batch per
-//! request, never retried, so every acknowledgement maps to exactly one set of messages) and a
-//! consumer group (members poll with `Next` and commit what they read), SIGKILLs the broker at a
+//! Each cycle starts the broker, runs producers and a consumer group. Each producer lane is a
+//! named, idempotent producer (`ProducerDeclare` each cycle, as a restarted producer would, with
+//! its sequences continuing and seeded gaps between batches) that sends one batch per request
+//! with the low-level `Client::produce` and **retries** it until it is answered: a lost answer or
+//! connection sends the very same batch again, and a batch still unanswered at the kill is sent
+//! again first thing next cycle, against the restarted broker. The broker must store each batch
+//! once (a resend is acknowledged as a duplicate with the original offsets). The consumer group (members poll with `Next` and commit what they read), SIGKILLs the broker at a
 //! seeded random moment (one cycle in five also kills the restarted broker once during recovery
 //! and start-up), restarts it and checks, reading every partition from offset 0:
 //!
@@ -40,8 +44,8 @@ use std::time::{Duration, Instant};
 use ringbroker::client::{Client, ClientError, ConnectionString, Polled};
 use ringbroker::protocol::batch::BatchBuilder;
 use ringbroker::protocol::messages::{
-    ConsumerRef, GroupTarget, JoinGroup, PartitionTarget, Partitioning, PollRequest, PollStrategy,
-    PollTarget, Status, TopicConfig,
+    AccessMode, ConsumerRef, GroupTarget, JoinGroup, PartitionTarget, Partitioning, PollRequest,
+    PollStrategy, PollTarget, ProducerDeclare, Status, TopicConfig,
 };
 
 const STREAM: &str = "crash";
@@ -306,8 +310,14 @@ struct Commits {
 #[derive(Debug, Default)]
 struct CycleLog {
     acks: Vec<Ack>,
-    /// Sent without an answer (connection lost, timeout): may or may not be stored.
+    /// Sent without an answer (connection lost, timeout) by the cycle's end: may or may not be
+    /// stored (the lane resends them next cycle).
     unanswered: HashSet<MessageId>,
+    /// Acknowledged as duplicates whose original offsets the broker no longer knew: stored
+    /// exactly once, somewhere.
+    acked_unplaced: HashSet<MessageId>,
+    /// Acknowledgements that came back flagged `duplicate` (a resend of a stored batch).
+    duplicate_acks: u64,
     /// Refused by the broker with an error status: must not be stored.
     refused: HashSet<MessageId>,
     refusals: Vec<String>,
@@ -326,8 +336,10 @@ struct Load {
     stop: AtomicBool,
     deadline: Instant,
     pause_ms_max: u64,
-    /// The next sequence number of each producer (persists across cycles).
+    /// The next message number of each producer (persists across cycles).
     sequences: Arc<Vec<AtomicU64>>,
+    /// The named producer lanes (persist across cycles).
+    lanes: Lanes,
     commits: Arc<Vec<tokio::sync::Mutex<Commits>>>,
     log: Mutex<CycleLog>,
 }
@@ -357,32 +369,146 @@ async fn connect_retrying(url: &ConnectionString, deadline: Instant) -> Client {
     }
 }
 
-/// One producer lane: sends batches of 1..=8 messages to seeded partitions, one request at a
-/// time, and records every answer.
+/// What one named producer lane keeps across cycles (and broker restarts).
+#[derive(Debug, Default)]
+struct LaneState {
+    /// The epoch of its last declaration (each cycle declares again, as a restarted producer
+    /// would): it must rise every time.
+    epoch: Option<u32>,
+    /// The next producer sequence per partition.
+    next_sequence: Vec<u64>,
+    /// The batch sent without an answer when the last cycle ended: resent first.
+    pending: Option<Pending>,
+}
+
+/// A batch a lane sent and must get an answer for (its producer sequences and messages).
+#[derive(Debug, Clone)]
+struct Pending {
+    partition: u32,
+    first_sequence: u64,
+    last_sequence: u64,
+    ids: Vec<MessageId>,
+}
+
+/// The lanes' states, by `producer * LANES_PER_PRODUCER + lane`.
+type Lanes = Arc<Vec<Mutex<LaneState>>>;
+
+fn lane_name(producer: u32, lane: u32) -> String {
+    format!("crash-p{producer}-l{lane}")
+}
+
+/// Declares the lane's named producer; checks the epoch rises and the server's last sequences
+/// are never ahead of what the lane sent. `None` once the cycle ends first.
+async fn declare_lane(load: &Load, client: &Client, producer: u32, lane: u32) -> Option<(u64, u32)> {
+    let request = ProducerDeclare {
+        stream: STREAM.into(),
+        topic: TOPIC.into(),
+        name: lane_name(producer, lane),
+        access: AccessMode::Shared,
+    };
+    while load.running() {
+        let declared = match client.declare_producer(&request).await {
+            Ok(declared) => declared,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let index = (producer * LANES_PER_PRODUCER + lane) as usize;
+        let mut state = lock(&load.lanes[index]);
+        if state.next_sequence.is_empty() {
+            state.next_sequence = vec![0; PARTITIONS as usize];
+        }
+        let mut violations = Vec::new();
+        if state.epoch.is_some_and(|before| declared.epoch <= before) {
+            violations.push(format!("{}: epoch {} after {:?}", request.name, declared.epoch, state.epoch));
+        }
+        for sequence in &declared.partitions {
+            let sent_below = state.next_sequence.get(sequence.partition as usize).copied().unwrap_or(0);
+            if sequence.last_sequence.is_some_and(|last| last >= sent_below) {
+                violations.push(format!(
+                    "{} partition {}: stored sequence {:?}, never sent past {}",
+                    request.name,
+                    sequence.partition,
+                    sequence.last_sequence,
+                    sent_below.saturating_sub(1)
+                ));
+            }
+        }
+        state.epoch = Some(declared.epoch);
+        drop(state);
+        lock(&load.log).violations.extend(violations);
+        return Some((declared.producer_id, declared.epoch));
+    }
+    None
+}
+
+/// The batch of `pending`, stamped with the producer's id and current epoch.
+fn pending_batch(seed: u64, producer: (u64, u32), pending: &Pending) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(producer.0, pending.first_sequence);
+    builder.set_producer(producer.0, producer.1);
+    for id in &pending.ids {
+        builder.push_payload(&payload(seed, *id)).expect("push payload");
+    }
+    builder.set_last_sequence(pending.last_sequence);
+    builder.finish().expect("finish batch")
+}
+
+/// Sends `pending` until it is answered (retries on: a lost answer or a dropped connection
+/// sends the very same batch again, which the broker deduplicates). Returns false when the cycle
+/// ended first; the batch then stays pending for the next cycle.
+async fn send_pending(load: &Load, client: &Client, producer: (u64, u32), pending: &Pending) -> bool {
+    let batch = pending_batch(load.seed, producer, pending);
+    loop {
+        let answer =
+            client.produce(STREAM, TOPIC, Partitioning::Partition(pending.partition), &[&batch]).await;
+        let at = Instant::now();
+        lock(&load.log).produce_requests += 1;
+        if answer.is_ok() || matches!(answer, Err(ClientError::Server { .. })) {
+            record_produce(load, pending.partition, &pending.ids, answer, at);
+            return true;
+        }
+        if !load.running() {
+            lock(&load.log).unanswered.extend(pending.ids.iter().copied());
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One named producer lane: declares (continuing its sequences), resends what the last cycle
+/// left unanswered, then sends batches of 1..=8 messages to seeded partitions, one request at a
+/// time, with seeded gaps in its sequences, retrying each until it is answered.
 async fn producer_lane(load: Arc<Load>, client: Client, producer: u32, lane: u32) {
     let mut rng = Rng::new(mix(mix(load.seed, u64::from(load.cycle)), u64::from(producer * 100 + lane)));
+    let Some(named) = declare_lane(&load, &client, producer, lane).await else { return };
+    let index = (producer * LANES_PER_PRODUCER + lane) as usize;
     for _ in 0..REQUESTS_PER_LOOP_MAX {
-        if !load.running() {
+        let pending = lock(&load.lanes[index]).pending.clone();
+        let pending = match pending {
+            Some(pending) => pending,
+            None if load.running() => {
+                let partition = rng.range(0, u64::from(PARTITIONS) - 1) as u32;
+                let count = rng.range(1, BATCH_MESSAGES_MAX);
+                let first = load.sequences[producer as usize].fetch_add(count, Ordering::Relaxed);
+                let ids: Vec<MessageId> =
+                    (first..first + count).map(|sequence| MessageId { producer, sequence }).collect();
+                let mut state = lock(&load.lanes[index]);
+                let first_sequence = state.next_sequence[partition as usize];
+                let last_sequence = first_sequence + count - 1 + rng.range(0, 2);
+                state.next_sequence[partition as usize] = last_sequence + 1;
+                let pending = Pending { partition, first_sequence, last_sequence, ids };
+                state.pending = Some(pending.clone());
+                pending
+            }
+            None => return,
+        };
+        if !send_pending(&load, &client, named, &pending).await {
             return;
         }
-        let partition = rng.range(0, u64::from(PARTITIONS) - 1) as u32;
-        let count = rng.range(1, BATCH_MESSAGES_MAX);
-        let first = load.sequences[producer as usize].fetch_add(count, Ordering::Relaxed);
-        let ids: Vec<MessageId> =
-            (first..first + count).map(|sequence| MessageId { producer, sequence }).collect();
-        let mut builder = BatchBuilder::new(u64::from(producer), 0);
-        for id in &ids {
-            builder.push_payload(&payload(load.seed, *id)).expect("push payload");
-        }
-        let batch = builder.finish().expect("finish batch");
-        let answer = client.produce(STREAM, TOPIC, Partitioning::Partition(partition), &[&batch]).await;
-        let at = Instant::now();
-        let failed = answer.is_err();
-        record_produce(&load, partition, &ids, answer, at);
+        lock(&load.lanes[index]).pending = None;
         let pause = rng.range(0, load.pause_ms_max);
-        if failed {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        } else if pause > 0 {
+        if pause > 0 {
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
@@ -396,10 +522,16 @@ fn record_produce(
     at: Instant,
 ) {
     let mut log = lock(&load.log);
-    log.produce_requests += 1;
     match answer {
         Ok(response) => {
             let ack = &response.acks[0];
+            if ack.duplicate {
+                log.duplicate_acks += 1;
+            }
+            if ack.duplicate && !ack.has_offsets() {
+                log.acked_unplaced.extend(ids.iter().copied());
+                return;
+            }
             let expected_last = ack.base_offset + ids.len() as u64 - 1;
             if response.partition != partition || ack.last_offset != expected_last {
                 log.violations.push(format!(
@@ -714,6 +846,7 @@ struct Model {
     /// What the last verification found in each partition, by offset.
     known: Vec<Vec<MessageId>>,
     sequences: Arc<Vec<AtomicU64>>,
+    lanes: Lanes,
     commits: Arc<Vec<tokio::sync::Mutex<Commits>>>,
     totals: Totals,
 }
@@ -730,6 +863,7 @@ struct Totals {
     lost_seen: u64,
     lost_commits: u64,
     duplicates: u64,
+    duplicate_acks: u64,
     seen: u64,
     commits_acked: u64,
     produce_requests: u64,
@@ -746,6 +880,7 @@ impl Model {
             settings,
             known: vec![Vec::new(); PARTITIONS as usize],
             sequences: Arc::new((0..PRODUCERS).map(|_| AtomicU64::new(0)).collect()),
+            lanes: Arc::new((0..PRODUCERS * LANES_PER_PRODUCER).map(|_| Mutex::default()).collect()),
             commits: Arc::new((0..PARTITIONS).map(|_| tokio::sync::Mutex::new(Commits::default())).collect()),
             totals: Totals::default(),
         }
@@ -793,6 +928,10 @@ impl Model {
                 }
             }
         }
+        for id in log.acked_unplaced.iter().filter(|id| !location.contains_key(id)).take(VIOLATIONS_SHOWN_MAX)
+        {
+            violations.push(format!("{id} acknowledged as a duplicate but not stored"));
+        }
         self.check_new_records(snapshot, log, &mut violations);
         self.check_acks(snapshot, log, killed_at, &mut violations);
         self.check_seen(snapshot, log, killed_at, &mut violations);
@@ -805,7 +944,8 @@ impl Model {
     /// Records beyond what earlier cycles found must come from this cycle: acknowledged, or sent
     /// without an answer; never refused ones, never unknown ones.
     fn check_new_records(&mut self, snapshot: &Snapshot, log: &CycleLog, violations: &mut Vec<String>) {
-        let acked: HashSet<MessageId> = log.acks.iter().map(|ack| ack.id).collect();
+        let acked: HashSet<MessageId> =
+            log.acks.iter().map(|ack| ack.id).chain(log.acked_unplaced.iter().copied()).collect();
         for (partition, ids) in snapshot.partitions.iter().enumerate() {
             let known_len = self.known[partition].len().min(ids.len());
             for (offset, id) in ids.iter().enumerate().skip(known_len) {
@@ -1008,6 +1148,7 @@ fn run(settings: Settings) {
 fn count_cycle(totals: &mut Totals, log: &CycleLog) {
     totals.acked += log.acks.len() as u64;
     totals.unanswered += log.unanswered.len() as u64;
+    totals.duplicate_acks += log.duplicate_acks;
     totals.refused += log.refused.len() as u64;
     totals.seen += log.seen.len() as u64;
     totals.produce_requests += log.produce_requests;
@@ -1045,6 +1186,7 @@ fn run_load(
         deadline: Instant::now() + kill_after + LOAD_STOP_TIMEOUT,
         pause_ms_max: model.settings.pause_ms_max,
         sequences: model.sequences.clone(),
+        lanes: model.lanes.clone(),
         commits: model.commits.clone(),
         log: Mutex::new(CycleLog::default()),
     });
@@ -1096,12 +1238,13 @@ fn print_summary(settings: &Settings, totals: &Totals, elapsed: Duration) {
         _ => format!(" (acknowledged at most {:?} before the kill)", totals.lost_age_max),
     };
     println!(
-        "  acked messages {}, lost {}{lost_age}, consumed-then-lost {}, duplicates {}, unanswered {} \
-         (of which stored {}), refused {}",
+        "  acked messages {}, lost {}{lost_age}, consumed-then-lost {}, duplicates {} (resends answered as \
+         duplicates {}), unanswered {} (of which stored {}), refused {}",
         totals.acked,
         totals.lost,
         totals.lost_seen,
         totals.duplicates,
+        totals.duplicate_acks,
         totals.unanswered,
         totals.unanswered_stored,
         totals.refused

@@ -28,7 +28,7 @@ fn config(segment_bytes: u64) -> LogConfig {
 
 /// A batch of `count` records whose payloads encode (tag, record index) and have `size` bytes.
 fn make_batch(tag: u64, count: u32, size: usize) -> Vec<u8> {
-    let mut builder = BatchBuilder::new(7, u64::from(tag));
+    let mut builder = BatchBuilder::new(7, tag);
     for i in 0..count {
         let mut payload = vec![(tag as u8) ^ (i as u8); size.max(12)];
         payload[..8].copy_from_slice(&tag.to_le_bytes());
