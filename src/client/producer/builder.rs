@@ -1,8 +1,9 @@
 //! [`ProducerBuilder`]: the producer's settings and [`build`](ProducerBuilder::build), which
 //! prepares the router, the topic and, in background mode, the task.
 //!
-//! Runs on the caller's task. Invariant: every setting is clamped to its limits here, so the
-//! producer never meets an out-of-range one.
+//! Runs on the caller's task. Invariants: every setting is clamped to its limits here, so the
+//! producer never meets an out-of-range one; a named producer is declared (and its heartbeats
+//! started) before `build` returns, so its first batch already carries its id and epoch.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -10,8 +11,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 
-use super::batching::Limits;
+use super::batching::{Limits, Stamp};
+use super::confirm::{Confirmation, Confirmer};
 use super::delivery::{RetryPolicy, Shared};
+use super::named::{self, HeartbeatGuard};
 use super::worker::Worker;
 use super::{
     Mode, Partitioning, Producer, ProducerError, BATCH_BYTES_DEFAULT, BATCH_SIZE_DEFAULT, LINGER_DEFAULT,
@@ -20,8 +23,8 @@ use super::{
 use crate::client::error::ClientError;
 use crate::client::router::{RouterSource, ShardRouter};
 use crate::constants::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
-use crate::protocol::batch::BATCH_BYTES_MIN;
-use crate::protocol::messages::{Status, TopicConfig};
+use crate::protocol::batch::{Compression, BATCH_BYTES_MIN};
+use crate::protocol::messages::{AccessMode, Status, TopicConfig};
 
 /// Configures and builds a [`Producer`]; see [`Producer::builder`].
 #[derive(Debug)]
@@ -37,6 +40,10 @@ pub struct ProducerBuilder {
     retry: RetryPolicy,
     background: bool,
     queue_messages: usize,
+    name: Option<String>,
+    access: Option<AccessMode>,
+    compression: Compression,
+    confirm: Confirmer,
 }
 
 impl ProducerBuilder {
@@ -55,7 +62,53 @@ impl ProducerBuilder {
             retry: RetryPolicy { retries: RETRIES_DEFAULT, interval: RETRY_INTERVAL_DEFAULT },
             background: true,
             queue_messages: QUEUE_MESSAGES_DEFAULT,
+            name: None,
+            access: None,
+            compression: Compression::None,
+            confirm: Confirmer::default(),
         }
+    }
+
+    /// Makes this a named, idempotent producer: `build` declares `name` on the topic
+    /// (`ProducerDeclare`: 1-255 bytes of `[A-Za-z0-9._-]`, unique per topic) and continues each
+    /// partition's sequence after the last one the broker stored, so a producer restarted under
+    /// the same name never stores a message twice, and retries (on by default) are safe: a
+    /// retried batch the broker already stored is acknowledged as a duplicate. Declaring raises
+    /// the name's epoch, which fences an older instance still running. Every batch goes to an
+    /// explicit partition (routing stays client-side).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How a named producer shares the topic (default [`AccessMode::Shared`]); requires a
+    /// [`name`](Self::name).
+    pub fn access_mode(mut self, access: AccessMode) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Makes the named producer the topic's only one: `build` fails with `ProducerBusy` while
+    /// another session holds it, and others fail while this one does (until
+    /// [`shutdown`](Producer::shutdown), a lost connection, or the lease's session timeout).
+    /// Requires a [`name`](Self::name).
+    pub fn exclusive(self) -> Self {
+        self.access_mode(AccessMode::Exclusive)
+    }
+
+    /// Compresses every batch's records with `compression` (default none); a batch that would
+    /// not shrink goes uncompressed. Consumers inflate transparently.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Calls `handler` once per batch with what became of it (module `confirm`): its partition,
+    /// offsets (or duplicate), message count, or the error. It runs on the producer's task and
+    /// should return quickly.
+    pub fn on_confirm(mut self, handler: impl Fn(Confirmation) + Send + Sync + 'static) -> Self {
+        self.confirm = Confirmer::new(Some(Arc::new(handler)));
+        self
     }
 
     /// Creates the stream and the topic (with `partitions` partitions) when they do not exist.
@@ -124,7 +177,16 @@ impl ProducerBuilder {
     /// that the topic exists, opens the connections to the shards that own its partitions
     /// ([`ShardRouter::connect_owners`]) and, in background mode, starts the task (on the
     /// current tokio runtime).
+    ///
+    /// A named producer is declared on the router's base connection, which then holds its lease;
+    /// a heartbeat task keeps the lease alive (every third of the session timeout) until the
+    /// producer shuts down or is dropped.
     pub async fn build(self) -> Result<Producer, ProducerError> {
+        if self.access.is_some() && self.name.is_none() {
+            return Err(ProducerError::InvalidConfig(
+                "an access mode (exclusive) needs a named producer: set .name(..)".into(),
+            ));
+        }
         let router = self.source.into_router().await?;
         if let Some(partitions) = self.create_partitions {
             if partitions == 0 {
@@ -144,27 +206,54 @@ impl ProducerBuilder {
                 )));
             }
         }
+        let (named, first_sequences) = match &self.name {
+            Some(name) => {
+                let access = self.access.unwrap_or_default();
+                let (named, sequences) =
+                    named::declare(router.base(), &self.stream, &self.topic, name, access).await?;
+                (Some(named), sequences)
+            }
+            None => (None, Vec::new()),
+        };
+        let stamp = Stamp {
+            producer_id: named.as_ref().map_or(0, |named| named.producer_id),
+            epoch: named.as_ref().map_or(0, |named| named.epoch),
+            compression: self.compression,
+        };
+        let heartbeat_interval = named.as_ref().map(named::Named::heartbeat_interval);
+        let background = self.background;
         let shared = Arc::new(Shared {
             router,
             stream: self.stream,
             topic: self.topic,
-            limits: Limits { batch_size: self.batch_size, batch_bytes: self.batch_bytes },
+            limits: Limits { batch_size: self.batch_size, batch_bytes: self.batch_bytes, stamp },
             linger: self.linger,
             partitioning: self.partitioning,
             retry: self.retry,
             round_robin: AtomicU64::new(0),
             failure: Mutex::new(None),
+            named,
+            fenced: Mutex::new(None),
+            confirm: self.confirm,
+            direct_sequences: tokio::sync::Mutex::new(if background {
+                Vec::new()
+            } else {
+                first_sequences.clone()
+            }),
         });
-        let mode = if self.background {
+        let heartbeat = heartbeat_interval.map(|interval| {
+            HeartbeatGuard(tokio::spawn(named::heartbeats(Arc::downgrade(&shared), interval)))
+        });
+        let mode = if background {
             let permits = Arc::new(Semaphore::new(self.queue_messages.min(Semaphore::MAX_PERMITS)));
             let (commands, receiver) = mpsc::channel(self.queue_messages);
-            let worker = Worker::new(shared.clone(), permits.clone());
+            let worker = Worker::new(shared.clone(), permits.clone(), first_sequences);
             let task = tokio::spawn(worker.run(receiver));
             Mode::Background { commands, permits, capacity: self.queue_messages, task }
         } else {
             Mode::Direct
         };
-        Ok(Producer { shared, mode })
+        Ok(Producer { shared, mode, heartbeat })
     }
 }
 

@@ -2,22 +2,24 @@
 //! message to its partition, sending a partition's batches to its owner shard with retries, and
 //! keeping failures for the next report.
 //!
-//! Runs on the caller's task (direct mode, routing) and on the background task. Invariant: a
+//! Runs on the caller's task (direct mode, routing) and on the background task. Invariants: a
 //! failure is reported once; a request is retried only after errors that leave its fate unknown
-//! or are transient, and a retry sends the very same bytes.
+//! or are transient, and a retry sends the very same bytes (so a named producer's retry of a
+//! stored batch is acknowledged as a duplicate, not stored twice); once a named producer is
+//! fenced, nothing more is sent and every call reports [`ProducerError::Fenced`].
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::batching::{append, finished, request_len, Limits};
+use super::batching::Limits;
+use super::confirm::Confirmer;
+use super::named::Named;
 use super::{key_partition, Partitioning, ProducerError, ProducerMessage};
 use crate::client::connection::Client;
 use crate::client::error::ClientError;
 use crate::client::router::ShardRouter;
-use crate::protocol::batch::BatchBuilder;
-use crate::protocol::messages::{Partitioning as WirePartitioning, Status};
+use crate::protocol::messages::{BatchAck, Partitioning as WirePartitioning, Status};
 
 /// How often and how far apart a failed request is tried again.
 #[derive(Debug, Clone, Copy)]
@@ -35,9 +37,9 @@ pub(super) fn is_retryable(error: &ClientError) -> bool {
 
 /// A failure not reported to the user yet.
 pub(super) struct Failure {
-    partition: u32,
-    messages: u64,
-    source: ClientError,
+    pub(super) partition: u32,
+    pub(super) messages: u64,
+    pub(super) source: ClientError,
 }
 
 /// What the producer handle and its task share.
@@ -51,6 +53,17 @@ pub(super) struct Shared {
     pub(super) retry: RetryPolicy,
     pub(super) round_robin: AtomicU64,
     pub(super) failure: Mutex<Option<Failure>>,
+    /// The named producer's identity and lease (`None` for an anonymous producer).
+    pub(super) named: Option<Named>,
+    /// The broker's `ProducerFenced` refusal, once it came: final.
+    pub(super) fenced: Mutex<Option<ClientError>>,
+    /// The confirmation callback.
+    pub(super) confirm: Confirmer,
+    /// Direct mode: the next sequence per partition. A named producer's direct send holds it
+    /// from numbering its batches until they are answered, so that its requests to a partition
+    /// reach the broker in sequence order (a later batch stored first would make an earlier one
+    /// look like a duplicate).
+    pub(super) direct_sequences: tokio::sync::Mutex<Vec<u64>>,
 }
 
 /// Locks a std mutex, recovering it if a panicking thread poisoned it (the failure slot is
@@ -99,8 +112,10 @@ impl Shared {
         }
     }
 
-    /// Reports (and forgets) the failure kept since the last report.
+    /// Reports (and forgets) the failure kept since the last report; a fenced producer reports
+    /// that it is fenced, every time.
     pub(super) fn take_failure(&self) -> Result<(), ProducerError> {
+        self.check_fenced()?;
         match lock(&self.failure).take() {
             Some(Failure { partition, messages, source }) => {
                 Err(ProducerError::Delivery { partition, messages, source })
@@ -109,21 +124,73 @@ impl Shared {
         }
     }
 
+    /// Whether the broker fenced this named producer.
+    pub(super) fn is_fenced(&self) -> bool {
+        lock(&self.fenced).is_some()
+    }
+
+    /// [`ProducerError::Fenced`] once the producer is fenced.
+    pub(super) fn check_fenced(&self) -> Result<(), ProducerError> {
+        match (lock(&self.fenced).as_ref(), &self.named) {
+            (Some(source), Some(named)) => Err(ProducerError::Fenced {
+                name: named.name.clone(),
+                epoch: named.epoch,
+                source: source.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Looks at a failure of a request on the producer's behalf: `ProducerFenced` fences a named
+    /// producer for good.
+    pub(super) fn note_failure(&self, error: &ClientError) {
+        let Some(named) = &self.named else { return };
+        if !error.is_producer_fenced() {
+            return;
+        }
+        let mut fenced = lock(&self.fenced);
+        if fenced.is_none() {
+            tracing::error!(
+                stream = %self.stream, topic = %self.topic, name = %named.name, epoch = named.epoch,
+                %error, "named producer fenced: a newer instance declared the same name"
+            );
+            *fenced = Some(error.clone());
+        }
+    }
+
+    /// The error a call reports for messages that failed with `source`: fenced, or a delivery
+    /// failure.
+    pub(super) fn delivery_error(&self, partition: u32, messages: u64, source: ClientError) -> ProducerError {
+        match self.check_fenced() {
+            Err(fenced) => fenced,
+            Ok(()) => ProducerError::Delivery { partition, messages, source },
+        }
+    }
+
     /// Sends finished batches to one partition's owner as one request, retrying connection
-    /// failures as configured.
-    pub(super) async fn deliver(&self, partition: u32, batches: &[&[u8]]) -> Result<(), ClientError> {
+    /// failures as configured; answers with one acknowledgement per batch. A fenced producer
+    /// sends nothing and fails at once.
+    pub(super) async fn deliver(
+        &self,
+        partition: u32,
+        batches: &[&[u8]],
+    ) -> Result<Vec<BatchAck>, ClientError> {
         let (stream, topic) = (self.stream.as_str(), self.topic.as_str());
         let mut attempt = 0;
         loop {
+            if let Some(fenced) = lock(&self.fenced).as_ref() {
+                return Err(fenced.clone());
+            }
             let outcome = match self.router.client_for(stream, topic, partition).await {
                 Ok(client) => produce(&client, stream, topic, partition, batches).await,
                 Err(error) => Err(error),
             };
             let error = match outcome {
-                Ok(()) => return Ok(()),
+                Ok(acks) => return Ok(acks),
                 Err(error) => error,
             };
             if attempt >= self.retry.retries || !self.may_retry(&error, partition).await {
+                self.note_failure(&error);
                 return Err(error);
             }
             attempt += 1;
@@ -152,77 +219,6 @@ impl Shared {
             Err(refresh_error) => is_retryable(&refresh_error),
         }
     }
-
-    /// Direct mode: batches the messages per partition and sends every partition's batches
-    /// at once, each partition's requests one after another.
-    pub(super) async fn send_direct(
-        &self,
-        messages: Vec<ProducerMessage>,
-        routes: Vec<u32>,
-    ) -> Result<(), ProducerError> {
-        let mut slots: HashMap<u32, usize> = HashMap::new();
-        let mut partitions: Vec<(u32, Vec<BatchBuilder>)> = Vec::new();
-        let mut open: Vec<Option<BatchBuilder>> = Vec::new();
-        let mut no_pool = Vec::new();
-        for (message, partition) in messages.iter().zip(routes) {
-            let slot = *slots.entry(partition).or_insert_with(|| {
-                partitions.push((partition, Vec::new()));
-                open.push(None);
-                partitions.len() - 1
-            });
-            let sealed = &mut partitions[slot].1;
-            append(&mut open[slot], message, self.limits, &mut no_pool, |batch| sealed.push(batch))
-                .map_err(|error| ProducerError::InvalidMessage(error.to_string()))?;
-        }
-        for ((_, sealed), open) in partitions.iter_mut().zip(open) {
-            sealed.extend(open.filter(|batch| !batch.is_empty()));
-        }
-        let sends = partitions.iter_mut().map(|(partition, batches)| self.deliver_all(*partition, batches));
-        let mut failure: Option<Failure> = None;
-        for (partition, messages, source) in
-            futures::future::join_all(sends).await.into_iter().filter_map(Result::err)
-        {
-            tracing::error!(
-                stream = %self.stream, topic = %self.topic, partition, messages, error = %source,
-                "messages not delivered"
-            );
-            match failure.as_mut() {
-                Some(first) => first.messages = first.messages.saturating_add(messages),
-                None => failure = Some(Failure { partition, messages, source }),
-            }
-        }
-        match failure {
-            Some(Failure { partition, messages, source }) => {
-                Err(ProducerError::Delivery { partition, messages, source })
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Sends one partition's batches in requests of at most [`REQUEST_BATCHES_MAX`] batches and
-    /// [`REQUEST_BYTES_MAX`] bytes, in order, stopping at the first failure (which counts the
-    /// messages not delivered).
-    pub(super) async fn deliver_all(
-        &self,
-        partition: u32,
-        batches: &mut [BatchBuilder],
-    ) -> Result<(), (u32, u64, ClientError)> {
-        let mut start = 0;
-        while start < batches.len() {
-            let end = start + request_len(batches[start..].iter().map(BatchBuilder::byte_len));
-            let request = &mut batches[start..end];
-            let outcome = match finished(request) {
-                Ok(slices) => self.deliver(partition, &slices).await,
-                Err(error) => Err(error),
-            };
-            if let Err(error) = outcome {
-                let lost = batches[start..].iter().map(|batch| u64::from(batch.record_count())).sum();
-                return Err((partition, lost, error));
-            }
-            start = end;
-        }
-        Ok(())
-    }
 }
 
 /// One produce request to `partition` on `client`; checks the answer names that partition.
@@ -232,7 +228,7 @@ pub(super) async fn produce(
     topic: &str,
     partition: u32,
     batches: &[&[u8]],
-) -> Result<(), ClientError> {
+) -> Result<Vec<BatchAck>, ClientError> {
     let response = client.produce(stream, topic, WirePartitioning::Partition(partition), batches).await?;
     if response.partition != partition {
         return Err(ClientError::Protocol(format!(
@@ -240,5 +236,12 @@ pub(super) async fn produce(
             response.partition
         )));
     }
-    Ok(())
+    if response.acks.len() != batches.len() {
+        return Err(ClientError::Protocol(format!(
+            "{} batches answered with {} acknowledgements",
+            batches.len(),
+            response.acks.len()
+        )));
+    }
+    Ok(response.acks)
 }

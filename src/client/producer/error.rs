@@ -1,7 +1,8 @@
 //! [`ProducerError`]: why a producer call failed.
 //!
-//! Plain data, `Send + Sync`. Invariant: a delivery failure names the first failed partition and
-//! counts every message that failed since the last report.
+//! Plain data, `Send + Sync`. Invariants: a delivery failure names the first failed partition and
+//! counts every message that failed since the last report; once a named producer is fenced,
+//! every call fails with [`ProducerError::Fenced`].
 
 use std::fmt;
 
@@ -32,6 +33,17 @@ pub enum ProducerError {
     },
     /// The producer's background task is gone (the runtime shut down or the task panicked).
     Closed,
+    /// A newer instance of this named producer declared the same name, so the broker refuses
+    /// this one's batches (`ProducerFenced`). Final: every later call fails the same way; build
+    /// a new producer (which declares again) to go on.
+    Fenced {
+        /// The producer's name.
+        name: String,
+        /// The epoch this instance was declared with.
+        epoch: u32,
+        /// The broker's refusal.
+        source: ClientError,
+    },
 }
 
 impl fmt::Display for ProducerError {
@@ -44,6 +56,10 @@ impl fmt::Display for ProducerError {
                 write!(f, "{messages} messages not delivered (first on partition {partition}): {source}")
             }
             ProducerError::Closed => write!(f, "the producer's background task has stopped"),
+            ProducerError::Fenced { name, epoch, source } => write!(
+                f,
+                "producer \"{name}\" (epoch {epoch}) is fenced: a newer instance declared the same name: {source}"
+            ),
         }
     }
 }
@@ -51,8 +67,24 @@ impl fmt::Display for ProducerError {
 impl std::error::Error for ProducerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ProducerError::Client(error) | ProducerError::Delivery { source: error, .. } => Some(error),
+            ProducerError::Client(error)
+            | ProducerError::Delivery { source: error, .. }
+            | ProducerError::Fenced { source: error, .. } => Some(error),
             _ => None,
+        }
+    }
+}
+
+impl ProducerError {
+    /// Whether the producer is fenced ([`ProducerError::Fenced`], or a delivery or request that
+    /// failed with `ProducerFenced`).
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            ProducerError::Fenced { .. } => true,
+            ProducerError::Client(error) | ProducerError::Delivery { source: error, .. } => {
+                error.is_producer_fenced()
+            }
+            _ => false,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! [`Producer`]: the high-level way to write messages. It routes each message to a partition,
 //! packs messages into batches per partition, sends each partition's batches straight to the
-//! shard that owns it ([`ShardRouter`]), retries what a lost connection interrupted, and reports
-//! every failure.
+//! shard that owns it ([`ShardRouter`]), retries what a lost connection interrupted, confirms
+//! every batch, and reports every failure.
 //!
 //! Two modes, chosen with [`ProducerBuilder::background`]:
 //!
@@ -16,8 +16,22 @@
 //! * **Direct**. `send` builds the batches itself, sends every partition's batches at once and
 //!   returns when all are acknowledged.
 //!
-//! Runs on the caller's tokio runtime (the background task is spawned on it). A producer is
-//! `Send + Sync`; share it behind an `Arc` to send from many tasks.
+//! In both modes [`Producer::send_batch`] sends the caller's messages as one batch per partition
+//! and returns the acknowledgements, and [`Producer::send_wait`] sends one message and returns
+//! its offset. [`ProducerBuilder::on_confirm`] registers a callback told about every batch
+//! (stored, duplicate, or failed; module `confirm`), RabbitMQ-streams style.
+//!
+//! **Named producers** ([`ProducerBuilder::name`], module `named`): the producer declares its
+//! name on the topic, gets an id and an epoch, and numbers its messages per partition after the
+//! last sequence the broker stored, so retries (on by default) and restarts never store a
+//! message twice. [`ProducerBuilder::exclusive`] makes it the topic's only producer. A newer
+//! instance under the same name fences this one: its batches then fail and every later call
+//! returns [`ProducerError::Fenced`]. Any producer may compress its batches
+//! ([`ProducerBuilder::compression`]); consumers inflate them transparently.
+//!
+//! Runs on the caller's tokio runtime (the background task, and a named producer's heartbeat
+//! task, are spawned on it). A producer is `Send + Sync`; share it behind an `Arc` to send from
+//! many tasks.
 //!
 //! Invariants:
 //! * **Order per partition.** A partition has at most one produce request in flight, and a
@@ -26,41 +40,57 @@
 //!   calls interleave in some order).
 //! * **Nothing is dropped silently.** A batch that still fails after its retries is logged and
 //!   reported, once, to the next `send` or `flush` (a [`ProducerError::Delivery`] naming how many
-//!   messages failed since the last report). A `send` that reports an earlier failure accepts
-//!   none of its own messages.
-//! * **At least once.** A retried request may have been written before the connection died, so
-//!   after retries a message can be stored twice. Only connection errors, the transient
-//!   `ShuttingDown` and `TooManyInFlight`, and an unknown partition that a fresh shard map still
-//!   lists are retried; a refusal such as `InvalidBatch` or `PermissionDenied` fails at once.
+//!   messages failed since the last report), or to the `send_batch` call it came from. A `send`
+//!   that reports an earlier failure accepts none of its own messages.
+//! * **Exactly once per named producer and partition; at least once otherwise.** A named
+//!   producer's batch carries its id, epoch and a sequence range that starts after everything it
+//!   sealed before on that partition, and a retry resends the identical bytes, so the broker
+//!   stores each batch once (a retry of a stored batch is acknowledged as a duplicate, which
+//!   counts as a success). An anonymous producer's retried request may have been written before
+//!   the connection died, so after retries its message can be stored twice. Only connection
+//!   errors, the transient `ShuttingDown` and `TooManyInFlight`, and an unknown partition that a
+//!   fresh shard map still lists are retried; a refusal such as `InvalidBatch`,
+//!   `PermissionDenied` or `ProducerFenced` fails at once.
 //! * **Bounded.** Messages between acceptance and acknowledgement, batch sizes, batches per
 //!   request and pooled batch buffers all have limits named below. Each batch is one buffer
-//!   ([`BatchBuilder`]), which the background task reuses after the acknowledgement; pushing a
-//!   message copies it into that buffer and allocates only when the buffer has to grow.
+//!   ([`BatchBuilder`](crate::protocol::batch::BatchBuilder)), which the background task reuses
+//!   after the acknowledgement; pushing a message copies it into that buffer and allocates only
+//!   when the buffer has to grow.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use ringbroker::client::{Client, Partitioning, Producer, ProducerMessage};
+//! use ringbroker::protocol::batch::Compression;
 //! let client = Client::connect_addr("127.0.0.1:7720", "ringbroker", "ringbroker").await?;
 //! let producer = Producer::builder(&client, "orders", "created")
 //!     .create_if_missing(4)
 //!     .linger(Duration::from_millis(5))
 //!     .partitioning(Partitioning::Balanced)
+//!     .name("order-service")
+//!     .compression(Compression::Lz4)
+//!     .on_confirm(|confirmation| println!("{confirmation:?}"))
 //!     .build()
 //!     .await?;
 //! producer.send_one("hello").await?;
 //! producer.send(vec![ProducerMessage::keyed("user-7", "paid")]).await?;
+//! let offset = producer.send_wait(ProducerMessage::keyed("user-7", "shipped")).await?;
+//! println!("stored at {offset:?}");
 //! producer.shutdown().await?;
 //! # Ok(()) }
 //! ```
 
 mod batching;
 mod builder;
+mod confirm;
 mod delivery;
+mod direct;
 mod error;
 mod message;
+mod named;
 mod worker;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,14 +100,18 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use self::delivery::Shared;
 use self::message::check_message;
+use self::named::HeartbeatGuard;
 use self::worker::Command;
 use super::router::{RouterSource, ShardRouter};
 use crate::constants::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
 use crate::protocol::batch::BATCH_BYTES_MIN;
+use crate::protocol::messages::AccessMode;
 
 pub use self::builder::ProducerBuilder;
+pub use self::confirm::{BatchReceipt, ConfirmHandler, Confirmation};
 pub use self::error::ProducerError;
 pub use self::message::ProducerMessage;
+pub use self::named::HEARTBEAT_INTERVAL_MIN;
 
 /// Default most messages in one batch.
 pub const BATCH_SIZE_DEFAULT: u32 = 1000;
@@ -147,6 +181,8 @@ pub fn key_partition(key: &[u8], partitions: u32) -> u32 {
 pub struct Producer {
     shared: Arc<Shared>,
     mode: Mode,
+    /// A named producer's heartbeat task, aborted when the producer goes.
+    heartbeat: Option<HeartbeatGuard>,
 }
 
 enum Mode {
@@ -161,7 +197,8 @@ enum Mode {
 }
 
 impl Producer {
-    /// A builder for a producer on `stream`/`topic` over a [`Client`] or a [`ShardRouter`].
+    /// A builder for a producer on `stream`/`topic` over a [`Client`](super::Client) or a
+    /// [`ShardRouter`].
     pub fn builder(
         source: impl Into<RouterSource>,
         stream: impl Into<String>,
@@ -190,6 +227,32 @@ impl Producer {
         matches!(self.mode, Mode::Background { .. })
     }
 
+    /// A named producer's name.
+    pub fn name(&self) -> Option<&str> {
+        self.shared.named.as_ref().map(|named| named.name.as_str())
+    }
+
+    /// A named producer's id, as the broker declared it.
+    pub fn producer_id(&self) -> Option<u64> {
+        self.shared.named.as_ref().map(|named| named.producer_id)
+    }
+
+    /// A named producer's epoch (each declaration of the name raises it).
+    pub fn epoch(&self) -> Option<u32> {
+        self.shared.named.as_ref().map(|named| named.epoch)
+    }
+
+    /// A named producer's access mode.
+    pub fn access_mode(&self) -> Option<AccessMode> {
+        self.shared.named.as_ref().map(|named| named.access)
+    }
+
+    /// Whether a newer instance of this named producer fenced it (every call then fails with
+    /// [`ProducerError::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        self.shared.is_fenced()
+    }
+
     /// Sends one message; see [`send`](Self::send).
     pub async fn send_one(&self, message: impl Into<ProducerMessage>) -> Result<(), ProducerError> {
         let message = message.into();
@@ -198,7 +261,9 @@ impl Producer {
         let partitions = self.shared.router.partitions(&self.shared.stream, &self.shared.topic).await?;
         let partition = self.shared.route(&message, partitions)?;
         match &self.mode {
-            Mode::Direct => self.shared.send_direct(vec![message], vec![partition]).await,
+            Mode::Direct => {
+                self.shared.send_direct(vec![message], vec![partition], self.shared.limits).await.map(drop)
+            }
             Mode::Background { commands, permits, .. } => {
                 enqueue(commands, permits, 1, Command::One { partition, message }).await
             }
@@ -211,27 +276,63 @@ impl Producer {
     ///
     /// Errors: a failure of earlier messages not reported yet ([`ProducerError::Delivery`]),
     /// in which case none of these messages was accepted; a message over a limit
-    /// ([`ProducerError::InvalidMessage`], none accepted); in direct mode, this call's own
-    /// delivery failures (partitions that succeeded keep their messages).
+    /// ([`ProducerError::InvalidMessage`], none accepted); a fenced named producer
+    /// ([`ProducerError::Fenced`], none accepted); in direct mode, this call's own delivery
+    /// failures (partitions that succeeded keep their messages).
     pub async fn send(&self, messages: Vec<ProducerMessage>) -> Result<(), ProducerError> {
         self.shared.take_failure()?;
         if messages.is_empty() {
             return Ok(());
         }
-        for (index, message) in messages.iter().enumerate() {
-            check_message(index, message)?;
-        }
-        let partitions = self.shared.router.partitions(&self.shared.stream, &self.shared.topic).await?;
-        let routes = messages
-            .iter()
-            .map(|message| self.shared.route(message, partitions))
-            .collect::<Result<Vec<u32>, ProducerError>>()?;
+        let routes = self.routes(&messages).await?;
         match &self.mode {
-            Mode::Direct => self.shared.send_direct(messages, routes).await,
+            Mode::Direct => self.shared.send_direct(messages, routes, self.shared.limits).await.map(drop),
             Mode::Background { commands, permits, capacity, .. } => {
                 send_chunks(commands, permits, *capacity, messages, routes).await
             }
         }
+    }
+
+    /// Sends messages as one batch per partition (more only where a partition's share breaks
+    /// the format's limits) and returns once every batch is confirmed: one receipt per batch,
+    /// with where it landed. In background mode the batches follow whatever the producer holds
+    /// for their partitions, and at most [`queue_capacity`](ProducerBuilder::queue_capacity)
+    /// messages fit one call.
+    ///
+    /// Errors as [`send`](Self::send); a failure of these batches is reported here (not to a
+    /// later call), as [`ProducerError::Delivery`] counting this call's failed messages, or as
+    /// [`ProducerError::Fenced`]. Partitions that succeeded keep their messages.
+    pub async fn send_batch(
+        &self,
+        messages: Vec<ProducerMessage>,
+    ) -> Result<Vec<BatchReceipt>, ProducerError> {
+        self.shared.take_failure()?;
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let routes = self.routes(&messages).await?;
+        match &self.mode {
+            Mode::Direct => self.shared.send_direct(messages, routes, self.shared.limits.widest()).await,
+            Mode::Background { commands, permits, capacity, .. } => {
+                if messages.len() > *capacity {
+                    return Err(ProducerError::InvalidMessage(format!(
+                        "send_batch of {} messages: at most the queue capacity, {capacity}",
+                        messages.len()
+                    )));
+                }
+                let answers = queue_batches(commands, permits, messages, routes).await?;
+                self.collect_receipts(answers).await
+            }
+        }
+    }
+
+    /// Sends one message and returns its offset once the broker has confirmed it (`None` only
+    /// for a named producer's retry of a message the partition stored before but whose offset
+    /// it no longer remembers). See [`send_batch`](Self::send_batch).
+    pub async fn send_wait(&self, message: impl Into<ProducerMessage>) -> Result<Option<u64>, ProducerError> {
+        let receipts = self.send_batch(vec![message.into()]).await?;
+        debug_assert_eq!(receipts.len(), 1);
+        Ok(receipts.first().and_then(BatchReceipt::base_offset))
     }
 
     /// Waits until every message accepted before this call is acknowledged, then reports the
@@ -247,18 +348,59 @@ impl Producer {
         }
     }
 
-    /// Flushes, then stops the background task; everything accepted has been sent (or reported
-    /// as failed) when this returns.
+    /// Flushes, then stops the background task and, for a named producer, its heartbeats, and
+    /// releases its lease (`ProducerClose`); everything accepted has been sent (or reported as
+    /// failed) when this returns.
     pub async fn shutdown(self) -> Result<(), ProducerError> {
         let flushed = self.flush().await;
-        if let Mode::Background { commands, task, .. } = self.mode {
+        let Producer { shared, mode, heartbeat } = self;
+        let mut stopped = Ok(());
+        if let Mode::Background { commands, task, .. } = mode {
             drop(commands);
             if task.await.is_err() {
-                return Err(ProducerError::Closed);
+                stopped = Err(ProducerError::Closed);
             }
         }
+        drop(heartbeat);
+        if let Some(named) = shared.named.as_ref().filter(|_| !shared.is_fenced()) {
+            named::close(named, &shared.stream, &shared.topic).await;
+        }
+        stopped?;
         flushed?;
-        self.shared.take_failure()
+        shared.take_failure()
+    }
+
+    /// Checks the messages and routes each to its partition.
+    async fn routes(&self, messages: &[ProducerMessage]) -> Result<Vec<u32>, ProducerError> {
+        for (index, message) in messages.iter().enumerate() {
+            check_message(index, message)?;
+        }
+        let partitions = self.shared.router.partitions(&self.shared.stream, &self.shared.topic).await?;
+        messages.iter().map(|message| self.shared.route(message, partitions)).collect()
+    }
+
+    /// Waits for every partition's answer to a background `send_batch`.
+    async fn collect_receipts(
+        &self,
+        answers: Vec<(u32, oneshot::Receiver<worker::BatchOutcome>)>,
+    ) -> Result<Vec<BatchReceipt>, ProducerError> {
+        let mut receipts = Vec::new();
+        let mut failure: Option<(u32, u64, crate::client::ClientError)> = None;
+        for (partition, answer) in answers {
+            match answer.await.map_err(|_| ProducerError::Closed)? {
+                Ok(partition_receipts) => receipts.extend(partition_receipts),
+                Err((messages, source)) => match failure.as_mut() {
+                    Some(first) => first.1 = first.1.saturating_add(messages),
+                    None => failure = Some((partition, messages, source)),
+                },
+            }
+        }
+        match failure {
+            Some((partition, messages, source)) => {
+                Err(self.shared.delivery_error(partition, messages, source))
+            }
+            None => Ok(receipts),
+        }
     }
 }
 
@@ -269,8 +411,44 @@ impl fmt::Debug for Producer {
             .field("topic", &self.shared.topic)
             .field("background", &self.is_background())
             .field("partitioning", &self.shared.partitioning)
+            .field("name", &self.name())
+            .field("epoch", &self.epoch())
+            .field("compression", &self.shared.limits.stamp.compression)
             .finish()
     }
+}
+
+/// Queues a `send_batch` call's messages, one command per partition (in partition order), after
+/// taking a permit for each message; the answers to wait for.
+async fn queue_batches(
+    commands: &mpsc::Sender<Command>,
+    permits: &Semaphore,
+    messages: Vec<ProducerMessage>,
+    routes: Vec<u32>,
+) -> Result<Vec<(u32, oneshot::Receiver<worker::BatchOutcome>)>, ProducerError> {
+    debug_assert_eq!(messages.len(), routes.len());
+    let mut per_partition: BTreeMap<u32, Vec<ProducerMessage>> = BTreeMap::new();
+    for (message, partition) in messages.into_iter().zip(routes) {
+        per_partition.entry(partition).or_default().push(message);
+    }
+    let total: usize = per_partition.values().map(Vec::len).sum();
+    // The caller checked `total` against the queue capacity, which fits a u32.
+    let count =
+        u32::try_from(total).map_err(|_| ProducerError::InvalidMessage("too many messages".into()))?;
+    permits.acquire_many(count).await.map_err(|_| ProducerError::Closed)?.forget();
+    let mut answers = Vec::with_capacity(per_partition.len());
+    let mut unsent = total;
+    for (partition, messages) in per_partition {
+        let (reply, answer) = oneshot::channel();
+        let len = messages.len();
+        if commands.send(Command::Batch { partition, messages, reply }).await.is_err() {
+            permits.add_permits(unsent);
+            return Err(ProducerError::Closed);
+        }
+        unsent -= len;
+        answers.push((partition, answer));
+    }
+    Ok(answers)
 }
 
 /// Queues one command holding `messages` messages, after taking a permit for each.
