@@ -16,6 +16,7 @@ use common::proxy::Proxy;
 use ringbroker::client::{
     Client, Confirmation, ConnectionString, Partitioning, Producer, ProducerError, ProducerMessage,
 };
+use ringbroker::protocol::batch::Compression;
 use ringbroker::protocol::messages::{Kind, Status, TopicConfig};
 
 const STREAM: &str = "named";
@@ -78,8 +79,11 @@ async fn a_restarted_named_producer_continues_its_sequences() {
     for run in 0..2 {
         // A fresh connection per run, as a restarted process would have.
         let connection = connect(broker.addr()).await;
+        // The second run compresses: deduplication reads only the (plain) batch header.
+        let compression = if run == 0 { Compression::None } else { Compression::Lz4 };
         let producer = Producer::builder(&connection, STREAM, TOPIC)
             .name("orders-service")
+            .compression(compression)
             .batch_size(16)
             .build()
             .await

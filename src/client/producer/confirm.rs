@@ -7,9 +7,10 @@
 //! the caller's task in direct mode. It should be quick (hand the confirmation to a channel if
 //! there is real work to do); a slow callback holds up every later batch.
 //!
-//! Invariants: the callback is called exactly once per batch the producer sealed, whether the
-//! batch was stored, recognised as a duplicate or failed, and for one partition in the order the
-//! batches were sealed; a panicking callback is logged and does not stop the producer.
+//! Invariants: the callback is called exactly once per batch queued for sending, whether the
+//! batch was stored, recognised as a duplicate or failed (also when an earlier failure kept it
+//! from being sent), and for one partition in the order the batches were sealed; a panicking
+//! callback is logged and does not stop the producer.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
