@@ -24,6 +24,7 @@ mod loopback;
 mod named;
 mod payload;
 mod plot;
+mod produce;
 mod report;
 
 use std::process::ExitCode;
