@@ -279,9 +279,7 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
         | Kind::ProducerDelete
         | Kind::ProducerHeartbeat
         | Kind::ProducerList
-        | Kind::ProducerClose => {
-            Err(BrokerError::new(Status::UnknownKind, format!("{kind:?} is not served yet")))
-        }
+        | Kind::ProducerClose => super::producers::dispatch(context, kind, body).await,
         Kind::Ping | Kind::Login | Kind::Produce | Kind::Poll | Kind::OffsetStore | Kind::OffsetGet => {
             Err(BrokerError::new(Status::Internal, format!("{kind:?} reached the admin dispatcher")))
         }

@@ -138,6 +138,28 @@ pub struct ServerConfig {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub max_poll_wait: Duration,
 
+    /// Named producers each partition remembers (id, epoch, last sequence, offsets of the last
+    /// 5 batches, ~400 bytes each); past it the least recently active one is forgotten (counted
+    /// as a producer eviction in `stats`), and a retry of its old batches is no longer
+    /// recognised as a duplicate.
+    #[arg(long, default_value_t = 1024)]
+    pub max_producers_per_partition: usize,
+
+    /// A named producer that neither declared nor wrote on a partition for this long is
+    /// forgotten there (e.g. `7d`); its next batch gets UnknownProducer until it declares again.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
+    pub producer_expiry: Duration,
+
+    /// An exclusive or shared producer lease ends when its connection sent no ProducerHeartbeat
+    /// for this long (and at once when the connection closes). The SDK heartbeats at a third.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub producer_session_timeout: Duration,
+
+    /// How often a partition whose producer table changed snapshots it, which bounds the log
+    /// replayed on start-up (also on every clean shutdown).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    pub producer_snapshot_interval: Duration,
+
     /// Root (administrator) user created when the data directory has no users.
     #[arg(long, env = "RINGBROKER_ROOT_USER")]
     pub root_user: Option<String>,
@@ -207,6 +229,16 @@ impl ServerConfig {
         }
         if self.shards == Some(0) {
             return Err("--shards must be at least 1".to_string());
+        }
+        let producers_max = crate::storage::producers::SNAPSHOT_ENTRIES_MAX;
+        if self.max_producers_per_partition == 0 || self.max_producers_per_partition > producers_max {
+            return Err(format!(
+                "--max-producers-per-partition {} outside 1..={producers_max}",
+                self.max_producers_per_partition
+            ));
+        }
+        if self.producer_session_timeout < Duration::from_millis(100) {
+            return Err("--producer-session-timeout below 100ms".to_string());
         }
         if self.write_behind_bytes < crate::constants::WRITE_CHUNK_BYTES_DEFAULT {
             return Err(format!(

@@ -59,6 +59,27 @@ pub struct Session {
     /// Set by a handler: close the connection once this request's response is queued (the
     /// response is still written).
     pub close_after_reply: Cell<bool>,
+    /// Unique over the broker's shards and life: the holder of this connection's producer
+    /// leases.
+    pub id: u64,
+    /// The peer's address and port, when known.
+    pub address: Option<SocketAddr>,
+    /// Coordinator shards holding producer leases of this session (told when it closes).
+    pub producer_coordinators: RefCell<std::collections::BTreeSet<u16>>,
+}
+
+thread_local! {
+    static SESSIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A new session id: the shard in the top 16 bits, a per-shard counter below.
+fn session_id(shard: u16) -> u64 {
+    let counter = SESSIONS.with(|sessions| {
+        let next = sessions.get() + 1;
+        sessions.set(next);
+        next
+    });
+    (u64::from(shard) << 48) | (counter & ((1 << 48) - 1))
 }
 
 /// A response ready to be written: header and body in `head`, batches in `payload`.
@@ -116,9 +137,20 @@ where
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
     let writing = glommio::spawn_local(write_responses(writer, receiver));
-    let session = Rc::new(Session { peer: peer.map(|address| address.ip()), ..Session::default() });
-    if let Err(reason) = read_requests(&shard, &flow, session, reader, sender).await {
+    let session = Rc::new(Session {
+        peer: peer.map(|address| address.ip()),
+        id: session_id(shard.id),
+        address: peer,
+        ..Session::default()
+    });
+    if let Err(reason) = read_requests(&shard, &flow, session.clone(), reader, sender).await {
         tracing::debug!(shard = shard.id, ?peer, %reason, "connection closed");
+    }
+    // Producer leases end with their connection.
+    let coordinators: Vec<u16> = session.producer_coordinators.borrow().iter().copied().collect();
+    for coordinator in coordinators {
+        let op = crate::shard::mesh::ProducerOp::SessionEnded { session: session.id };
+        let _ = shard.producer_op(coordinator, op).await;
     }
     flow.closed.set(true);
     drop(watchdog);

@@ -24,6 +24,7 @@ pub mod data;
 pub mod frame_pool;
 pub mod handlers;
 mod ops;
+pub mod producers;
 pub mod tls;
 
 use crate::io::dma::{plan_io_memory, DmaIo};

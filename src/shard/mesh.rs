@@ -15,8 +15,12 @@ use futures::channel::oneshot;
 
 use super::error::{BrokerError, BrokerResult};
 use super::groups::{Assignment, GroupKey, GroupSnapshot};
+use super::leases::{Holder, LeaseInfo, TopicKey};
+use super::producers::ProducerState;
 use crate::metadata::catalog::{Catalog, MetadataOp};
-use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
+use crate::protocol::messages::{
+    AccessMode, BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition,
+};
 use crate::server::frame_pool::FrameBuf;
 
 /// Messages queued into one shard before senders wait.
@@ -136,6 +140,115 @@ pub enum GroupReply {
     Done,
 }
 
+/// Named-producer operations: on a partition's owner shard, or on a topic's coordinator
+/// ([`super::leases::coordinator`]).
+#[derive(Debug, Clone)]
+pub enum ProducerOp {
+    /// Owner: the stored state of producer `id` on `key`.
+    State {
+        /// The partition.
+        key: PartitionKey,
+        /// Producer id.
+        id: u64,
+    },
+    /// Owner: record a declaration (durably); answers the last stored sequence.
+    Declare {
+        /// The partition.
+        key: PartitionKey,
+        /// Producer id.
+        id: u64,
+        /// Producer name.
+        name: String,
+        /// The new epoch.
+        epoch: u32,
+    },
+    /// Owner: forget producer `id` on `key`.
+    Delete {
+        /// The partition.
+        key: PartitionKey,
+        /// Producer id.
+        id: u64,
+    },
+    /// Coordinator: declare `name` on a topic for a session (lease, new epoch, sequences).
+    Claim {
+        /// The topic.
+        topic: TopicKey,
+        /// Its partition count.
+        partitions: u32,
+        /// Producer name.
+        name: String,
+        /// Shared or exclusive.
+        access: AccessMode,
+        /// The declaring session.
+        holder: Holder,
+    },
+    /// Coordinator: keep a session's lease alive.
+    Heartbeat {
+        /// The topic.
+        topic: TopicKey,
+        /// Producer name.
+        name: String,
+        /// The session.
+        session: u64,
+    },
+    /// Coordinator: a session is done with a producer.
+    Release {
+        /// The topic.
+        topic: TopicKey,
+        /// Producer name.
+        name: String,
+        /// The session.
+        session: u64,
+    },
+    /// Coordinator: forget a name on every partition of a topic.
+    Forget {
+        /// The topic.
+        topic: TopicKey,
+        /// Its partition count.
+        partitions: u32,
+        /// Producer name.
+        name: String,
+        /// The asking session (its own lease does not block the deletion).
+        session: u64,
+    },
+    /// Coordinator: a session closed; release its leases.
+    SessionEnded {
+        /// The session.
+        session: u64,
+    },
+    /// Any shard: its partitions' producers and the leases it coordinates.
+    List,
+}
+
+/// The answer to a [`ProducerOp`].
+#[derive(Debug, Clone)]
+pub enum ProducerReply {
+    /// [`ProducerOp::State`].
+    State(Option<ProducerState>),
+    /// [`ProducerOp::Declare`]: the last stored sequence.
+    Sequence(Option<u64>),
+    /// [`ProducerOp::Claim`].
+    Declared {
+        /// Producer id.
+        id: u64,
+        /// The new epoch.
+        epoch: u32,
+        /// The last stored sequence per partition.
+        sequences: Vec<Option<u64>>,
+    },
+    /// [`ProducerOp::Delete`] / [`ProducerOp::Forget`]: whether anything was forgotten.
+    Deleted(bool),
+    /// [`ProducerOp::List`].
+    Listed {
+        /// Producers of the shard's partitions.
+        states: Vec<(PartitionKey, ProducerState)>,
+        /// Leases the shard coordinates.
+        leases: Vec<LeaseInfo>,
+    },
+    /// Done.
+    Done,
+}
+
 /// A message to a shard.
 pub enum ShardMessage {
     /// Append batches to an owned partition.
@@ -178,6 +291,13 @@ pub enum ShardMessage {
         op: GroupOp,
         /// The answer.
         reply: oneshot::Sender<BrokerResult<GroupReply>>,
+    },
+    /// A named-producer operation.
+    Producer {
+        /// The operation.
+        op: ProducerOp,
+        /// The answer.
+        reply: oneshot::Sender<BrokerResult<ProducerReply>>,
     },
     /// From the controller: a new catalog; open and close partitions to match, then ack.
     Catalog {

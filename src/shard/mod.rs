@@ -18,8 +18,11 @@ use std::sync::Arc;
 pub mod controller;
 pub mod error;
 pub mod groups;
+pub mod leases;
 pub mod mesh;
 pub mod partitions;
+pub mod producer_ops;
+pub mod producers;
 pub mod tail;
 
 use error::{BrokerError, BrokerResult};
@@ -71,6 +74,8 @@ pub struct Shard {
     pub partitions: PartitionManager,
     /// Shard 0 only.
     pub controller: Option<controller::Controller>,
+    /// Producer leases of the topics this shard coordinates.
+    pub leases: leases::Leases,
     catalog: RefCell<Arc<Catalog>>,
     catalog_installed: event_listener::Event,
     install_lock: async_lock::Mutex<()>,
@@ -87,6 +92,7 @@ impl Shard {
         partitions: PartitionManager,
         controller: Option<controller::Controller>,
     ) -> Self {
+        let leases = leases::Leases::new(config.producer_session_timeout);
         Self {
             id,
             config,
@@ -94,6 +100,7 @@ impl Shard {
             counters,
             partitions,
             controller,
+            leases,
             catalog: RefCell::new(Arc::new(Catalog::default())),
             catalog_installed: event_listener::Event::new(),
             install_lock: async_lock::Mutex::new(()),
@@ -244,6 +251,9 @@ async fn serve(shard: &Shard, message: ShardMessage) {
                 )),
             };
             let _ = reply.send(result);
+        }
+        ShardMessage::Producer { op, reply } => {
+            let _ = reply.send(shard.run_producer_op(op).await);
         }
         ShardMessage::Catalog { .. } | ShardMessage::Shutdown { .. } => {}
     }

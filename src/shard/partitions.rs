@@ -7,7 +7,7 @@
 //! [`PartitionKey`]; a partition is served only by the shard the current table names.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -29,7 +29,11 @@ use crate::server::config::ServerConfig;
 use crate::storage::offsets::{OffsetError, OffsetStore};
 use crate::storage::{LogRead, PartitionLog, StorageResult};
 
+use super::producers::{NamedBatch, ProducerTable};
 pub use super::tail::PayloadPart;
+use crate::storage::producers::ProducerLog;
+
+mod named;
 use super::tail::{TailBudget, TailCache};
 use crate::server::frame_pool::FrameBuf;
 
@@ -76,6 +80,15 @@ pub struct Partition {
     prefetch: RefCell<Option<Prefetch>>,
     /// Where the last poll's answer ended, to tell a sequential reader.
     last_poll_end: Cell<Option<u64>>,
+    /// Named producers writing here (see [`super::producers`]).
+    pub producers: RefCell<ProducerTable>,
+    /// Their durable log (declarations, deletions, snapshots).
+    producer_log: async_lock::Mutex<ProducerLog<DmaIo>>,
+    /// Lower bounds of the offsets of named appends in flight, with their counts: a snapshot
+    /// of the producer table is valid from below all of them.
+    named_floors: RefCell<BTreeMap<u64, u32>>,
+    /// When the producer table was last snapshotted.
+    producer_snapshot_at: Cell<Instant>,
 }
 
 /// A read of up to `--prefetch-bytes` from `offset`, running on the owner shard.
@@ -144,6 +157,7 @@ impl PartitionManager {
                 .await
                 .map_err(|e| BrokerError::storage(&what, e))?;
             let offsets = async_lock::Mutex::new(offsets);
+            let (producer_log, producers) = self.open_producers(&log, &dir).await?;
             let partition = Rc::new(Partition {
                 key,
                 log,
@@ -153,6 +167,10 @@ impl PartitionManager {
                 tail: RefCell::new(TailCache::new(self.tail_budget.clone())),
                 prefetch: RefCell::new(None),
                 last_poll_end: Cell::new(None),
+                producers: RefCell::new(producers),
+                producer_log: async_lock::Mutex::new(producer_log),
+                named_floors: RefCell::new(BTreeMap::new()),
+                producer_snapshot_at: Cell::new(Instant::now()),
             });
             if partition.log.write_behind() {
                 glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();
@@ -170,6 +188,7 @@ impl PartitionManager {
             tracing::warn!(shard = self.shard, %error, "closing a deleted partition");
         }
         let _ = partition.offsets.lock().await.close().await;
+        let _ = partition.producer_log.lock().await.close().await;
         partition.data.notify(usize::MAX);
         if let Err(error) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(shard = self.shard, dir = %dir.display(), %error, "removing a deleted partition");
@@ -201,10 +220,13 @@ impl PartitionManager {
     ) -> BrokerResult<Vec<BatchAck>> {
         let partition = self.get(key)?;
         let bounds = split_batches(&frame[payload.clone()], batch_count)?;
+        if bounds.iter().any(|(_, _, named)| named.is_some()) {
+            return self.produce_named(&partition, frame, payload, &bounds).await;
+        }
         let appended = {
             let mut batches: Vec<&mut [u8]> = Vec::with_capacity(bounds.len());
             let mut rest = &mut frame[payload.clone()];
-            for (start, end) in bounds.iter().rev() {
+            for (start, end, _) in bounds.iter().rev() {
                 let (head, batch) = rest.split_at_mut(*start);
                 batches.push(&mut batch[..end - start]);
                 rest = head;
@@ -353,9 +375,9 @@ impl PartitionManager {
                     segments: segments as u32,
                     consumers,
                     poisoned: p.log.poisoned(),
-                    producers: 0,
-                    producer_evictions: 0,
-                    duplicate_batches: 0,
+                    producers: p.producers.borrow().len() as u32,
+                    producer_evictions: p.producers.borrow().evictions,
+                    duplicate_batches: p.producers.borrow().duplicates,
                 };
                 (p.key, stats)
             })
@@ -388,6 +410,7 @@ impl PartitionManager {
                 None => Ok(()), // Busy with a change, which syncs when due itself.
             };
             self.report_interval_sync(&partition, "interval fsync of stored offsets failed", synced);
+            self.maintain_producers(&partition).await;
             if retention {
                 match partition.log.enforce_retention(now_us()).await {
                     Ok(0) => {}
@@ -410,6 +433,7 @@ impl PartitionManager {
             if let Err(error) = partition.log.close().await {
                 tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "close failed");
             }
+            self.close_producers(&partition).await;
             let _ = partition.offsets.lock().await.close().await;
             partition.data.notify(usize::MAX);
         }
@@ -459,7 +483,7 @@ fn offset_error(what: &str, error: OffsetError) -> BrokerError {
 
 /// Splits a produce payload into its batches' byte ranges; the count must match and every
 /// batch must validate, so a bad batch rejects the request before anything is appended.
-fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, usize)>> {
+fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, usize, Option<NamedBatch>)>> {
     let invalid =
         |message: String| BrokerError::new(crate::protocol::messages::Status::InvalidBatch, message);
     if batch_count == 0 || batch_count as usize > payload.len() / BATCH_BYTES_MIN {
@@ -477,7 +501,7 @@ fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, u
         let bytes =
             payload.get(at..end).ok_or_else(|| invalid(format!("batch {index} runs past the payload")))?;
         batch::validate(bytes).map_err(|e| invalid(format!("batch {index}: {e}")))?;
-        bounds.push((at, end));
+        bounds.push((at, end, NamedBatch::of(&header)));
         at = end;
     }
     if at != payload.len() {

@@ -25,6 +25,7 @@ mod appender;
 pub mod index;
 mod log;
 pub mod offsets;
+pub mod producers;
 mod segment;
 #[cfg(test)]
 mod tests;
