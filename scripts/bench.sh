@@ -5,8 +5,10 @@
 # dd, 4 KiB O_DIRECT write latency with and without O_DSYNC, loopback TCP with `ringbench
 # loopback`), then runs a fixed suite: for each entry a broker on a fresh data directory and a
 # free loopback port, one `ringbench --json` run, SIGTERM. The broker's RSS is sampled during each
-# run. Writes results/<UTC timestamp>.json (entries + ceilings + machine), .md (table with every
-# throughput as a fraction of its ceiling) and .svg (`ringbench plot`, plotters); logs go to
+# run. Entries marked `du` also record the broker data directory's size after the run (du -sb),
+# so that a compressed run's bytes on disk can be read against the payload it stored. Writes
+# results/<UTC timestamp>.json (entries + ceilings + machine), .md (table with every throughput as
+# a fraction of its ceiling) and .svg (`ringbench plot`, plotters); logs go to
 # results/<timestamp>.logs/.
 #
 # Usage: scripts/bench.sh
@@ -262,6 +264,7 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # ---------------------------------------------------------------------------------------- suite
 # Pinned: actor i owns partition i of one stream's topic (partitions spread over the shards).
 # name | fsync | ceiling kind (producer/consumer/both) | bound (duration/fill) | workload and flags
+#   [| du: record the data directory's bytes on disk after the run]
 # Producers keep ringbench's default of one batch in flight (on 2 shared cores more pipelining
 # only queues: lower throughput, higher latency), except the single fsync-always producer, which
 # needs a second batch in flight to overlap its network transfer with the previous fdatasync.
@@ -269,10 +272,16 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # acknowledgement waits behind the write-behind queue, and end-to-end latency is mostly the queue
 # the producers build ahead of the consumers) and paced (latency below saturation: producers at
 # 1400 MB/s, about 80% of this machine's disk; end-to-end at 800 MB/s, both in total).
+# The named entry is the 1 KB producer as a named, deduplicated producer (ids, epochs, sequences
+# checked per batch); the json entries send compressible JSON-like records, plain and zstd, and
+# record the data directory's size (MB/s counts the uncompressed payload in both).
 n=$pinned_actors
 suite=(
     "pinned-producer-1KB|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000"
     "pinned-producer-1KB-paced-1400MBps|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --rate $((1400 / n))"
+    "pinned-producer-1KB-named|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --producer-name bench"
+    "pinned-producer-1KB-json|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json|du"
+    "pinned-producer-1KB-json-zstd|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json --compression zstd|du"
     "pinned-consumer-1KB|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
     "end-to-end-1KB|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
     "end-to-end-1KB-paced-800MBps|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n))"
@@ -284,7 +293,7 @@ suite=(
 
 failures=0
 for spec in "${suite[@]}"; do
-    IFS='|' read -r name fsync kind bound flags <<<"$spec"
+    IFS='|' read -r name fsync kind bound flags measure <<<"$spec"
     read -ra args <<<"$flags"
     log "== $name (--fsync $fsync): ${args[*]}"
     status=ok
@@ -324,19 +333,27 @@ for spec in "${suite[@]}"; do
         fi
     fi
     stop_sampler
+    data_bytes=null
+    if [[ ${measure:-} == du ]]; then
+        # After the run, before the broker stops (stop_broker removes the directory).
+        data_bytes=$(du -sb "$broker_data" 2>/dev/null | cut -f1) || data_bytes=null
+        [[ $data_bytes =~ ^[0-9]+$ ]] || data_bytes=null
+    fi
     stop_broker
     [[ $status == ok || $status == skipped ]] || failures=$((failures + 1))
     max_rss=$(cat "$rss_file")
     elapsed=$(($(date +%s) - started))
     log "   $status; broker stop: $stopped; max RSS ${max_rss} KiB; ${elapsed}s"
+    [[ $data_bytes == null ]] || log "   data directory: $data_bytes bytes on disk (du -sb)"
     res='null'
     [[ -s $result ]] && res=$(jq -c . "$result" 2>/dev/null || echo null)
     jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" --arg kind "$kind" \
         --arg note "$note" --arg stop "$stopped" --argjson rss "${max_rss:-0}" \
         --arg cores "$broker_cores" --argjson shards "$shards" --argjson wall "$elapsed" \
+        --argjson data "$data_bytes" \
         --arg cmd "ringbench ${args[*]} ${client_args[*]} --fsync-hint fsync=$fsync" --argjson result "$res" \
         '{name: $name, status: $status, fsync: $fsync, ceiling: $kind, note: $note,
-          broker: {cores: $cores, shards: $shards, stop: $stop, max_rss_kib: $rss},
+          broker: {cores: $cores, shards: $shards, stop: $stop, max_rss_kib: $rss, data_bytes: $data},
           command: $cmd, wall_s: $wall, result: $result}' >>"$entries"
 done
 
@@ -370,13 +387,17 @@ jq -r '
   "Ceilings: O_DIRECT write \(num($c.o_direct_write_mb_per_s; 1)) MB/s, O_DIRECT read \(num($c.o_direct_read_mb_per_s; 1)) MB/s, loopback TCP \(num($c.loopback_tcp_mb_per_s; 1)) MB/s, 4 KiB O_DIRECT write \(num($c.write_4k_o_direct_us; 1)) µs (with O_DSYNC \(num($c.write_4k_o_dsync_us; 1)) µs). The disk ceilings are dd at queue depth 1 (1 MiB blocks), a lower bound of what the device does with deeper queues.",
   "Producers and end-to-end are read against O_DIRECT write, consumers against O_DIRECT read; all against loopback TCP (ringbench loopback, one sender/receiver pair).",
   "",
-  "| entry | fsync | status | MB/s | msgs/s | vs loopback | vs disk | p50 µs | p99 µs | p99.9 µs | max RSS MiB |",
-  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  "Data MB: the broker data directory after the run (du -sb, entries that measure it); payload/data: the payload the producers had acknowledged over the whole run (warm-up included) per byte on disk, the compression ratio as stored.",
+  "",
+  "| entry | fsync | status | MB/s | msgs/s | vs loopback | vs disk | p50 µs | p99 µs | p99.9 µs | max RSS MiB | data MB | payload/data |",
+  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   (.entries[] |
     (.result.total.mb_per_s // null) as $mb |
     (if .ceiling == "consumer" then $c.o_direct_read_mb_per_s else $c.o_direct_write_mb_per_s end) as $disk |
     (if .ceiling == "consumer" then "read" else "write" end) as $dk |
-    "| \(.name) | \(.fsync) | \(.status) | \(num($mb; 10)) | \(num(.result.total.msgs_per_s // null; 1)) | \(pct($mb; $c.loopback_tcp_mb_per_s)) | \(pct($mb; $disk)) \($dk) | \(num(.result.latency_us.p50 // null; 1)) | \(num(.result.latency_us.p99 // null; 1)) | \(num(.result.latency_us.p999 // null; 1)) | \(num((.broker.max_rss_kib // null) | if . == null then null else . / 1024 end; 10)) |")
+    (.broker.data_bytes // null) as $data |
+    (.result.total.producer_bytes_all // null) as $payload |
+    "| \(.name) | \(.fsync) | \(.status) | \(num($mb; 10)) | \(num(.result.total.msgs_per_s // null; 1)) | \(pct($mb; $c.loopback_tcp_mb_per_s)) | \(pct($mb; $disk)) \($dk) | \(num(.result.latency_us.p50 // null; 1)) | \(num(.result.latency_us.p99 // null; 1)) | \(num(.result.latency_us.p999 // null; 1)) | \(num((.broker.max_rss_kib // null) | if . == null then null else . / 1024 end; 10)) | \(num($data | if . == null then null else . / 1e6 end; 10)) | \(if $data == null or $payload == null or $data == 0 then "–" else num($payload / $data; 100) end) |")
 ' "$out_json" >"$out_md"
 
 if ((have_ringbench)) && "$bench_bin" plot "$out_json" "$out_svg"; then

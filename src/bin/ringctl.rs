@@ -2,7 +2,8 @@
 //!
 //! Built on [`ringbroker::client::Client`] with a current-thread tokio runtime on the main
 //! thread; `produce` reads stdin on one extra thread (blocking reads) and hands finished batches
-//! to the runtime over a bounded channel.
+//! to the runtime over a bounded channel. Named producers (`produce --name`, `producer …`) live
+//! in the `producer` submodule.
 //!
 //! Contract with scripts: exit status 0 on success; otherwise non-zero (2 for a usage error, 1
 //! for anything else) with exactly one line `ringctl: <error>` on stderr, naming the server's
@@ -13,6 +14,9 @@
 #![warn(rust_2018_idioms)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[path = "ringctl/producer.rs"]
+mod producer;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::{Args, Parser, Subcommand};
 use ringbroker::client::{Client, ConnectionString, Polled};
 use ringbroker::constants::BATCH_RECORDS_MAX;
-use ringbroker::protocol::batch::{BatchBuilder, BatchError, Message};
+use ringbroker::protocol::batch::{BatchBuilder, BatchError, Compression, Message};
 use ringbroker::protocol::messages::{
     ConsumerRef, CreateUser, GroupInfo, GroupTarget, JoinGroup, PartitionStats, PartitionTarget,
     Partitioning, PollRequest, PollStrategy, PollTarget, ProduceResponse, Status, StreamInfo,
@@ -89,6 +93,9 @@ enum Command {
     Topic(TopicCommand),
     /// Send stdin to a topic, one message per line.
     Produce(ProduceArgs),
+    /// Named producers: last stored sequence, list, delete.
+    #[command(subcommand)]
+    Producer(producer::ProducerCommand),
     /// Print a topic's messages, one payload per line.
     Consume(ConsumeArgs),
     /// Store or read a consumer's or group's offset.
@@ -202,6 +209,17 @@ struct ProduceArgs {
     /// Most lines per batch; a batch is also sent whenever stdin has no more input buffered.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=i64::from(BATCH_RECORDS_MAX)))]
     batch: u32,
+    /// Produce as this named (idempotent) producer: declared before stdin is read, held until
+    /// it ends; its sequences continue where the name's last run stopped. Without --partition
+    /// or --key, lines take the partitions in turn.
+    #[arg(long)]
+    name: Option<String>,
+    /// Hold the topic exclusively (other producers are refused until this one ends).
+    #[arg(long, requires = "name")]
+    exclusive: bool,
+    /// Compress batches: none, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
 }
 
 #[derive(Args, Debug)]
@@ -416,7 +434,11 @@ async fn run(cli: Cli) -> CliResult {
         Command::Ping => ping(&client, json).await,
         Command::Stream(command) => stream(&client, command, json).await,
         Command::Topic(command) => topic(&client, command, json).await,
-        Command::Produce(args) => produce(&client, args).await,
+        Command::Produce(args) => match args.name.clone() {
+            Some(name) => producer::produce_named(&client, args, name).await,
+            None => produce(&client, args).await,
+        },
+        Command::Producer(command) => producer::producer(&client, command, json).await,
         Command::Consume(args) => consume(&client, args).await,
         Command::Offset(command) => offset(&client, command, json).await,
         Command::Group(command) => group(&client, command, json).await,
@@ -765,9 +787,10 @@ async fn produce(client: &Client, args: ProduceArgs) -> CliResult {
     let (sender, mut batches) = tokio::sync::mpsc::channel(PRODUCE_QUEUE_BATCHES);
     let key = args.key.clone().map(String::into_bytes);
     let batch_lines = args.batch;
+    let compression = args.compression;
     std::thread::Builder::new()
         .name("ringctl-stdin".to_string())
-        .spawn(move || read_batches(batch_lines, key.as_deref(), &sender))?;
+        .spawn(move || read_batches(batch_lines, compression, key.as_deref(), &sender))?;
     let mut summary = ProduceSummary::default();
     while let Some(batch) = batches.recv().await {
         let (bytes, records) = batch?;
@@ -783,9 +806,15 @@ type BatchResult = Result<(Vec<u8>, u32), Failure>;
 
 /// Runs on the stdin thread: one message per line (the line end removed), a batch sent after
 /// `batch_lines` lines or whenever no more input is buffered.
-fn read_batches(batch_lines: u32, key: Option<&[u8]>, sender: &tokio::sync::mpsc::Sender<BatchResult>) {
+fn read_batches(
+    batch_lines: u32,
+    compression: Compression,
+    key: Option<&[u8]>,
+    sender: &tokio::sync::mpsc::Sender<BatchResult>,
+) {
     let mut input = BufReader::with_capacity(STDIN_BUFFER_BYTES, std::io::stdin());
     let mut builder = BatchBuilder::new(0, 0);
+    builder.set_compression(compression);
     let mut line = Vec::new();
     let mut line_number = 0_u64;
     let outcome: CliResult = loop {
@@ -1282,9 +1311,21 @@ mod tests {
             Cli::try_parse_from(["ringctl", "produce", "s", "t", "--partition", "1", "--key", "k"]).is_err()
         );
         assert!(Cli::try_parse_from(["ringctl", "stream", "list", "--json"]).expect("json after").json);
+        assert!(
+            Cli::try_parse_from(["ringctl", "produce", "s", "t", "--exclusive"]).is_err(),
+            "needs --name"
+        );
+        assert!(Cli::try_parse_from(["ringctl", "produce", "s", "t", "--compression", "gzip"]).is_err());
         for ok in [
             &["ringctl", "produce", "s", "t"][..],
             &["ringctl", "produce", "s", "t", "--key", "k", "--batch", "10"],
+            &["ringctl", "produce", "s", "t", "--partition", "1", "--name", "n", "--exclusive"],
+            &["ringctl", "produce", "s", "t", "--name", "n", "--compression", "zstd"],
+            &["ringctl", "produce", "s", "t", "--compression", "lz4"],
+            &["ringctl", "producer", "sequence", "s", "t", "0", "n", "--json"],
+            &["ringctl", "producer", "list"],
+            &["ringctl", "producer", "list", "s"],
+            &["ringctl", "producer", "delete", "s", "t", "n"],
             &["ringctl", "consume", "s", "t", "--group", "g", "--from", "first", "--count", "5", "--follow"],
             &["ringctl", "offset", "store", "s", "t", "0", "10", "--group", "g"],
             &["ringctl", "user", "grant", "bob", "orders:rw", "*:r"],

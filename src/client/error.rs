@@ -71,6 +71,26 @@ impl ClientError {
     }
 }
 
+/// A copy for every party that must hear of one failure (a producer reports a batch's error to
+/// its confirmation callback and to its caller). An I/O error is copied as its kind and text.
+impl Clone for ClientError {
+    fn clone(&self) -> Self {
+        match self {
+            ClientError::Server { status, message } => {
+                ClientError::Server { status: *status, message: message.clone() }
+            }
+            ClientError::Io(error) => ClientError::Io(std::io::Error::new(error.kind(), error.to_string())),
+            ClientError::Protocol(reason) => ClientError::Protocol(reason.clone()),
+            ClientError::Disconnected => ClientError::Disconnected,
+            ClientError::Timeout => ClientError::Timeout,
+            ClientError::InvalidConnectionString(reason) => {
+                ClientError::InvalidConnectionString(reason.clone())
+            }
+            ClientError::InvalidRequest(reason) => ClientError::InvalidRequest(reason.clone()),
+        }
+    }
+}
+
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -125,5 +145,8 @@ mod tests {
         let io =
             ClientError::io("connecting to h:1", std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
         assert!(io.to_string().starts_with("connecting to h:1: "), "{io}");
+        let copy = io.clone();
+        assert_eq!((copy.to_string(), copy.is_connection_error()), (io.to_string(), true));
+        assert_eq!(error.clone().status(), Some(Status::UnknownStream));
     }
 }

@@ -51,7 +51,9 @@ pub use polled::{
     PartitionRecords, Polled, PolledPartitionData, PolledRecord, RefusedBatch, INFLATED_BATCH_BYTES_MAX,
     INFLATED_POLL_BYTES_MAX,
 };
-pub use producer::{Partitioning, Producer, ProducerBuilder, ProducerError, ProducerMessage};
+pub use producer::{
+    BatchReceipt, Confirmation, Partitioning, Producer, ProducerBuilder, ProducerError, ProducerMessage,
+};
 pub use router::{RouterSource, ShardRouter};
 pub use stream::{RingStream, StreamConfig};
 pub use url::{ClientOptions, ConnectionString, PORT_DEFAULT, SCHEME};

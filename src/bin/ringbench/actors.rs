@@ -1,5 +1,6 @@
 //! The broker workloads: plans which actors run, starts each on its own OS thread with its own
-//! current-thread tokio runtime, and runs the producer and consumer loops.
+//! current-thread tokio runtime, and runs the consumer loops (the producer loop is in module
+//! `produce`).
 //!
 //! Life of an actor: pin (with `--cores`), start a runtime, connect and route shard-aware
 //! (`prepare`), wait on the phase's barrier, run its bounded loop, return its
@@ -9,25 +10,26 @@
 //! Producers without a send stamp build their batch once and send that same batch every time (as
 //! iggy-bench sends prebuilt messages): the run measures the broker and the wire, not batch
 //! building; the broker still validates each batch's CRC and assigns offsets in its own copy.
-//! End-to-end producers stamp every message, so they build every batch.
+//! End-to-end producers stamp every message, so they build every batch. Named producers
+//! (`--producer-name`, module `named`) send copies of the prebuilt batch whose sequence range
+//! and CRC are rewritten per send (module `payload`); the copies are reused once acknowledged.
 //!
 //! Invariants: every loop ends (by batch count, deadline, the stop flag, or an error when a
 //! consumer sees no progress for [`IDLE_TIMEOUT`]); at most `--in-flight` produce requests
 //! of one producer are in flight; consumers have one poll in flight.
 
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
-use ringbroker::client::{Client, ClientError, ShardRouter};
+use ringbroker::client::{Client, ShardRouter};
 use ringbroker::model::now_us;
-use ringbroker::protocol::batch::BatchBuilder;
 use ringbroker::protocol::messages::{
-    GroupTarget, JoinGroup, PartitionTarget, Partitioning, PollRequest, PollStrategy, PollTarget,
+    GroupTarget, JoinGroup, PartitionTarget, PollRequest, PollStrategy, PollTarget,
 };
 
+use crate::named::NamedLane;
+use crate::produce::{produce, ProducePlan};
 use crate::report::{self, ActorResult, Role};
 use crate::{current_thread_runtime, Bound, Settings, Workload, ACTORS_MAX, BATCHES_DEFAULT, TOPIC};
 
@@ -53,7 +55,7 @@ const _: () = assert!(GROUP_HEARTBEAT_INTERVAL.as_millis() * 3 < GROUP_SESSION_T
 #[derive(Debug, Clone)]
 enum Task {
     /// Produce `batches` batches (or until the deadline), round robin over `targets` starting at
-    /// index `id`, stamping payloads when `stamp`.
+    /// index `id`, stamping payloads when `stamp`, as a named producer when `named`.
     Produce {
         id: u32,
         targets: Vec<(String, u32)>,
@@ -61,6 +63,7 @@ enum Task {
         rate: Option<f64>,
         warmup: Duration,
         stamp: bool,
+        named: bool,
     },
     /// Read one partition from offset 0 until caught up after the producers have finished.
     PollPartition { id: u32, stream: String, partition: u32, stamp: bool },
@@ -69,11 +72,12 @@ enum Task {
 }
 
 /// State shared by the actors of one phase.
-struct Shared {
-    settings: Settings,
+pub struct Shared {
+    /// The run's settings.
+    pub settings: Settings,
     barrier: Barrier,
     /// Set by a failing actor; the others stop at their next step.
-    stop: AtomicBool,
+    pub stop: AtomicBool,
     /// Producers still running (consumers drain once it is zero).
     producers_running: AtomicU32,
     /// Messages consumed by each stream's group.
@@ -106,6 +110,7 @@ pub fn run(workload: Workload, settings: &Settings) -> Result<Vec<ActorResult>, 
         rate: settings.rate_mb_per_s,
         warmup: settings.warmup,
         stamp: workload == Workload::EndToEnd,
+        named: settings.producer_name.is_some(),
     };
     let pinned_target = |id: u32| vec![(settings.stream_of(id), id % settings.partitions)];
     let partition_consumer = |id: u32| Task::PollPartition {
@@ -162,6 +167,7 @@ fn fill(settings: &Settings, fill_batches: u64) -> Result<(), String> {
                 rate: None,
                 warmup: Duration::ZERO,
                 stamp: false,
+                named: false,
             }
         })
         .collect();
@@ -248,7 +254,7 @@ fn pin(core: Option<usize>) -> Result<(), String> {
 
 /// A task with its connections open.
 enum Prepared {
-    Produce { task: Task, clients: Vec<Client> },
+    Produce { task: Task, clients: Vec<Client>, named: Option<NamedLane> },
     PollPartition { task: Task, client: Client },
     PollGroup { task: Task, client: Client, member_id: u64 },
 }
@@ -267,12 +273,24 @@ async fn prepare(settings: &Settings, task: Task) -> Result<Prepared, String> {
         }
     };
     match &task {
-        Task::Produce { targets, .. } => {
+        Task::Produce { id, targets, named, .. } => {
             let mut clients = Vec::with_capacity(targets.len());
             for (stream, partition) in targets {
                 clients.push(route(stream.clone(), *partition).await?);
             }
-            Ok(Prepared::Produce { task, clients })
+            let named = match (named, &settings.producer_name, targets.first()) {
+                (true, Some(prefix), Some((stream, _))) => {
+                    debug_assert!(
+                        targets.iter().all(|(other, _)| other == stream),
+                        "one stream per producer"
+                    );
+                    let partitions: Vec<u32> = targets.iter().map(|(_, partition)| *partition).collect();
+                    let name = format!("{prefix}-{id}");
+                    Some(NamedLane::declare(&base, stream, name, settings.compression, &partitions).await?)
+                }
+                _ => None,
+            };
+            Ok(Prepared::Produce { task, clients, named })
         }
         Task::PollPartition { stream, partition, .. } => {
             let client = route(stream.clone(), *partition).await?;
@@ -299,9 +317,22 @@ async fn prepare(settings: &Settings, task: Task) -> Result<Prepared, String> {
 
 async fn execute(shared: &Shared, prepared: Prepared) -> Result<ActorResult, String> {
     match prepared {
-        Prepared::Produce { task: Task::Produce { id, targets, bound, rate, warmup, stamp }, clients } => {
+        Prepared::Produce {
+            task: Task::Produce { id, targets, bound, rate, warmup, stamp, .. },
+            clients,
+            named,
+        } => {
             let plan = ProducePlan { id, bound, rate, warmup, stamp };
-            produce(shared, &plan, &targets, &clients).await
+            let heartbeats = named.as_ref().map(NamedLane::start_heartbeats);
+            let mut named = named;
+            let outcome = produce(shared, &plan, &targets, &clients, named.as_mut()).await;
+            if let Some(heartbeats) = heartbeats {
+                heartbeats.abort();
+            }
+            if let (Ok(_), Some(lane)) = (&outcome, &named) {
+                lane.close().await?;
+            }
+            outcome
         }
         Prepared::PollPartition { task: Task::PollPartition { id, stream, partition, stamp }, client } => {
             consume_partition(shared, id, &client, &stream, partition, stamp).await
@@ -313,110 +344,6 @@ async fn execute(shared: &Shared, prepared: Prepared) -> Result<ActorResult, Str
         } => consume_group(shared, id, &client, &stream, stream_index, total, member_id).await,
         _ => Err("internal error: a task lost its kind".to_string()),
     }
-}
-
-/// How a producer runs.
-struct ProducePlan {
-    id: u32,
-    bound: Bound,
-    rate: Option<f64>,
-    warmup: Duration,
-    stamp: bool,
-}
-
-/// The producer loop: builds a batch per request, keeps up to `--in-flight` in flight,
-/// records send → ack per batch.
-async fn produce(
-    shared: &Shared,
-    plan: &ProducePlan,
-    targets: &[(String, u32)],
-    clients: &[Client],
-) -> Result<ActorResult, String> {
-    assert_eq!(targets.len(), clients.len());
-    assert!(!targets.is_empty());
-    let settings = &shared.settings;
-    let started = Instant::now();
-    let measured_from = started + plan.warmup;
-    let (batches_max, deadline) = match plan.bound {
-        Bound::Batches(batches) => (batches, None),
-        Bound::Duration(duration) => (u64::MAX, Some(started + duration)),
-    };
-    let batch_bytes = settings.batch_payload_bytes();
-    let mut result = new_result(Role::Producer, plan.id, measured_from)?;
-    let mut payload = vec![0x5a_u8; settings.message_size as usize];
-    let mut in_flight = FuturesUnordered::new();
-    let mut sent = 0_u64;
-    let prebuilt = if plan.stamp { None } else { Some(Rc::new(build_batch(settings, &mut payload, false)?)) };
-    loop {
-        if shared.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let may_send = sent < batches_max && deadline.is_none_or(|deadline| Instant::now() < deadline);
-        let acked = if may_send && in_flight.len() < settings.in_flight {
-            let due = plan.rate.map(|mb_per_s| {
-                started + Duration::from_secs_f64(sent as f64 * batch_bytes as f64 / (mb_per_s * 1e6))
-            });
-            match due.filter(|due| *due > Instant::now()) {
-                None => {
-                    let index = (u64::from(plan.id) + sent) as usize % targets.len();
-                    let (stream, partition) = &targets[index];
-                    let batch = match &prebuilt {
-                        Some(batch) => batch.clone(),
-                        None => Rc::new(build_batch(settings, &mut payload, plan.stamp)?),
-                    };
-                    in_flight.push(send_batch(&clients[index], stream, *partition, batch));
-                    sent += 1;
-                    continue;
-                }
-                Some(due) if in_flight.is_empty() => {
-                    tokio::time::sleep_until(due.into()).await;
-                    continue;
-                }
-                Some(due) => tokio::select! {
-                    () = tokio::time::sleep_until(due.into()) => continue,
-                    acked = in_flight.next() => acked,
-                },
-            }
-        } else {
-            in_flight.next().await
-        };
-        let Some(acked) = acked else { break };
-        let (sent_at, acked_at) = acked.map_err(|error| format!("producer {}: {error}", plan.id))?;
-        if acked_at >= measured_from {
-            report::record(&mut result.latency, micros(acked_at - sent_at));
-            result.bytes += batch_bytes;
-            result.messages += u64::from(settings.batch);
-        }
-    }
-    result.finished_at = Instant::now();
-    Ok(result)
-}
-
-/// Sends one batch; answers when it was sent (first polled) and acknowledged.
-async fn send_batch(
-    client: &Client,
-    stream: &str,
-    partition: u32,
-    batch: Rc<Vec<u8>>,
-) -> Result<(Instant, Instant), ClientError> {
-    let sent_at = Instant::now();
-    client.produce(stream, TOPIC, Partitioning::Partition(partition), &[batch.as_slice()]).await?;
-    Ok((sent_at, Instant::now()))
-}
-
-/// One batch of `--batch` copies of `payload`, each stamped with the time now when `stamp`.
-fn build_batch(settings: &Settings, payload: &mut [u8], stamp: bool) -> Result<Vec<u8>, String> {
-    let capacity = settings.batch as usize * (payload.len() + crate::RECORD_OVERHEAD_BYTES as usize);
-    let mut builder = BatchBuilder::with_capacity(0, 0, capacity);
-    for _ in 0..settings.batch {
-        if stamp {
-            if let Some(head) = payload.get_mut(..STAMP_BYTES) {
-                head.copy_from_slice(&now_us().to_le_bytes());
-            }
-        }
-        builder.push_payload(payload).map_err(|error| format!("building a batch: {error}"))?;
-    }
-    builder.finish().map_err(|error| format!("building a batch: {error}"))
 }
 
 /// Reads one partition by offset; one latency sample per non-empty poll (or, with `stamp`, one
@@ -582,11 +509,14 @@ async fn consume_group(
     Ok(result)
 }
 
-fn new_result(role: Role, id: u32, measured_from: Instant) -> Result<ActorResult, String> {
+pub fn new_result(role: Role, id: u32, measured_from: Instant) -> Result<ActorResult, String> {
     Ok(ActorResult {
         role,
         id,
         bytes: 0,
+        wire_bytes: 0,
+        bytes_all: 0,
+        wire_bytes_all: 0,
         messages: 0,
         measured_from,
         finished_at: measured_from,
@@ -614,7 +544,7 @@ pub fn stamp_of(payload: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(head))
 }
 
-fn micros(duration: Duration) -> u64 {
+pub fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 

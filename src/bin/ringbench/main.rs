@@ -21,7 +21,10 @@
 
 mod actors;
 mod loopback;
+mod named;
+mod payload;
 mod plot;
+mod produce;
 mod report;
 
 use std::process::ExitCode;
@@ -30,7 +33,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ringbroker::client::{Client, ClientError};
 use ringbroker::constants::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
+use ringbroker::protocol::batch::Compression;
 use ringbroker::protocol::messages::{Status, TopicConfig};
+
+use crate::payload::Payload;
 
 /// Most actors of one kind (each is an OS thread with its own runtime and connections).
 const ACTORS_MAX: u32 = 256;
@@ -183,6 +189,17 @@ struct Options {
     /// Pin actor i to core LIST[i % len] (e.g. `0,1` or `0-3`).
     #[arg(long, value_parser = parse_cores)]
     cores: Option<CoreList>,
+    /// Compress producers' batches: none, lz4 or zstd. MB/s stays the uncompressed payload;
+    /// the report adds the bytes on the wire.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
+    /// Named producers: producer i declares `PREFIX-<i>` and stamps its id, epoch and sequences
+    /// into its batches (the broker deduplicates them).
+    #[arg(long, value_name = "PREFIX")]
+    producer_name: Option<String>,
+    /// Message bodies: random bytes, or compressible JSON-like order records.
+    #[arg(long, value_enum, default_value = "random")]
+    payload: Payload,
 }
 
 /// Core ids for `--cores`, in the order given.
@@ -247,6 +264,20 @@ pub struct Settings {
     pub fsync_hint: Option<String>,
     /// Core pinning, if any.
     pub cores: Option<CoreList>,
+    /// Batch compression of the producers.
+    #[serde(serialize_with = "serialize_display")]
+    pub compression: Compression,
+    /// The name prefix of named producers, if any.
+    pub producer_name: Option<String>,
+    /// What the message bodies are.
+    pub payload: Payload,
+}
+
+fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 impl Settings {
@@ -282,6 +313,9 @@ impl Settings {
             warmup: Duration::from_secs_f64(options.warmup),
             fsync_hint: options.fsync_hint.clone(),
             cores: options.cores.clone(),
+            compression: options.compression,
+            producer_name: options.producer_name.clone(),
+            payload: options.payload,
         })
     }
 

@@ -1,14 +1,17 @@
 //! Results: what each actor measured, their sum, and the table and JSON made of them.
 //!
 //! Runs on the main thread after every actor has finished. Invariant: only the measured phase
-//! (after warm-up) enters any figure; throughput is bytes over the measured phase's length, in
-//! MB/s of 10^6 bytes.
+//! (after warm-up) enters any figure except the `*_all` byte counts; throughput is bytes over
+//! the measured phase's length, in MB/s of 10^6 bytes, counting the uncompressed payload; with
+//! `--compression` the report adds the bytes the producers put on the wire.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::json;
+
+use ringbroker::protocol::batch::Compression;
 
 use crate::{Settings, Workload};
 
@@ -59,8 +62,15 @@ pub struct ActorResult {
     pub role: Role,
     /// Its index among actors of its role.
     pub id: u32,
-    /// Payload bytes completed after the warm-up.
+    /// Payload bytes completed after the warm-up (uncompressed: the messages' bodies).
     pub bytes: u64,
+    /// Batch bytes on the wire completed after the warm-up (producers; compressed when the run
+    /// compresses; 0 for other roles).
+    pub wire_bytes: u64,
+    /// Payload bytes completed in the whole run, warm-up included (producers).
+    pub bytes_all: u64,
+    /// Batch bytes on the wire in the whole run, warm-up included (producers).
+    pub wire_bytes_all: u64,
     /// Messages completed after the warm-up.
     pub messages: u64,
     /// When its measured phase began (its start plus the warm-up).
@@ -95,6 +105,11 @@ pub struct Summary {
     /// The role whose bytes make the total (each byte counted once).
     counted: Role,
     bytes: u64,
+    /// Producers' batch bytes on the wire after the warm-up.
+    wire_bytes: u64,
+    /// Producers' payload and wire bytes over the whole run, warm-up included.
+    bytes_all: u64,
+    wire_bytes_all: u64,
     messages: u64,
     elapsed: Duration,
     /// The headline latency: the counted role's, or per-message delivery for end-to-end.
@@ -114,6 +129,7 @@ impl Summary {
         let mut latency = histogram()?;
         let mut consumer_latency = histogram()?;
         let (mut bytes, mut messages) = (0_u64, 0_u64);
+        let (mut wire_bytes, mut bytes_all, mut wire_bytes_all) = (0_u64, 0_u64, 0_u64);
         let mut measured_from: Option<Instant> = None;
         let mut finished_at: Option<Instant> = None;
         for actor in &actors {
@@ -130,6 +146,11 @@ impl Summary {
                 Ok(())
             };
             merged.map_err(|error| format!("merging histograms: {error}"))?;
+            if actor.role == Role::Producer {
+                wire_bytes += actor.wire_bytes;
+                bytes_all += actor.bytes_all;
+                wire_bytes_all += actor.wire_bytes_all;
+            }
             if actor.role != counted {
                 continue;
             }
@@ -155,6 +176,9 @@ impl Summary {
             actors,
             counted,
             bytes,
+            wire_bytes,
+            bytes_all,
+            wire_bytes_all,
             messages,
             elapsed,
             latency,
@@ -190,6 +214,9 @@ impl Summary {
             msgs_per_s
         );
         let _ = writeln!(out, "(totals count {} bytes once each)", self.counted.name());
+        if let Some(line) = self.wire_line() {
+            out.push_str(&line);
+        }
         let latency_name = match self.workload {
             Workload::EndToEnd => "end-to-end per message",
             Workload::PinnedConsumer | Workload::BalancedConsumerGroup => "poll response",
@@ -222,6 +249,29 @@ impl Summary {
         out
     }
 
+    /// With compression, the producers' bytes on the wire next to their payload bytes.
+    fn wire_line(&self) -> Option<String> {
+        if self.settings.compression == Compression::None || self.wire_bytes == 0 {
+            return None;
+        }
+        let (wire_mb_per_s, _) = rates(self.wire_bytes, 0, self.elapsed);
+        Some(format!(
+            "wire ({}): {:.1} MB/s, {} bytes for {} payload bytes (ratio {:.2}); whole run {} wire bytes for {} payload bytes\n",
+            self.settings.compression,
+            wire_mb_per_s,
+            self.wire_bytes,
+            self.producer_payload_bytes(),
+            ratio(self.producer_payload_bytes(), self.wire_bytes),
+            self.wire_bytes_all,
+            self.bytes_all,
+        ))
+    }
+
+    /// The producers' payload bytes after the warm-up.
+    fn producer_payload_bytes(&self) -> u64 {
+        self.actors.iter().filter(|actor| actor.role == Role::Producer).map(|actor| actor.bytes).sum()
+    }
+
     /// The JSON report (same figures as the table).
     pub fn json(&self) -> serde_json::Value {
         let (mb_per_s, msgs_per_s) = rates(self.bytes, self.messages, self.elapsed);
@@ -251,6 +301,10 @@ impl Summary {
                 "messages": self.messages,
                 "elapsed_s": self.elapsed.as_secs_f64(),
                 "counted_role": self.counted.name(),
+                "wire_bytes": self.wire_bytes,
+                "wire_mb_per_s": rates(self.wire_bytes, 0, self.elapsed).0,
+                "producer_bytes_all": self.bytes_all,
+                "wire_bytes_all": self.wire_bytes_all,
             },
             "actors": actors,
             "latency_us": latency_json(&self.latency),
@@ -260,6 +314,14 @@ impl Summary {
         }
         document
     }
+}
+
+/// Payload bytes per wire byte (0 without wire bytes).
+fn ratio(payload: u64, wire: u64) -> f64 {
+    if wire == 0 {
+        return 0.0;
+    }
+    payload as f64 / wire as f64
 }
 
 /// p50, p90, p99, p99.9, p99.99 and max of a histogram (zeros when empty).
