@@ -1003,7 +1003,20 @@ impl Fetcher {
             Err(error) => return Err(error),
         };
         self.missing_since = None;
-        let messages = received_messages(&polled)?;
+        let Received { messages, stopped } = received_messages(&polled)?;
+        // The server stored the group's offsets past the whole answer when it answered, so a
+        // partition cut short here is not read again by `Next`: the records before the bad batch
+        // are delivered, and the batch is reported (as the error when nothing else came).
+        if messages.is_empty() {
+            if let Some(first) = stopped.into_iter().next() {
+                return Err(first.error);
+            }
+            return Ok(messages);
+        }
+        for skipped in &stopped {
+            tracing::warn!(partition = skipped.partition, error = %skipped.error,
+                "group poll: a batch that cannot be read was passed over");
+        }
         self.group_polled |= !messages.is_empty();
         Ok(messages)
     }
@@ -1152,7 +1165,16 @@ impl Fetcher {
             Err(error) => return Err(error),
         };
         self.missing_since = None;
-        let messages = received_messages(&polled)?;
+        let Received { messages, stopped } = received_messages(&polled)?;
+        if let Some(stopped) = stopped.into_iter().next() {
+            // Deliver what came before the bad batch; the next poll starts at the bad batch and
+            // reports it. With nothing before it, report it now and stay where we are.
+            let Some(resume_at) = stopped.resume_at else { return Err(stopped.error) };
+            tracing::warn!(partition, offset = resume_at, error = %stopped.error, "a batch cannot be read");
+            self.positions.insert(partition, resume_at);
+            self.starts.remove(&partition);
+            return Ok(messages);
+        }
         for marks in &polled.response.partitions {
             if marks.partition != partition {
                 return Err(ClientError::Protocol(format!(
@@ -1183,11 +1205,28 @@ impl Fetcher {
     }
 }
 
+/// A partition whose batch could not be read (corrupt, or a compressed batch refused): the
+/// records before it are delivered, the rest of the partition's answer is not.
+struct Stopped {
+    partition: u32,
+    /// The offset after the last record delivered from the partition (`None`: none was).
+    resume_at: Option<u64>,
+    error: ClientError,
+}
+
+/// The messages of a poll answer, and the partitions cut short by a batch that cannot be read.
+struct Received {
+    messages: Vec<ReceivedMessage>,
+    stopped: Vec<Stopped>,
+}
+
 /// Copies a poll answer's records in `[start_offset, next_offset)` of each partition out as
-/// messages sharing the answer's buffer. Refuses an answer whose marks run backwards or whose
-/// batches fail validation, so no position moves on it.
-fn received_messages(polled: &Polled) -> Result<Vec<ReceivedMessage>, ClientError> {
-    let mut messages = Vec::new();
+/// messages sharing the answer's buffer. Refuses an answer whose marks run backwards, so no
+/// position moves on it. A batch that fails validation, or a compressed batch the client refused
+/// to inflate, ends its partition: the records before it are kept, and the partition is reported
+/// in [`Received::stopped`] with the error that names it.
+fn received_messages(polled: &Polled) -> Result<Received, ClientError> {
+    let mut received = Received { messages: Vec::new(), stopped: Vec::new() };
     for partition in polled.partitions() {
         let info = partition.info;
         if info.next_offset < info.start_offset {
@@ -1196,12 +1235,25 @@ fn received_messages(polled: &Polled) -> Result<Vec<ReceivedMessage>, ClientErro
                 info.partition, info.next_offset, info.start_offset
             )));
         }
+        let messages = &mut received.messages;
         let before = messages.len();
         for batch in partition.batches() {
-            let batch = batch.map_err(|error| {
-                ClientError::Protocol(format!("partition {} returned a bad batch: {error}", info.partition))
-            })?;
-            let batch = partition.check_plain(batch)?;
+            let readable = batch
+                .map_err(|error| {
+                    ClientError::Protocol(format!(
+                        "partition {} returned a bad batch: {error}",
+                        info.partition
+                    ))
+                })
+                .and_then(|batch| partition.check_plain(batch));
+            let batch = match readable {
+                Ok(batch) => batch,
+                Err(error) => {
+                    let resume_at = messages[before..].last().map(|last| last.offset + 1);
+                    received.stopped.push(Stopped { partition: info.partition, resume_at, error });
+                    break;
+                }
+            };
             let header = batch.header();
             if header.next_offset() <= info.start_offset || header.base_offset >= info.next_offset {
                 continue;
@@ -1237,7 +1289,7 @@ fn received_messages(polled: &Polled) -> Result<Vec<ReceivedMessage>, ClientErro
             )));
         }
     }
-    Ok(messages)
+    Ok(received)
 }
 
 /// `part` as a slice of `whole` without copying; copied should it lie outside (it cannot: the
@@ -1295,7 +1347,7 @@ mod tests {
         let one = stored_batch(0, 5, &["x"]);
         let response = PollResponse { partitions: vec![marks(0, 11, 14, &zero), marks(1, 0, 1, &one)] };
         let polled = Polled::new(response, Bytes::from([zero, one].concat())).expect("consistent");
-        let messages = received_messages(&polled).expect("valid");
+        let messages = received_messages(&polled).expect("valid").messages;
         let seen: Vec<(u32, u64, u64, &[u8])> =
             messages.iter().map(|m| (m.partition, m.offset, m.append_timestamp_us, &m.payload[..])).collect();
         assert_eq!(seen, [(0, 11, 77, &b"b"[..]), (0, 12, 77, b"c"), (0, 13, 78, b"d"), (1, 0, 5, b"x")]);
@@ -1316,8 +1368,30 @@ mod tests {
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;
         let response = PollResponse { partitions: vec![marks(0, 0, 1, &corrupt)] };
-        let polled = Polled::new(response, Bytes::from(corrupt)).expect("lengths agree");
-        assert!(matches!(received_messages(&polled), Err(ClientError::Protocol(_))));
+        let polled = Polled::new(response, Bytes::from(corrupt.clone())).expect("lengths agree");
+        let received = received_messages(&polled).expect("the answer itself is consistent");
+        assert!(received.messages.is_empty());
+        assert!(matches!(
+            received.stopped.as_slice(),
+            [Stopped { partition: 0, resume_at: None, error: ClientError::Protocol(_) }]
+        ));
+    }
+
+    #[test]
+    fn records_before_a_bad_batch_are_kept_and_the_partition_stops_there() {
+        let mut zero = stored_batch(0, 1, &["a", "b"]);
+        let mut corrupt = stored_batch(2, 1, &["c"]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        zero.extend(corrupt);
+        zero.extend(stored_batch(3, 1, &["d"]));
+        let one = stored_batch(0, 1, &["x"]);
+        let response = PollResponse { partitions: vec![marks(0, 0, 4, &zero), marks(1, 0, 1, &one)] };
+        let polled = Polled::new(response, Bytes::from([zero, one].concat())).expect("consistent");
+        let received = received_messages(&polled).expect("consistent");
+        let seen: Vec<(u32, u64)> = received.messages.iter().map(|m| (m.partition, m.offset)).collect();
+        assert_eq!(seen, [(0, 0), (0, 1), (1, 0)]);
+        assert!(matches!(received.stopped.as_slice(), [Stopped { partition: 0, resume_at: Some(2), .. }]));
     }
 
     #[test]
