@@ -377,6 +377,11 @@ mod tests {
             Kind::ProducerHeartbeat => "producer_heartbeat",
             Kind::ProducerList => "list_producers",
             Kind::ProducerClose => "close_producer",
+            Kind::Subscribe => "subscribe",
+            Kind::Credit => "Subscription::credit",
+            Kind::Unsubscribe => "Subscription::unsubscribe",
+            Kind::Deliver => "Subscription::next",
+            Kind::ConsumerUpdate => "Subscription::next (consumer updates)",
         }
     }
 

@@ -165,6 +165,28 @@ impl Client {
         connection.call(correlation, frame, timeout).await
     }
 
+    /// The live connection (reconnecting if needed), for requests that must all go over one
+    /// particular connection (a subscription and its credits).
+    pub(super) async fn pinned_connection(&self) -> Result<Arc<Connection>, ClientError> {
+        self.connection().await
+    }
+
+    /// Sends `request` over `connection` (not reconnecting) and decodes its response.
+    pub(super) async fn request_on<Req: RequestBody, Resp: ResponseBody>(
+        &self,
+        connection: &Connection,
+        kind: Kind,
+        request: &Req,
+    ) -> Result<(Resp, Bytes), ClientError> {
+        let body = messages::encode(request)
+            .map_err(|error| ClientError::InvalidRequest(format!("{kind:?} body: {error}")))?;
+        let correlation = self.inner.correlation_next.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_request(kind, correlation, &body, &[])?;
+        let timeout = lock(&self.inner.target).options.timeout;
+        let _permit = self.inner.in_flight.acquire().await.map_err(|_| ClientError::Disconnected)?;
+        connection.call(correlation, frame, timeout).await?.into_response::<Resp>(kind)
+    }
+
     /// The shard map: every shard's direct address and the owner of every partition the user
     /// may see.
     pub async fn metadata(&self) -> Result<MetadataResponse, ClientError> {
@@ -362,9 +384,85 @@ fn pem_io_error(error: rustls::pki_types::pem::Error) -> std::io::Error {
 }
 
 /// One socket's tasks and the requests waiting on it.
-struct Connection {
+pub(super) struct Connection {
     frames: mpsc::Sender<Vec<u8>>,
     pending: Arc<Pending>,
+    pushes: Arc<Pushes>,
+}
+
+/// Correlation ids with this bit set are the client's `Credit` frames (`bit | subscription id`),
+/// which the server answers only on error; such an error goes to the subscription.
+pub(super) const CREDIT_CORRELATION_BIT: u64 = 1 << 63;
+
+/// Where the frames the server pushes go: per subscription id, the subscription's channel.
+/// Closed (every channel dropped, nothing more registered) when the connection closes.
+#[derive(Default)]
+struct Pushes {
+    routes: Mutex<Option<HashMap<u32, tokio::sync::mpsc::UnboundedSender<Frame>>>>,
+}
+
+impl Pushes {
+    fn new() -> Self {
+        Self { routes: Mutex::new(Some(HashMap::new())) }
+    }
+
+    /// Whether `frame` is pushed (a delivery, a consumer update, or a refused credit) rather
+    /// than a response to a waiting request.
+    fn is_push(frame: &Frame) -> bool {
+        let header = frame.header();
+        header.kind == Kind::Deliver as u16
+            || header.kind == Kind::ConsumerUpdate as u16
+            || (header.kind == Kind::Credit as u16 && header.correlation & CREDIT_CORRELATION_BIT != 0)
+    }
+
+    fn route(&self, frame: Frame) {
+        // Deliveries and refused credits carry the subscription id in the correlation id; a
+        // consumer update carries it in its body (its correlation is the server's request id).
+        let id = match frame.header().kind {
+            kind if kind == Kind::ConsumerUpdate as u16 => {
+                match messages::decode::<crate::protocol::subscriptions::ConsumerUpdate>(frame.body()) {
+                    Ok(update) => update.subscription_id,
+                    Err(error) => {
+                        tracing::warn!(%error, "a consumer update that cannot be read was dropped");
+                        return;
+                    }
+                }
+            }
+            _ => (frame.header().correlation & !CREDIT_CORRELATION_BIT) as u32,
+        };
+        let routes = lock(&self.routes);
+        match routes.as_ref().and_then(|routes| routes.get(&id)) {
+            Some(route) => {
+                let _ = route.send(frame);
+            }
+            None => {
+                tracing::debug!(subscription = id, kind = frame.header().kind, "a push for no subscription")
+            }
+        }
+    }
+
+    fn register(&self, id: u32) -> Result<tokio::sync::mpsc::UnboundedReceiver<Frame>, ClientError> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut routes = lock(&self.routes);
+        let routes = routes.as_mut().ok_or(ClientError::Disconnected)?;
+        if routes.contains_key(&id) {
+            return Err(ClientError::InvalidRequest(format!(
+                "subscription {id} is in use on this connection"
+            )));
+        }
+        routes.insert(id, sender);
+        Ok(receiver)
+    }
+
+    fn forget(&self, id: u32) {
+        if let Some(routes) = lock(&self.routes).as_mut() {
+            routes.remove(&id);
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.routes).take();
+    }
 }
 
 impl Connection {
@@ -376,13 +474,38 @@ impl Connection {
     {
         let (frames, queue) = mpsc::channel(WRITE_QUEUE_FRAMES);
         let pending = Arc::new(Pending::new());
-        tokio::spawn(read_loop(read_half, pending.clone(), max_frame_bytes, address.to_string()));
+        let pushes = Arc::new(Pushes::new());
+        let reading = Reading { pending: pending.clone(), pushes: pushes.clone(), max_frame_bytes };
+        tokio::spawn(read_loop(read_half, reading, address.to_string()));
         tokio::spawn(write_loop(write_half, queue, pending.clone(), address.to_string()));
-        Arc::new(Connection { frames, pending })
+        Arc::new(Connection { frames, pending, pushes })
+    }
+
+    /// Queues one encoded frame that gets no response on success.
+    pub(super) async fn send(&self, frame: Vec<u8>) -> Result<(), ClientError> {
+        self.frames.send(frame).await.map_err(|_| ClientError::Disconnected)
+    }
+
+    /// Routes the frames pushed for subscription `id` on this connection to the receiver.
+    pub(super) fn register_push(
+        &self,
+        id: u32,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<Frame>, ClientError> {
+        self.pushes.register(id)
+    }
+
+    /// Stops routing subscription `id`'s pushes.
+    pub(super) fn forget_push(&self, id: u32) {
+        self.pushes.forget(id);
     }
 
     /// Queues one encoded frame and waits for the response with this correlation id.
-    async fn call(&self, correlation: u64, frame: Vec<u8>, timeout: Duration) -> Result<Frame, ClientError> {
+    pub(super) async fn call(
+        &self,
+        correlation: u64,
+        frame: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Frame, ClientError> {
         let response = self.pending.register(correlation)?;
         let exchange = async {
             self.frames.send(frame).await.map_err(|_| ClientError::Disconnected)?;
@@ -468,13 +591,16 @@ impl Pending {
     }
 }
 
-/// Reads frames until the stream ends, fails, or the connection is closed from elsewhere.
-async fn read_loop<R: AsyncRead + Unpin>(
-    read_half: R,
+/// What the reader task hands frames to.
+struct Reading {
     pending: Arc<Pending>,
+    pushes: Arc<Pushes>,
     max_frame_bytes: usize,
-    address: String,
-) {
+}
+
+/// Reads frames until the stream ends, fails, or the connection is closed from elsewhere.
+async fn read_loop<R: AsyncRead + Unpin>(read_half: R, reading: Reading, address: String) {
+    let Reading { pending, pushes, max_frame_bytes } = reading;
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let mut closed = pending.closed.subscribe();
     loop {
@@ -483,6 +609,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             _ = closed.wait_for(|closed| *closed) => break,
         };
         match frame {
+            Ok(Some(frame)) if Pushes::is_push(&frame) => pushes.route(frame),
             Ok(Some(frame)) => pending.complete(frame),
             Ok(None) => {
                 tracing::debug!(%address, "the server closed the connection");
@@ -494,6 +621,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
     }
+    pushes.close();
     pending.close();
 }
 

@@ -39,6 +39,7 @@ mod polled;
 pub mod producer;
 pub mod router;
 pub mod stream;
+mod subscription;
 mod url;
 pub mod wire;
 
@@ -56,6 +57,7 @@ pub use producer::{
 };
 pub use router::{RouterSource, ShardRouter};
 pub use stream::{RingStream, StreamConfig};
+pub use subscription::{Delivery, Subscription};
 pub use url::{ClientOptions, ConnectionString, PORT_DEFAULT, SCHEME};
 pub use wire::{Frame, RequestBody, ResponseBody};
 

@@ -90,11 +90,27 @@ pub enum Kind {
     ProducerList = 74,
     /// [`ProducerClose`] → [`Empty`]: releases the session's lease on a topic.
     ProducerClose = 75,
+    /// [`Subscribe`](super::subscriptions::Subscribe) → [`Empty`]: starts a push subscription.
+    Subscribe = 80,
+    /// [`Credit`](super::subscriptions::Credit) → no answer on success; an error frame (this
+    /// kind, the request's correlation id) otherwise.
+    Credit = 81,
+    /// [`Unsubscribe`](super::subscriptions::Unsubscribe) → [`Empty`].
+    Unsubscribe = 82,
+    /// Server → client: batches of a subscription ([`Deliver`](super::subscriptions::Deliver)
+    /// body, batches in the payload), correlation = the subscription id. A non-zero status ends
+    /// the subscription, with an [`ErrorBody`] saying why.
+    Deliver = 83,
+    /// Server → client request ([`ConsumerUpdate`](super::subscriptions::ConsumerUpdate)): a
+    /// single-active-consumer member becomes active or inactive. The client answers with this
+    /// kind, the same correlation id and a
+    /// [`ConsumerUpdateAnswer`](super::subscriptions::ConsumerUpdateAnswer).
+    ConsumerUpdate = 84,
 }
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 34] = [
+    pub const ALL: [Kind; 39] = [
         Kind::Ping,
         Kind::Login,
         Kind::Metadata,
@@ -129,6 +145,11 @@ impl Kind {
         Kind::ProducerHeartbeat,
         Kind::ProducerList,
         Kind::ProducerClose,
+        Kind::Subscribe,
+        Kind::Credit,
+        Kind::Unsubscribe,
+        Kind::Deliver,
+        Kind::ConsumerUpdate,
     ];
 
     /// The kind with this wire value.
@@ -205,13 +226,21 @@ pub enum Status {
     /// A named producer's batch whose sequences straddle the last stored sequence (its first is at
     /// or below it, its last above): neither all new nor all duplicate, so it is refused whole.
     SequenceStraddle = 73,
+    /// No subscription with that id on this connection.
+    UnknownSubscription = 80,
+    /// The connection already has a subscription with that id.
+    SubscriptionExists = 81,
+    /// A credit would take the subscription past `SUBSCRIPTION_CREDIT_MAX`.
+    CreditOverflow = 82,
+    /// The connection holds `--max-subscriptions` subscriptions already.
+    TooManySubscriptions = 83,
     /// An unexpected server error.
     Internal = 99,
 }
 
 impl Status {
     /// Every status, for tables and tests.
-    pub const ALL: [Status; 31] = [
+    pub const ALL: [Status; 35] = [
         Status::Ok,
         Status::BadFrame,
         Status::UnknownKind,
@@ -242,6 +271,10 @@ impl Status {
         Status::ProducerBusy,
         Status::UnknownProducer,
         Status::SequenceStraddle,
+        Status::UnknownSubscription,
+        Status::SubscriptionExists,
+        Status::CreditOverflow,
+        Status::TooManySubscriptions,
         Status::Internal,
     ];
 
@@ -1019,6 +1052,12 @@ pub struct ServerCounters {
     pub forwarded_bytes_zero_copy: u64,
     /// Forwarded produce payload bytes that had to be copied (should stay 0).
     pub forwarded_bytes_copied: u64,
+    /// Push subscriptions open now (all shards).
+    pub subscriptions: u64,
+    /// `Deliver` frames queued for subscriptions since start.
+    pub deliveries: u64,
+    /// Batch bytes in those frames.
+    pub delivered_bytes: u64,
 }
 
 /// Answer to [`Kind::Stats`].

@@ -280,7 +280,19 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
         | Kind::ProducerHeartbeat
         | Kind::ProducerList
         | Kind::ProducerClose => super::producers::dispatch(context, kind, body).await,
-        Kind::Ping | Kind::Login | Kind::Produce | Kind::Poll | Kind::OffsetStore | Kind::OffsetGet => {
+        Kind::Deliver | Kind::ConsumerUpdate => Err(BrokerError::new(
+            Status::InvalidArgument,
+            format!("{kind:?} is sent by the server (a ConsumerUpdate answer needs a pending update)"),
+        )),
+        Kind::Ping
+        | Kind::Login
+        | Kind::Produce
+        | Kind::Poll
+        | Kind::OffsetStore
+        | Kind::OffsetGet
+        | Kind::Subscribe
+        | Kind::Credit
+        | Kind::Unsubscribe => {
             Err(BrokerError::new(Status::Internal, format!("{kind:?} reached the admin dispatcher")))
         }
     }

@@ -160,6 +160,20 @@ pub struct ServerConfig {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub producer_snapshot_interval: Duration,
 
+    /// Push subscriptions one connection may hold; more get TooManySubscriptions.
+    #[arg(long, default_value_t = 256)]
+    pub max_subscriptions: usize,
+
+    /// Bytes of deliveries queued on one connection and not yet written to its socket; past
+    /// it, the connection's subscriptions stop delivering until the client reads (a consumer
+    /// that stops reading costs at most this plus one delivery).
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub subscription_queue_bytes: usize,
+
+    /// Most batch bytes in one delivery (at least one batch is always sent whole).
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub delivery_bytes: u32,
+
     /// Root (administrator) user created when the data directory has no users.
     #[arg(long, env = "RINGBROKER_ROOT_USER")]
     pub root_user: Option<String>,
@@ -236,6 +250,12 @@ impl ServerConfig {
                 "--max-producers-per-partition {} outside 1..={producers_max}",
                 self.max_producers_per_partition
             ));
+        }
+        if self.max_subscriptions == 0 {
+            return Err("--max-subscriptions must be positive".to_string());
+        }
+        if self.subscription_queue_bytes < 64 * 1024 || self.delivery_bytes < 4096 {
+            return Err("--subscription-queue-bytes below 64 KiB or --delivery-bytes below 4096".to_string());
         }
         if self.producer_session_timeout < Duration::from_millis(100) {
             return Err("--producer-session-timeout below 100ms".to_string());

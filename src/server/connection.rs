@@ -12,7 +12,9 @@
 //! Invariants: at most `--max-in-flight` requests of one connection run at once; the request
 //! frames read and not yet answered hold at most `--max-connection-memory` bytes, except for a
 //! single larger frame read while nothing else is outstanding; every request gets exactly one
-//! response frame with its correlation id; a slow reader only slows its own connection (the
+//! response frame with its correlation id, except a successful `Credit`, which gets none (as in
+//! RabbitMQ Streams); subscriptions push `Deliver` frames through the same writer, within
+//! `--subscription-queue-bytes` (module `subscriptions`); a slow reader only slows its own connection (the
 //! shard's other tasks keep running while its writes wait); a connection counts against
 //! `--max-connections` from accept (before any TLS handshake) until it is closed.
 
@@ -31,6 +33,7 @@ use glommio::net::TcpStream;
 
 use super::frame_pool::FrameBuf;
 use super::handlers;
+use super::subscriptions::{Push, Release};
 use super::tls::Acceptor;
 use crate::protocol::frame::{encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
 use crate::protocol::messages::{self, ErrorBody, Status};
@@ -66,6 +69,8 @@ pub struct Session {
     pub address: Option<SocketAddr>,
     /// Coordinator shards holding producer leases of this session (told when it closes).
     pub producer_coordinators: RefCell<std::collections::BTreeSet<u16>>,
+    /// The connection's push subscriptions (none on connections that cannot push).
+    pub push: Option<Rc<Push>>,
 }
 
 thread_local! {
@@ -89,6 +94,8 @@ pub struct Response {
     /// Raw batch bytes, in parts: large parts (segment read buffers) are written from where
     /// they are, small ones are gathered with neighbouring responses.
     pub payload: Vec<PayloadPart>,
+    /// A delivery's share of its connection's queue budget, returned when this is dropped.
+    pub release: Option<Release>,
 }
 
 impl Response {
@@ -97,7 +104,11 @@ impl Response {
         let body = messages::encode(&ErrorBody { message: message.to_string() })
             .map(|b| b.to_vec())
             .unwrap_or_default();
-        Response { head: encode_frame(kind, correlation, status as u16, &body, &[]), payload: Vec::new() }
+        Response {
+            head: encode_frame(kind, correlation, status as u16, &body, &[]),
+            payload: Vec::new(),
+            release: None,
+        }
     }
 }
 
@@ -137,15 +148,19 @@ where
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
     let writing = glommio::spawn_local(write_responses(writer, receiver));
+    let push = Push::new(shard.clone(), sender.clone());
     let session = Rc::new(Session {
         peer: peer.map(|address| address.ip()),
         id: session_id(shard.id),
         address: peer,
+        push: Some(push.clone()),
         ..Session::default()
     });
     if let Err(reason) = read_requests(&shard, &flow, session.clone(), reader, sender).await {
         tracing::debug!(shard = shard.id, ?peer, %reason, "connection closed");
     }
+    // Subscriptions end with their connection, and let go of the writer's channel.
+    push.close();
     // Producer leases end with their connection.
     let coordinators: Vec<u16> = session.producer_coordinators.borrow().iter().copied().collect();
     for coordinator in coordinators {
@@ -338,8 +353,9 @@ async fn read_requests<R: AsyncRead + Unpin>(
         flow.outstanding_requests.set(flow.outstanding_requests.get() + 1);
         let (shard, session, sender, flow) = (shard.clone(), session.clone(), sender.clone(), flow.clone());
         glommio::spawn_local(async move {
-            let response = handlers::handle(&shard, &session, header, frame).await;
-            let _ = sender.unbounded_send(response);
+            if let Some(response) = handlers::handle(&shard, &session, header, frame).await {
+                let _ = sender.unbounded_send(response);
+            }
             flow.answered(length);
             drop(permit);
             if session.close_after_reply.get() {

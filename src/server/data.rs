@@ -29,7 +29,7 @@ use crate::shard::Shard;
 const GROUP_POLL_STEP: Duration = Duration::from_millis(5);
 
 /// The key of a partition, after checking it exists.
-fn partition_key(stream: &Stream, topic: &Topic, partition: u32) -> BrokerResult<PartitionKey> {
+pub(crate) fn partition_key(stream: &Stream, topic: &Topic, partition: u32) -> BrokerResult<PartitionKey> {
     if partition >= topic.partitions {
         return Err(BrokerError::new(
             Status::UnknownPartition,
@@ -92,7 +92,11 @@ pub async fn produce(
 
 /// Polls one partition on its owner. On this shard the answer keeps the segment read buffers
 /// (sent from as they are); from another shard it arrives as one copy.
-async fn poll_partition(shard: &Shard, key: PartitionKey, spec: PollSpec) -> BrokerResult<LocalPoll> {
+pub(crate) async fn poll_partition(
+    shard: &Shard,
+    key: PartitionKey,
+    spec: PollSpec,
+) -> BrokerResult<LocalPoll> {
     let owner = shard.table().owner(key.stream_id, key.topic_id, key.partition);
     if owner == shard.id {
         return shard.partitions.poll(key, &spec).await;
@@ -122,6 +126,7 @@ pub async fn poll(context: &Context<'_>, request: PollRequest) -> BrokerResult<R
         consumer_key,
         max_messages: request.max_messages,
         max_bytes: request.max_bytes,
+        max_batches: u32::MAX,
         max_wait,
         auto_commit: request.auto_commit,
     };

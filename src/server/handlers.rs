@@ -13,7 +13,7 @@ use rkyv::util::AlignedVec;
 use rkyv::Archive;
 
 use super::connection::{Response, Session};
-use super::{admin, data};
+use super::{admin, data, subscriptions};
 use crate::metadata::auth::{self, Right};
 use crate::metadata::catalog::User;
 use crate::protocol::frame::{encode_head, FrameHeader};
@@ -26,18 +26,26 @@ use crate::shard::Shard;
 /// A handler's success: the archived response body and the raw payload, in parts.
 pub type Reply = (AlignedVec, Vec<PayloadPart>);
 
-/// Answers one request frame.
-pub async fn handle(shard: &Shard, session: &Session, header: FrameHeader, frame: FrameBuf) -> Response {
-    let result = match Kind::from_u16(header.kind) {
+/// Answers one request frame (a successful `Credit` is not answered).
+pub async fn handle(
+    shard: &Shard,
+    session: &Session,
+    header: FrameHeader,
+    frame: FrameBuf,
+) -> Option<Response> {
+    let kind = Kind::from_u16(header.kind);
+    let result = match kind {
         None => Err(BrokerError::new(Status::UnknownKind, format!("unknown request kind {}", header.kind))),
         Some(kind) => dispatch(shard, session, kind, header, frame).await,
     };
     match result {
+        Ok(_) if kind == Some(Kind::Credit) => None,
         Ok((body, payload)) => {
             let payload_len = payload.iter().map(|part| part.bytes().len()).sum();
-            Response { head: encode_head(header.kind, header.correlation, 0, &body, payload_len), payload }
+            let head = encode_head(header.kind, header.correlation, 0, &body, payload_len);
+            Some(Response { head, payload, release: None })
         }
-        Err(error) => Response::error(header.kind, header.correlation, error.status, &error.message),
+        Err(error) => Some(Response::error(header.kind, header.correlation, error.status, &error.message)),
     }
 }
 
@@ -60,6 +68,9 @@ async fn dispatch(
                 Kind::Poll => data::poll(&context, decode(body)?).await,
                 Kind::OffsetStore => data::store_offset(&context, decode(body)?).await,
                 Kind::OffsetGet => data::get_offset(&context, decode(body)?).await,
+                Kind::Subscribe => subscriptions::subscribe(&context, decode(body)?).await,
+                Kind::Credit => subscriptions::credit(&context, decode(body)?),
+                Kind::Unsubscribe => subscriptions::unsubscribe(&context, decode(body)?),
                 _ => admin::dispatch(&context, kind, body).await,
             }
         }

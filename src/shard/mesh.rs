@@ -65,6 +65,9 @@ pub struct PollSpec {
     pub max_messages: u32,
     /// Stop adding batches past this many bytes (one batch at least).
     pub max_bytes: u32,
+    /// Stop adding batches once this many are included (a subscription's credit; polls send
+    /// `u32::MAX`).
+    pub max_batches: u32,
     /// Wait this long for data when there is none.
     pub max_wait: Duration,
     /// Store `next_offset` as the consumer's offset after reading.

@@ -45,6 +45,12 @@ pub struct SharedCounters {
     pub forwarded_bytes_zero_copy: AtomicU64,
     /// Forwarded produce bytes that arrived elsewhere (a copy; should stay 0).
     pub forwarded_bytes_copied: AtomicU64,
+    /// Push subscriptions open now.
+    pub subscriptions: AtomicU64,
+    /// `Deliver` frames queued for subscriptions.
+    pub deliveries: AtomicU64,
+    /// Batch bytes in those frames.
+    pub delivered_bytes: AtomicU64,
 }
 
 impl SharedCounters {
@@ -56,6 +62,9 @@ impl SharedCounters {
             forwarded_requests: self.forwarded_requests.load(Ordering::Relaxed),
             forwarded_bytes_zero_copy: self.forwarded_bytes_zero_copy.load(Ordering::Relaxed),
             forwarded_bytes_copied: self.forwarded_bytes_copied.load(Ordering::Relaxed),
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+            deliveries: self.deliveries.load(Ordering::Relaxed),
+            delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
         }
     }
 }

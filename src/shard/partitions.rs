@@ -527,8 +527,14 @@ async fn read_from(
     let mut from_disk = false;
     let max_bytes = (spec.max_bytes as usize).max(1);
     let max_messages = u64::from(spec.max_messages.max(1));
+    let max_batches = spec.max_batches.max(1);
+    let mut batches = 0_u32;
     let what = || format!("read from partition {}", partition.key.partition);
-    while offset < high_watermark && total < max_bytes && offset - start < max_messages {
+    while offset < high_watermark
+        && total < max_bytes
+        && offset - start < max_messages
+        && batches < max_batches
+    {
         let ahead =
             partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
         let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
@@ -557,7 +563,7 @@ async fn read_from(
         let (mut at, mut next) = (0_usize, read.first_offset().unwrap_or(offset));
         // Whole batches only: none once `max_messages` are included, none past `max_bytes`
         // (but at least one per poll).
-        while at < data.len() && next.saturating_sub(start) < max_messages {
+        while at < data.len() && next.saturating_sub(start) < max_messages && batches < max_batches {
             let header =
                 BatchHeader::decode(&data[at..]).map_err(|e| BrokerError::storage(&what(), e.into()))?;
             if total + at > 0 && total + at + header.length as usize > max_bytes {
@@ -565,6 +571,7 @@ async fn read_from(
             }
             at += header.length as usize;
             next = header.next_offset();
+            batches += 1;
         }
         let at = at.min(data.len());
         // The rest of the read waits for the next poll, which usually starts right there.

@@ -1,0 +1,141 @@
+//! [`Subscription`]: one push subscription on one connection — the `Deliver` frames the server
+//! sends for it, the credit the client grants, and its end.
+//!
+//! Runs on the caller's tokio task; the connection's reader task routes the subscription's
+//! frames into an unbounded channel, which the server's credit bounds (at most `credit` batches
+//! are ever in it, plus one error frame). Invariants: a subscription lives on the connection it
+//! was made on and ends with it ([`Subscription::next`] then answers
+//! [`ClientError::Disconnected`]; nothing reconnects here, the consumer above resubscribes);
+//! every delivery is checked and inflated ([`Polled::new`]) before it is handed out.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::connection::{Connection, CREDIT_CORRELATION_BIT};
+use super::error::ClientError;
+use super::wire::{encode_request, Frame};
+use super::{Client, Polled};
+use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollResponse, Status};
+use crate::protocol::subscriptions::{Credit, Deliver, Subscribe, Unsubscribe};
+
+/// One delivery: a partition's batches (inflated when compressed) and how many credits they
+/// took.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The batches, as a one-partition poll answer.
+    pub polled: Polled,
+    /// Batches delivered (the credit they used).
+    pub batches: u32,
+}
+
+/// A push subscription. See the module documentation.
+pub struct Subscription {
+    id: u32,
+    client: Client,
+    connection: Arc<Connection>,
+    frames: UnboundedReceiver<Frame>,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").field("id", &self.id).field("ended", &self.ended).finish()
+    }
+}
+
+impl Client {
+    /// Starts a push subscription (`request.subscription_id` must be unused on this client's
+    /// connection). Deliveries begin as soon as the server has data and credit.
+    pub async fn subscribe(&self, request: &Subscribe) -> Result<Subscription, ClientError> {
+        let connection = self.pinned_connection().await?;
+        let frames = connection.register_push(request.subscription_id)?;
+        match self.request_on::<_, Empty>(&connection, Kind::Subscribe, request).await {
+            Ok(_) => Ok(Subscription {
+                id: request.subscription_id,
+                client: self.clone(),
+                connection,
+                frames,
+                ended: false,
+            }),
+            Err(error) => {
+                connection.forget_push(request.subscription_id);
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Subscription {
+    /// The subscription id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The next delivery. An error ends the subscription: the server ended it (the status says
+    /// why), a credit was refused, or the connection closed ([`ClientError::Disconnected`]).
+    pub async fn next(&mut self) -> Result<Delivery, ClientError> {
+        if self.ended {
+            return Err(ClientError::Disconnected);
+        }
+        let Some(frame) = self.frames.recv().await else {
+            self.ended = true;
+            return Err(ClientError::Disconnected);
+        };
+        let result = delivery(frame);
+        if result.is_err() {
+            self.ended = true;
+            self.connection.forget_push(self.id);
+        }
+        result
+    }
+
+    /// Lets the server send `credit` more batches. Not answered on success; a refusal arrives
+    /// through [`next`](Self::next).
+    pub async fn credit(&self, credit: u32) -> Result<(), ClientError> {
+        let body = messages::encode(&Credit { subscription_id: self.id, credit })
+            .map_err(|error| ClientError::InvalidRequest(format!("Credit body: {error}")))?;
+        let correlation = CREDIT_CORRELATION_BIT | u64::from(self.id);
+        self.connection.send(encode_request(Kind::Credit, correlation, &body, &[])?).await
+    }
+
+    /// Ends the subscription; deliveries already on their way are dropped.
+    pub async fn unsubscribe(mut self) -> Result<(), ClientError> {
+        self.connection.forget_push(self.id);
+        if self.ended {
+            return Ok(());
+        }
+        self.ended = true;
+        let request = Unsubscribe { subscription_id: self.id };
+        self.client.request_on::<_, Empty>(&self.connection, Kind::Unsubscribe, &request).await.map(|_| ())
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // Without an Unsubscribe the server keeps delivering until its credit runs out or the
+        // connection closes; the frames are dropped here.
+        self.connection.forget_push(self.id);
+    }
+}
+
+/// Reads one pushed frame: a delivery, or why the subscription ended.
+fn delivery(frame: Frame) -> Result<Delivery, ClientError> {
+    let status = frame.status();
+    if status != Status::Ok {
+        let message = match messages::decode::<ErrorBody>(frame.body()) {
+            Ok(body) => body.message,
+            Err(error) => format!("(the error body could not be read: {error})"),
+        };
+        return Err(ClientError::Server { status, message });
+    }
+    let kind = frame.header().kind;
+    if kind != Kind::Deliver as u16 {
+        return Err(ClientError::Protocol(format!("a subscription received a frame of kind {kind}")));
+    }
+    let deliver = messages::decode::<Deliver>(frame.body())
+        .map_err(|error| ClientError::Protocol(format!("Deliver body: {error}")))?;
+    let payload = frame.into_payload();
+    let polled = Polled::new(PollResponse { partitions: vec![deliver.partition] }, payload)?;
+    Ok(Delivery { polled, batches: deliver.batches })
+}

@@ -1,0 +1,368 @@
+//! Push subscriptions: `Subscribe`, `Credit` and `Unsubscribe`, and the pumps that turn a
+//! subscription into `Deliver` frames.
+//!
+//! What it owns: [`Push`], one per connection (its subscriptions, the bytes of deliveries queued
+//! and not yet written, and the sender into the connection's writer), and the pump tasks. A pump
+//! is a standing poll (DESIGN §7, "push is pull done by the broker"): while its subscription has
+//! credit and the connection's queue has room, it polls its partition through the same path as
+//! `Poll` (owner shard, tail cache, read-ahead, prefetch, the read buffers themselves as payload
+//! parts, so nothing is copied on this shard) and queues what it got as one `Deliver`.
+//!
+//! Which core: the connection's shard; the pumps are its local tasks. A partition owned by
+//! another shard is polled over the mesh as a forwarded poll (one copy), exactly as a `Poll`
+//! would be; shard-aware clients subscribe on the owner's direct port and avoid it.
+//!
+//! Invariants:
+//! * a delivery holds at most as many batches as the subscription had credit, and credit never
+//!   goes below zero nor above [`SUBSCRIPTION_CREDIT_MAX`];
+//! * a pump queues nothing while the connection's queued delivery bytes are at or above
+//!   `--subscription-queue-bytes`, so a consumer that stops reading costs at most that plus one
+//!   delivery per pump, and never stalls the shard;
+//! * each partition's deliveries follow each other without gaps or overlaps (`start_offset` of
+//!   one is the `next_offset` of the previous);
+//! * after `Unsubscribe` or the connection's end nothing more is queued for the subscription;
+//!   pumps notice within [`PUMP_WAIT`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::FutureExt;
+
+use super::connection::{Response, Session};
+use super::data::{partition_key, poll_partition};
+use super::handlers::{reply, Context, Reply};
+use crate::metadata::auth::Right;
+use crate::protocol::batch::BatchHeader;
+use crate::protocol::frame::encode_head;
+use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollStrategy, Status};
+use crate::protocol::subscriptions::{Credit, Deliver, Subscribe, Unsubscribe, SUBSCRIPTION_CREDIT_MAX};
+use crate::shard::error::{BrokerError, BrokerResult};
+use crate::shard::mesh::{PartitionKey, PollSpec};
+use crate::shard::Shard;
+
+/// Longest a pump's standing poll waits before it looks again whether its subscription ended.
+pub const PUMP_WAIT: Duration = Duration::from_millis(250);
+
+/// The push side of one connection. See the module documentation.
+pub struct Push {
+    shard: Rc<Shard>,
+    /// Into the connection's writer; taken when the connection closes.
+    sender: RefCell<Option<mpsc::UnboundedSender<Response>>>,
+    queued_bytes: Cell<usize>,
+    /// Notified when queued bytes drop and when the connection closes.
+    room: event_listener::Event,
+    closed: Cell<bool>,
+    subscriptions: RefCell<HashMap<u32, Rc<Subscription>>>,
+}
+
+/// One subscription's credit and state, shared by its pumps.
+struct Subscription {
+    credit: Cell<u32>,
+    /// Notified when credit is added and when the subscription ends.
+    changed: event_listener::Event,
+    ended: Cell<bool>,
+    counters: std::sync::Arc<crate::shard::SharedCounters>,
+}
+
+impl Subscription {
+    fn new(credit: u32, counters: std::sync::Arc<crate::shard::SharedCounters>) -> Subscription {
+        counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            credit: Cell::new(credit),
+            changed: event_listener::Event::new(),
+            ended: Cell::new(false),
+            counters,
+        }
+    }
+
+    /// Ends the subscription (once): its pumps stop at their next look.
+    fn end(&self) {
+        if !self.ended.replace(true) {
+            self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.changed.notify(usize::MAX);
+    }
+}
+
+/// Returns a delivery's bytes to the connection's queue budget when the writer is done with it
+/// (or drops it unwritten).
+pub struct Release {
+    push: Rc<Push>,
+    bytes: usize,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let queued = self.push.queued_bytes.get();
+        debug_assert!(queued >= self.bytes, "released {} of {queued} queued bytes", self.bytes);
+        self.push.queued_bytes.set(queued.saturating_sub(self.bytes));
+        self.push.room.notify(usize::MAX);
+    }
+}
+
+impl Push {
+    /// The push side of a new connection whose writer reads from `sender`'s channel.
+    pub fn new(shard: Rc<Shard>, sender: mpsc::UnboundedSender<Response>) -> Rc<Push> {
+        Rc::new(Push {
+            shard,
+            sender: RefCell::new(Some(sender)),
+            queued_bytes: Cell::new(0),
+            room: event_listener::Event::new(),
+            closed: Cell::new(false),
+            subscriptions: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The connection ended: every subscription ends and the writer's channel is let go.
+    pub fn close(&self) {
+        self.closed.set(true);
+        for (_, subscription) in self.subscriptions.borrow_mut().drain() {
+            subscription.end();
+        }
+        self.sender.borrow_mut().take();
+        self.room.notify(usize::MAX);
+    }
+
+    /// Queues a frame for the writer; false once the connection is gone.
+    fn send(&self, response: Response) -> bool {
+        match self.sender.borrow().as_ref() {
+            Some(sender) => sender.unbounded_send(response).is_ok(),
+            None => false,
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.queued_bytes.get() < self.shard.config.subscription_queue_bytes
+    }
+}
+
+fn push_of(session: &Session) -> BrokerResult<&Rc<Push>> {
+    session
+        .push
+        .as_ref()
+        .ok_or_else(|| BrokerError::new(Status::InvalidArgument, "this connection cannot take subscriptions"))
+}
+
+/// Subscribe: checks the request, registers the subscription and starts one pump per
+/// subscribed partition.
+pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResult<Reply> {
+    context.require(&request.stream, Right::Read)?;
+    let push = push_of(context.session)?;
+    let catalog = context.shard.catalog();
+    let (stream, topic) = catalog.topic(&request.stream, &request.topic)?;
+    let keys: Vec<PartitionKey> = match request.partition {
+        Some(partition) => vec![partition_key(stream, topic, partition)?],
+        None => {
+            (0..topic.partitions).map(|p| partition_key(stream, topic, p)).collect::<BrokerResult<_>>()?
+        }
+    };
+    if !request.consumer.is_empty() {
+        crate::metadata::validate_name(&request.consumer)
+            .map_err(|e| BrokerError::new(Status::InvalidName, format!("consumer name: {e}")))?;
+    } else if request.offset == PollStrategy::Next {
+        return Err(BrokerError::new(Status::InvalidArgument, "offset Next needs a consumer name"));
+    }
+    if request.credit > SUBSCRIPTION_CREDIT_MAX {
+        return Err(credit_overflow(u64::from(request.credit)));
+    }
+    if request.single_active {
+        return Err(BrokerError::new(Status::InvalidArgument, "single active consumer is not available yet"));
+    }
+    let subscription = {
+        let mut subscriptions = push.subscriptions.borrow_mut();
+        if subscriptions.contains_key(&request.subscription_id) {
+            return Err(BrokerError::new(
+                Status::SubscriptionExists,
+                format!("subscription {} exists on this connection", request.subscription_id),
+            ));
+        }
+        if subscriptions.len() >= context.shard.config.max_subscriptions {
+            return Err(BrokerError::new(
+                Status::TooManySubscriptions,
+                format!("this connection holds --max-subscriptions {} subscriptions", subscriptions.len()),
+            ));
+        }
+        let subscription = Rc::new(Subscription::new(request.credit, context.shard.counters.clone()));
+        subscriptions.insert(request.subscription_id, subscription.clone());
+        subscription
+    };
+    let consumer_key = format!("c:{}", request.consumer);
+    for key in keys {
+        let pump = Pump {
+            push: push.clone(),
+            subscription: subscription.clone(),
+            id: request.subscription_id,
+            key,
+            strategy: request.offset,
+            consumer_key: consumer_key.clone(),
+        };
+        glommio::spawn_local(pump.run()).detach();
+    }
+    reply(&Empty {}, Vec::new())
+}
+
+fn credit_overflow(credit: u64) -> BrokerError {
+    BrokerError::new(
+        Status::CreditOverflow,
+        format!("credit {credit} would pass the most a subscription may hold ({SUBSCRIPTION_CREDIT_MAX})"),
+    )
+}
+
+fn unknown(id: u32) -> BrokerError {
+    BrokerError::new(Status::UnknownSubscription, format!("no subscription {id} on this connection"))
+}
+
+/// Credit: adds to a subscription's credit (answered only on error).
+pub fn credit(context: &Context<'_>, request: Credit) -> BrokerResult<Reply> {
+    let push = push_of(context.session)?;
+    let subscriptions = push.subscriptions.borrow();
+    let subscription =
+        subscriptions.get(&request.subscription_id).ok_or_else(|| unknown(request.subscription_id))?;
+    let total = u64::from(subscription.credit.get()) + u64::from(request.credit);
+    if total > u64::from(SUBSCRIPTION_CREDIT_MAX) {
+        return Err(credit_overflow(total));
+    }
+    subscription.credit.set(total as u32);
+    subscription.changed.notify(usize::MAX);
+    reply(&Empty {}, Vec::new())
+}
+
+/// Unsubscribe: ends a subscription; nothing more is queued for it.
+pub fn unsubscribe(context: &Context<'_>, request: Unsubscribe) -> BrokerResult<Reply> {
+    let push = push_of(context.session)?;
+    let removed = push.subscriptions.borrow_mut().remove(&request.subscription_id);
+    removed.ok_or_else(|| unknown(request.subscription_id))?.end();
+    reply(&Empty {}, Vec::new())
+}
+
+/// One subscribed partition's standing poll.
+struct Pump {
+    push: Rc<Push>,
+    subscription: Rc<Subscription>,
+    id: u32,
+    key: PartitionKey,
+    strategy: PollStrategy,
+    consumer_key: String,
+}
+
+impl Pump {
+    fn live(&self) -> bool {
+        !self.subscription.ended.get() && !self.push.closed.get()
+    }
+
+    /// Waits until the subscription has credit and the connection has room; false when the
+    /// subscription ended meanwhile.
+    async fn ready(&self) -> bool {
+        loop {
+            let credit_changed = self.subscription.changed.listen();
+            let room_changed = self.push.room.listen();
+            if !self.live() {
+                return false;
+            }
+            if self.subscription.credit.get() > 0 && self.push.has_room() {
+                return true;
+            }
+            futures::select! {
+                () = credit_changed.fuse() => {}
+                () = room_changed.fuse() => {}
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        while self.ready().await {
+            let spec = PollSpec {
+                strategy: self.strategy,
+                consumer_key: self.consumer_key.clone(),
+                max_messages: u32::MAX,
+                max_bytes: self.push.shard.config.delivery_bytes,
+                max_batches: self.subscription.credit.get(),
+                max_wait: PUMP_WAIT,
+                auto_commit: false,
+            };
+            let polled = match poll_partition(&self.push.shard, self.key, spec).await {
+                Ok(polled) => polled,
+                Err(error) => return self.fail(&error),
+            };
+            self.strategy = PollStrategy::Offset(polled.partition.next_offset);
+            if polled.partition.payload_bytes == 0 || !self.live() {
+                continue;
+            }
+            let batches = polled.parts.iter().map(|part| batch_count(part.bytes())).sum::<u32>();
+            let credit = self.subscription.credit.get();
+            debug_assert!(batches >= 1 && batches <= credit, "{batches} batches for credit {credit}");
+            self.subscription.credit.set(credit.saturating_sub(batches));
+            let bytes = polled.partition.payload_bytes as usize;
+            let body = Deliver { subscription_id: self.id, partition: polled.partition, batches };
+            let Ok(body) = messages::encode(&body) else { return };
+            let head = encode_head(Kind::Deliver as u16, u64::from(self.id), 0, &body, bytes);
+            self.push.queued_bytes.set(self.push.queued_bytes.get() + bytes + head.len());
+            let release = Release { push: self.push.clone(), bytes: bytes + head.len() };
+            let response = Response { head, payload: polled.parts, release: Some(release) };
+            if !self.push.send(response) {
+                return;
+            }
+            let counters = &self.push.shard.counters;
+            counters.deliveries.fetch_add(1, Ordering::Relaxed);
+            counters.delivered_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The partition cannot be read any more (deleted, out of range, storage error): tells the
+    /// client with an error `Deliver` and ends the subscription.
+    fn fail(&self, error: &BrokerError) {
+        if !self.live() {
+            return;
+        }
+        tracing::debug!(subscription = self.id, partition = self.key.partition, %error.message, "subscription ended");
+        if let Some(subscription) = self.push.subscriptions.borrow_mut().remove(&self.id) {
+            subscription.end();
+        }
+        let body = messages::encode(&ErrorBody {
+            message: format!("partition {}: {}", self.key.partition, error.message),
+        })
+        .map(|body| body.to_vec())
+        .unwrap_or_default();
+        let head = encode_head(Kind::Deliver as u16, u64::from(self.id), error.status as u16, &body, 0);
+        self.push.send(Response { head, payload: Vec::new(), release: None });
+    }
+}
+
+/// Batches back to back in `bytes` (headers only; stored batches are whole and valid).
+fn batch_count(bytes: &[u8]) -> u32 {
+    let mut count = 0;
+    let mut rest = bytes;
+    while let Ok(header) = BatchHeader::decode(rest) {
+        let Some(next) = rest.get(header.length as usize..) else { break };
+        count += 1;
+        if header.length == 0 {
+            break;
+        }
+        rest = next;
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::BatchBuilder;
+
+    #[test]
+    fn batch_count_walks_headers() {
+        let batch = |n: usize| {
+            let mut builder = BatchBuilder::new(0, 0);
+            for i in 0..n {
+                builder.push_payload(format!("m{i}").as_bytes()).expect("push");
+            }
+            builder.finish().expect("finish")
+        };
+        assert_eq!(batch_count(&[]), 0);
+        assert_eq!(batch_count(&batch(3)), 1);
+        assert_eq!(batch_count(&[batch(1), batch(2), batch(5)].concat()), 3);
+    }
+}
