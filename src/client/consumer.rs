@@ -57,6 +57,8 @@ use tokio::time::Instant;
 use super::connection::Client;
 use super::error::ClientError;
 use super::polled::Polled;
+use super::pushed::Pushing;
+pub use super::pushed::INITIAL_CREDIT_DEFAULT;
 use super::router::{RouterSource, ShardRouter};
 use crate::protocol::messages::{
     ConsumerRef, GroupTarget, JoinGroup, Membership, PartitionTarget, PollRequest, PollTarget, Status,
@@ -251,9 +253,19 @@ pub struct ConsumerBuilder {
     init_retries: u32,
     init_interval: Duration,
     session_timeout: Duration,
+    subscribe: Option<u32>,
 }
 
 impl ConsumerBuilder {
+    /// Reads by push subscription instead of polling: the server sends batches as they arrive,
+    /// paced by credit (`initial_credits` batches per partition, granted back as the
+    /// application consumes; [`INITIAL_CREDIT_DEFAULT`] is the usual choice). Named consumers
+    /// only. The stream and [`Consumer::consume_messages`] work as with polling.
+    pub fn subscribe(mut self, initial_credits: u32) -> Self {
+        self.subscribe = Some(initial_credits);
+        self
+    }
+
     /// Reads as the named consumer `name`: its offsets are stored under this name.
     pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
         self.conflicting_identity |= matches!(self.identity, Some(Identity::Group(_)));
@@ -369,6 +381,7 @@ impl ConsumerBuilder {
             group_polled: false,
             assignment_refreshed: None,
             missing_since: None,
+            push: self.subscribe.map(Pushing::new),
             shared: shared.clone(),
         };
         let mut tasks = Vec::new();
@@ -397,6 +410,12 @@ impl ConsumerBuilder {
         let Some(identity) = self.identity.clone() else {
             return refuse("set consumer_name or group");
         };
+        if matches!(identity, Identity::Group(_)) && self.subscribe.is_some() {
+            return refuse("subscribe() is for named consumers; group members poll");
+        }
+        if self.subscribe == Some(0) {
+            return refuse("subscribe() needs at least one credit");
+        }
         if matches!(identity, Identity::Group(_)) && self.partition.is_some() {
             return refuse("a group assigns partitions itself; partition() is for named consumers");
         }
@@ -500,6 +519,7 @@ impl Consumer {
             init_retries: 0,
             init_interval: INIT_INTERVAL_DEFAULT,
             session_timeout: SESSION_TIMEOUT_DEFAULT,
+            subscribe: None,
         }
     }
 
@@ -946,6 +966,8 @@ struct Fetcher {
     assignment_refreshed: Option<Instant>,
     /// Since when polls keep answering that the topic or partition does not exist.
     missing_since: Option<Instant>,
+    /// Reading by push subscriptions instead of polls (named consumers).
+    push: Option<Pushing>,
 }
 
 impl Fetcher {
@@ -963,6 +985,7 @@ impl Fetcher {
                 Ok(()) => self.fetch_partitions().await,
                 Err(error) => Err(error),
             },
+            (Identity::Named(_), _) if self.push.is_some() => self.fetch_pushed().await,
             (Identity::Named(_), _) => self.fetch_partitions().await,
         };
         if matches!(&result, Ok(messages) if messages.is_empty()) {
@@ -1070,6 +1093,65 @@ impl Fetcher {
         let answer = self.poll_partition(partition, Duration::ZERO).await;
         let messages = self.absorb(partition, answer).await?;
         self.empty_polls = if messages.is_empty() { self.empty_polls + 1 } else { 0 };
+        Ok(messages)
+    }
+
+    /// Push mode: (re)subscribes partitions without a live subscription from their positions,
+    /// then takes the next delivery (waiting up to the polling interval). A delivery that does
+    /// not start at its partition's position (one still queued from an ended subscription) is
+    /// dropped.
+    async fn fetch_pushed(&mut self) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let Some(mut pushing) = self.push.take() else { return Ok(Vec::new()) };
+        let result = self.fetch_pushed_with(&mut pushing).await;
+        self.push = Some(pushing);
+        result
+    }
+
+    async fn fetch_pushed_with(
+        &mut self,
+        pushing: &mut Pushing,
+    ) -> Result<Vec<ReceivedMessage>, ClientError> {
+        let shared = self.shared.clone();
+        let target = (shared.stream.as_str(), shared.topic.as_str(), shared.identity.name());
+        let (positions, starts, strategy) = (&self.positions, &self.starts, self.strategy);
+        let start = |partition: u32| match positions.get(&partition) {
+            Some(&offset) => PollStrategy::Offset(offset),
+            None => starts.get(&partition).copied().unwrap_or(strategy),
+        };
+        pushing.ensure(&shared.router, target, &self.partitions, start).await?;
+        let Some((partition, delivered)) = pushing.next(self.polling_interval).await else {
+            return Ok(Vec::new());
+        };
+        let polled = match delivered {
+            Ok(polled) => polled,
+            Err(error) if error.is_connection_error() => {
+                tracing::debug!(partition, %error, "subscription lost; subscribing again");
+                return Ok(Vec::new());
+            }
+            Err(error) => return Err(error),
+        };
+        let start_offset = polled.response.partitions.first().map(|marks| marks.start_offset);
+        if matches!((self.positions.get(&partition), start_offset), (Some(at), Some(start)) if *at != start) {
+            return Ok(Vec::new());
+        }
+        let delivered_to = polled.response.partitions.first().map(|marks| marks.next_offset);
+        let messages = match self.absorb(partition, Ok(polled)).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                pushing.restart(partition);
+                return Err(error);
+            }
+        };
+        let after = self.positions.get(&partition).copied();
+        if after != delivered_to {
+            // The partition stopped at a batch it cannot read: subscribe again from there.
+            pushing.restart(partition);
+        }
+        if shared.auto_commit == AutoCommit::AfterPoll {
+            if let Some(offset) = after {
+                tokio::spawn(store_fetched(shared, partition, offset));
+            }
+        }
         Ok(messages)
     }
 
@@ -1202,6 +1284,19 @@ impl Fetcher {
             tracing::debug!(%refresh, "shard map refresh failed");
         }
         Ok(Vec::new())
+    }
+}
+
+/// Push mode's [`AutoCommit::AfterPoll`]: stores a delivery's end once it was fetched, as the
+/// server does for a poll's answer.
+async fn store_fetched(shared: Arc<Shared>, partition: u32, offset: u64) {
+    let stored = async {
+        let client = shared.router.client_for(&shared.stream, &shared.topic, partition).await?;
+        let consumer = shared.identity.consumer_ref();
+        client.store_offset(&shared.stream, &shared.topic, partition, consumer, offset).await
+    };
+    if let Err(error) = stored.await {
+        tracing::warn!(partition, offset, %error, "storing a delivery's offset failed");
     }
 }
 

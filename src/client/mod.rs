@@ -37,6 +37,7 @@ pub mod consumer;
 mod error;
 mod polled;
 pub mod producer;
+mod pushed;
 pub mod router;
 pub mod stream;
 mod subscription;
