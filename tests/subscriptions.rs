@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use ringbroker::client::{Client, Delivery, Subscription};
+use ringbroker::client::{Client, Delivery, Subscription, SubscriptionEvent};
 use ringbroker::protocol::messages::{Kind, Partitioning, PollStrategy, Status, TopicConfig};
 use ringbroker::protocol::subscriptions::{Credit, Subscribe, Unsubscribe, SUBSCRIPTION_CREDIT_MAX};
 use tokio::time::timeout;
@@ -48,7 +48,10 @@ async fn produce(client: &Client, topic: &str, partition: u32, tag: &str, count:
 }
 
 async fn next(subscription: &mut Subscription) -> Delivery {
-    timeout(WAIT, subscription.next()).await.expect("a delivery in time").expect("a delivery")
+    match timeout(WAIT, subscription.next()).await.expect("a delivery in time").expect("a delivery") {
+        SubscriptionEvent::Delivery(delivery) => delivery,
+        other => panic!("expected a delivery, got {other:?}"),
+    }
 }
 
 async fn nothing_arrives(subscription: &mut Subscription) {

@@ -57,9 +57,10 @@ use tokio::time::Instant;
 use super::connection::Client;
 use super::error::ClientError;
 use super::polled::Polled;
-use super::pushed::Pushing;
 pub use super::pushed::INITIAL_CREDIT_DEFAULT;
+use super::pushed::{Item, Pushing};
 use super::router::{RouterSource, ShardRouter};
+use super::subscription::ConsumerUpdateRequest;
 use crate::protocol::messages::{
     ConsumerRef, GroupTarget, JoinGroup, Membership, PartitionTarget, PollRequest, PollTarget, Status,
     TopicConfig,
@@ -254,7 +255,28 @@ pub struct ConsumerBuilder {
     init_interval: Duration,
     session_timeout: Duration,
     subscribe: Option<u32>,
+    single_active: bool,
+    on_update: Option<UpdateHook>,
 }
+
+/// What a single-active hook learns about a hand-over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateContext {
+    /// Stream.
+    pub stream: String,
+    /// Topic.
+    pub topic: String,
+    /// The consumer (group) name.
+    pub name: String,
+    /// The partition handed over.
+    pub partition: u32,
+    /// The name's stored offset on the partition, if any.
+    pub stored_offset: Option<u64>,
+}
+
+/// Called on each single-active hand-over with whether this consumer becomes active; an
+/// activated consumer starts where the returned strategy says (ignored on deactivation).
+pub type UpdateHook = Arc<dyn Fn(&UpdateContext, bool) -> PollStrategy + Send + Sync>;
 
 impl ConsumerBuilder {
     /// Reads by push subscription instead of polling: the server sends batches as they arrive,
@@ -263,6 +285,28 @@ impl ConsumerBuilder {
     /// only. The stream and [`Consumer::consume_messages`] work as with polling.
     pub fn subscribe(mut self, initial_credits: u32) -> Self {
         self.subscribe = Some(initial_credits);
+        self
+    }
+
+    /// Joins the single-active-consumer group `name`: of the consumers subscribed under this
+    /// name, one is active per partition (on a whole topic, partition `i` goes to member
+    /// `i % members`), the others wait and take over when it leaves. Reads by subscription
+    /// ([`INITIAL_CREDIT_DEFAULT`] unless [`subscribe`](Self::subscribe) says otherwise); an
+    /// activated member starts at the name's stored offset unless [`on_update`](Self::on_update)
+    /// chooses.
+    pub fn single_active_consumer(mut self, name: impl Into<String>) -> Self {
+        self = self.consumer_name(name);
+        self.single_active = true;
+        self.subscribe = self.subscribe.or(Some(INITIAL_CREDIT_DEFAULT));
+        self
+    }
+
+    /// The hook called on single-active hand-overs (the Elixir client's `handle_update`).
+    pub fn on_update(
+        mut self,
+        hook: impl Fn(&UpdateContext, bool) -> PollStrategy + Send + Sync + 'static,
+    ) -> Self {
+        self.on_update = Some(Arc::new(hook));
         self
     }
 
@@ -381,7 +425,10 @@ impl ConsumerBuilder {
             group_polled: false,
             assignment_refreshed: None,
             missing_since: None,
-            push: self.subscribe.map(Pushing::new),
+            push: self.subscribe.map(|credit| {
+                Pushing::new(credit, self.single_active, self.single_active && self.partition.is_none())
+            }),
+            on_update: self.on_update.clone(),
             shared: shared.clone(),
         };
         let mut tasks = Vec::new();
@@ -520,6 +567,8 @@ impl Consumer {
             init_interval: INIT_INTERVAL_DEFAULT,
             session_timeout: SESSION_TIMEOUT_DEFAULT,
             subscribe: None,
+            single_active: false,
+            on_update: None,
         }
     }
 
@@ -968,6 +1017,8 @@ struct Fetcher {
     missing_since: Option<Instant>,
     /// Reading by push subscriptions instead of polls (named consumers).
     push: Option<Pushing>,
+    /// The single-active hook.
+    on_update: Option<UpdateHook>,
 }
 
 impl Fetcher {
@@ -1119,16 +1170,24 @@ impl Fetcher {
             None => starts.get(&partition).copied().unwrap_or(strategy),
         };
         pushing.ensure(&shared.router, target, &self.partitions, start).await?;
-        let Some((partition, delivered)) = pushing.next(self.polling_interval).await else {
+        let Some((task, delivered)) = pushing.next(self.polling_interval).await else {
             return Ok(Vec::new());
         };
         let polled = match delivered {
-            Ok(polled) => polled,
+            Ok(Item::Polled(polled)) => polled,
+            Ok(Item::Update(update, answer)) => {
+                let offset = self.consumer_update(&update).await;
+                let _ = answer.send(offset);
+                return Ok(Vec::new());
+            }
             Err(error) if error.is_connection_error() => {
-                tracing::debug!(partition, %error, "subscription lost; subscribing again");
+                tracing::debug!(task, %error, "subscription lost; subscribing again");
                 return Ok(Vec::new());
             }
             Err(error) => return Err(error),
+        };
+        let Some(partition) = polled.response.partitions.first().map(|marks| marks.partition) else {
+            return Ok(Vec::new());
         };
         let start_offset = polled.response.partitions.first().map(|marks| marks.start_offset);
         if matches!((self.positions.get(&partition), start_offset), (Some(at), Some(start)) if *at != start) {
@@ -1153,6 +1212,46 @@ impl Fetcher {
             }
         }
         Ok(messages)
+    }
+
+    /// A single-active hand-over on `update.partition`. Deactivated: stores what was consumed
+    /// there (the next member starts after it), tells the hook. Activated: forgets the old
+    /// position and answers where to start: the hook's choice, otherwise the stored offset of
+    /// the name, otherwise the configured strategy.
+    async fn consumer_update(&mut self, update: &ConsumerUpdateRequest) -> PollStrategy {
+        let partition = update.partition;
+        let shared = self.shared.clone();
+        if !update.active {
+            if let Err(error) = shared.commit_partition(partition).await {
+                tracing::warn!(partition, %error, "storing the offset before stepping down failed");
+            }
+            self.positions.remove(&partition);
+        }
+        let stored = match shared.router.client_for(&shared.stream, &shared.topic, partition).await {
+            Ok(client) => client
+                .get_offset(&shared.stream, &shared.topic, partition, shared.identity.consumer_ref())
+                .await
+                .ok()
+                .and_then(|info| info.stored),
+            Err(_) => None,
+        };
+        let context = UpdateContext {
+            stream: shared.stream.clone(),
+            topic: shared.topic.clone(),
+            name: shared.identity.name().to_string(),
+            partition,
+            stored_offset: stored,
+        };
+        let chosen = self.on_update.as_ref().map(|hook| hook(&context, update.active));
+        if !update.active {
+            return PollStrategy::Next;
+        }
+        self.positions.remove(&partition);
+        self.starts.remove(&partition);
+        chosen.unwrap_or(match stored {
+            Some(offset) => PollStrategy::Offset(offset),
+            None => self.strategy,
+        })
     }
 
     /// Polls every partition at once, each waiting up to the polling interval for data.

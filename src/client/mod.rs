@@ -58,7 +58,7 @@ pub use producer::{
 };
 pub use router::{RouterSource, ShardRouter};
 pub use stream::{RingStream, StreamConfig};
-pub use subscription::{Delivery, Subscription};
+pub use subscription::{ConsumerUpdateRequest, Delivery, Subscription, SubscriptionEvent};
 pub use url::{ClientOptions, ConnectionString, PORT_DEFAULT, SCHEME};
 pub use wire::{Frame, RequestBody, ResponseBody};
 

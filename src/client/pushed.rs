@@ -17,12 +17,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::error::ClientError;
 use super::router::ShardRouter;
-use super::subscription::Subscription;
+use super::subscription::{ConsumerUpdateRequest, Subscription, SubscriptionEvent};
 use super::Polled;
 use crate::protocol::messages::PollStrategy;
 use crate::protocol::subscriptions::Subscribe;
@@ -34,12 +34,30 @@ pub const INITIAL_CREDIT_DEFAULT: u32 = 10;
 /// Subscription ids, unique in the process (so unique on every connection).
 static SUBSCRIPTION_IDS: AtomicU32 = AtomicU32::new(1);
 
-/// What a partition's task hands the fetcher.
-type Pushed = (u32, Result<Polled, ClientError>);
+/// What a subscription's task hands the fetcher: its key (the partition, or [`WHOLE_TOPIC`])
+/// and a delivery, a consumer update to answer, or why it ended.
+pub(super) type Pushed = (u32, Result<Item, ClientError>);
+
+/// The task key of a subscription to every partition at once (a super-stream single-active
+/// member).
+pub(super) const WHOLE_TOPIC: u32 = u32::MAX;
+
+/// One thing a subscription received.
+pub(super) enum Item {
+    /// Batches of one partition.
+    Polled(Polled),
+    /// A single-active update; the fetcher sends back where to start.
+    Update(ConsumerUpdateRequest, oneshot::Sender<PollStrategy>),
+}
 
 /// A consumer's subscriptions. See the module documentation.
 pub(super) struct Pushing {
     initial_credit: u32,
+    /// Subscribe as a single-active member.
+    single_active: bool,
+    /// One subscription for every partition (a single-active super-stream member) instead of
+    /// one per partition.
+    whole_topic: bool,
     sender: mpsc::Sender<Pushed>,
     deliveries: mpsc::Receiver<Pushed>,
     /// Live partition tasks, each with its stop signal (flipped to `true`, the task
@@ -48,9 +66,9 @@ pub(super) struct Pushing {
 }
 
 impl Pushing {
-    pub(super) fn new(initial_credit: u32) -> Pushing {
+    pub(super) fn new(initial_credit: u32, single_active: bool, whole_topic: bool) -> Pushing {
         let (sender, deliveries) = mpsc::channel(initial_credit.max(1) as usize);
-        Pushing { initial_credit, sender, deliveries, running: BTreeMap::new() }
+        Pushing { initial_credit, single_active, whole_topic, sender, deliveries, running: BTreeMap::new() }
     }
 
     /// Subscribes every partition in `partitions` that has no live subscription, starting at
@@ -64,25 +82,30 @@ impl Pushing {
     ) -> Result<(), ClientError> {
         let (stream, topic, consumer) = target;
         self.running.retain(|_, (task, _)| !task.is_finished());
-        for &partition in partitions {
-            if self.running.contains_key(&partition) {
+        let keys: Vec<u32> = if self.whole_topic { vec![WHOLE_TOPIC] } else { partitions.to_vec() };
+        for key in keys {
+            if self.running.contains_key(&key) {
                 continue;
             }
-            let client = router.client_for(stream, topic, partition).await?;
+            let (client, partition) = match key {
+                WHOLE_TOPIC => (router.base().clone(), None),
+                partition => (router.client_for(stream, topic, partition).await?, Some(partition)),
+            };
             let request = Subscribe {
                 subscription_id: SUBSCRIPTION_IDS.fetch_add(1, Ordering::Relaxed),
                 stream: stream.to_string(),
                 topic: topic.to_string(),
-                partition: Some(partition),
-                offset: start(partition),
+                partition,
+                // A single-active member starts where its answer to the activation says.
+                offset: partition.map_or(PollStrategy::Next, &start),
                 credit: self.initial_credit,
                 consumer: consumer.to_string(),
-                single_active: false,
+                single_active: self.single_active,
             };
             let subscription = client.subscribe(&request).await?;
             let stop = watch::Sender::new(false);
-            let task = forward(partition, subscription, self.sender.clone(), stop.subscribe());
-            self.running.insert(partition, (tokio::spawn(task), stop));
+            let task = forward(key, subscription, self.sender.clone(), stop.subscribe());
+            self.running.insert(key, (tokio::spawn(task), stop));
         }
         Ok(())
     }
@@ -94,7 +117,8 @@ impl Pushing {
 
     /// Ends `partition`'s subscription; the next [`ensure`](Self::ensure) makes a new one.
     pub(super) fn restart(&mut self, partition: u32) {
-        if let Some((_, stop)) = self.running.remove(&partition) {
+        let key = if self.whole_topic { WHOLE_TOPIC } else { partition };
+        if let Some((_, stop)) = self.running.remove(&key) {
             stop.send_replace(true);
         }
     }
@@ -122,16 +146,28 @@ async fn forward(
             _ = stop.wait_for(|stop| *stop) => break,
         };
         match next {
-            Ok(delivery) => {
+            Ok(SubscriptionEvent::Delivery(delivery)) => {
                 let credit = delivery.batches;
                 let queued = tokio::select! {
-                    queued = sender.send((partition, Ok(delivery.polled))) => queued.is_ok(),
+                    queued = sender.send((partition, Ok(Item::Polled(delivery.polled)))) => queued.is_ok(),
                     _ = stop.wait_for(|stop| *stop) => false,
                 };
                 if !queued {
                     break;
                 }
                 if let Err(error) = subscription.credit(credit).await {
+                    let _ = sender.send((partition, Err(error))).await;
+                    return;
+                }
+            }
+            Ok(SubscriptionEvent::Update(update)) => {
+                let (answer, answered) = oneshot::channel();
+                if sender.send((partition, Ok(Item::Update(update, answer)))).await.is_err() {
+                    break;
+                }
+                // Without an answer (the consumer went away) the server times the member out.
+                let Ok(offset) = answered.await else { break };
+                if let Err(error) = subscription.answer_update(&update, offset).await {
                     let _ = sender.send((partition, Err(error))).await;
                     return;
                 }

@@ -16,8 +16,10 @@ use super::connection::{Connection, CREDIT_CORRELATION_BIT};
 use super::error::ClientError;
 use super::wire::{encode_request, Frame};
 use super::{Client, Polled};
-use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollResponse, Status};
-use crate::protocol::subscriptions::{Credit, Deliver, Subscribe, Unsubscribe};
+use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollResponse, PollStrategy, Status};
+use crate::protocol::subscriptions::{
+    ConsumerUpdate, ConsumerUpdateAnswer, Credit, Deliver, Subscribe, Unsubscribe,
+};
 
 /// One delivery: a partition's batches (inflated when compressed) and how many credits they
 /// took.
@@ -27,6 +29,26 @@ pub struct Delivery {
     pub polled: Polled,
     /// Batches delivered (the credit they used).
     pub batches: u32,
+}
+
+/// What a subscription receives.
+#[derive(Debug, Clone)]
+pub enum SubscriptionEvent {
+    /// Batches of one partition.
+    Delivery(Delivery),
+    /// A single-active member becomes active or inactive on a partition; answer it with
+    /// [`Subscription::answer_update`] (an activated member starts where the answer says).
+    Update(ConsumerUpdateRequest),
+}
+
+/// A `ConsumerUpdate` from the server, waiting for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerUpdateRequest {
+    /// The partition concerned.
+    pub partition: u32,
+    /// Active from now on, or no longer.
+    pub active: bool,
+    correlation: u64,
 }
 
 /// A push subscription. See the module documentation.
@@ -72,9 +94,10 @@ impl Subscription {
         self.id
     }
 
-    /// The next delivery. An error ends the subscription: the server ended it (the status says
-    /// why), a credit was refused, or the connection closed ([`ClientError::Disconnected`]).
-    pub async fn next(&mut self) -> Result<Delivery, ClientError> {
+    /// The next delivery or consumer update. An error ends the subscription: the server ended
+    /// it (the status says why), a credit was refused, or the connection closed
+    /// ([`ClientError::Disconnected`]).
+    pub async fn next(&mut self) -> Result<SubscriptionEvent, ClientError> {
         if self.ended {
             return Err(ClientError::Disconnected);
         }
@@ -82,7 +105,7 @@ impl Subscription {
             self.ended = true;
             return Err(ClientError::Disconnected);
         };
-        let result = delivery(frame);
+        let result = event(frame);
         if result.is_err() {
             self.ended = true;
             self.connection.forget_push(self.id);
@@ -97,6 +120,18 @@ impl Subscription {
             .map_err(|error| ClientError::InvalidRequest(format!("Credit body: {error}")))?;
         let correlation = CREDIT_CORRELATION_BIT | u64::from(self.id);
         self.connection.send(encode_request(Kind::Credit, correlation, &body, &[])?).await
+    }
+
+    /// Answers a [`ConsumerUpdateRequest`]: where an activated member starts (ignored on
+    /// deactivation, after which the member should have stored its offset).
+    pub async fn answer_update(
+        &self,
+        update: &ConsumerUpdateRequest,
+        offset: PollStrategy,
+    ) -> Result<(), ClientError> {
+        let body = messages::encode(&ConsumerUpdateAnswer { offset })
+            .map_err(|error| ClientError::InvalidRequest(format!("ConsumerUpdate answer: {error}")))?;
+        self.connection.send(encode_request(Kind::ConsumerUpdate, update.correlation, &body, &[])?).await
     }
 
     /// Ends the subscription; deliveries already on their way are dropped.
@@ -119,8 +154,8 @@ impl Drop for Subscription {
     }
 }
 
-/// Reads one pushed frame: a delivery, or why the subscription ended.
-fn delivery(frame: Frame) -> Result<Delivery, ClientError> {
+/// Reads one pushed frame: a delivery, a consumer update, or why the subscription ended.
+fn event(frame: Frame) -> Result<SubscriptionEvent, ClientError> {
     let status = frame.status();
     if status != Status::Ok {
         let message = match messages::decode::<ErrorBody>(frame.body()) {
@@ -130,6 +165,16 @@ fn delivery(frame: Frame) -> Result<Delivery, ClientError> {
         return Err(ClientError::Server { status, message });
     }
     let kind = frame.header().kind;
+    if kind == Kind::ConsumerUpdate as u16 {
+        let update = messages::decode::<ConsumerUpdate>(frame.body())
+            .map_err(|error| ClientError::Protocol(format!("ConsumerUpdate body: {error}")))?;
+        let correlation = frame.header().correlation;
+        return Ok(SubscriptionEvent::Update(ConsumerUpdateRequest {
+            partition: update.partition,
+            active: update.active,
+            correlation,
+        }));
+    }
     if kind != Kind::Deliver as u16 {
         return Err(ClientError::Protocol(format!("a subscription received a frame of kind {kind}")));
     }
@@ -137,5 +182,5 @@ fn delivery(frame: Frame) -> Result<Delivery, ClientError> {
         .map_err(|error| ClientError::Protocol(format!("Deliver body: {error}")))?;
     let payload = frame.into_payload();
     let polled = Polled::new(PollResponse { partitions: vec![deliver.partition] }, payload)?;
-    Ok(Delivery { polled, batches: deliver.batches })
+    Ok(SubscriptionEvent::Delivery(Delivery { polled, batches: deliver.batches }))
 }

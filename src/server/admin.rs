@@ -280,10 +280,7 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
         | Kind::ProducerHeartbeat
         | Kind::ProducerList
         | Kind::ProducerClose => super::producers::dispatch(context, kind, body).await,
-        Kind::Deliver | Kind::ConsumerUpdate => Err(BrokerError::new(
-            Status::InvalidArgument,
-            format!("{kind:?} is sent by the server (a ConsumerUpdate answer needs a pending update)"),
-        )),
+        Kind::Deliver => Err(BrokerError::new(Status::InvalidArgument, "Deliver is sent by the server only")),
         Kind::Ping
         | Kind::Login
         | Kind::Produce
@@ -292,7 +289,8 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
         | Kind::OffsetGet
         | Kind::Subscribe
         | Kind::Credit
-        | Kind::Unsubscribe => {
+        | Kind::Unsubscribe
+        | Kind::ConsumerUpdate => {
             Err(BrokerError::new(Status::Internal, format!("{kind:?} reached the admin dispatcher")))
         }
     }

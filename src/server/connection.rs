@@ -148,10 +148,11 @@ where
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
     let writing = glommio::spawn_local(write_responses(writer, receiver));
-    let push = Push::new(shard.clone(), sender.clone());
+    let id = session_id(shard.id);
+    let push = Push::new(shard.clone(), id, sender.clone());
     let session = Rc::new(Session {
         peer: peer.map(|address| address.ip()),
-        id: session_id(shard.id),
+        id,
         address: peer,
         push: Some(push.clone()),
         ..Session::default()

@@ -26,7 +26,8 @@ use crate::shard::Shard;
 /// A handler's success: the archived response body and the raw payload, in parts.
 pub type Reply = (AlignedVec, Vec<PayloadPart>);
 
-/// Answers one request frame (a successful `Credit` is not answered).
+/// Answers one request frame (a successful `Credit`, and a client's answer to a
+/// `ConsumerUpdate`, are not answered).
 pub async fn handle(
     shard: &Shard,
     session: &Session,
@@ -39,7 +40,7 @@ pub async fn handle(
         Some(kind) => dispatch(shard, session, kind, header, frame).await,
     };
     match result {
-        Ok(_) if kind == Some(Kind::Credit) => None,
+        Ok(_) if matches!(kind, Some(Kind::Credit | Kind::ConsumerUpdate)) => None,
         Ok((body, payload)) => {
             let payload_len = payload.iter().map(|part| part.bytes().len()).sum();
             let head = encode_head(header.kind, header.correlation, 0, &body, payload_len);
@@ -71,6 +72,9 @@ async fn dispatch(
                 Kind::Subscribe => subscriptions::subscribe(&context, decode(body)?).await,
                 Kind::Credit => subscriptions::credit(&context, decode(body)?),
                 Kind::Unsubscribe => subscriptions::unsubscribe(&context, decode(body)?),
+                Kind::ConsumerUpdate => {
+                    subscriptions::consumer_update_answer(&context, header.correlation, decode(body)?)
+                }
                 _ => admin::dispatch(&context, kind, body).await,
             }
         }

@@ -24,12 +24,12 @@
 //!   pumps notice within [`PUMP_WAIT`].
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::channel::mpsc;
+use futures::channel::{mpsc, oneshot};
 use futures::FutureExt;
 
 use super::connection::{Response, Session};
@@ -39,9 +39,13 @@ use crate::metadata::auth::Right;
 use crate::protocol::batch::BatchHeader;
 use crate::protocol::frame::encode_head;
 use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollStrategy, Status};
-use crate::protocol::subscriptions::{Credit, Deliver, Subscribe, Unsubscribe, SUBSCRIPTION_CREDIT_MAX};
+use crate::protocol::subscriptions::{
+    ConsumerUpdate, ConsumerUpdateAnswer, Credit, Deliver, Subscribe, Unsubscribe, SUBSCRIPTION_CREDIT_MAX,
+};
 use crate::shard::error::{BrokerError, BrokerResult};
+use crate::shard::leases::TopicKey;
 use crate::shard::mesh::{PartitionKey, PollSpec};
+use crate::shard::sac::{MemberUpdate, SacKey, SacMember, SacOp};
 use crate::shard::Shard;
 
 /// Longest a pump's standing poll waits before it looks again whether its subscription ended.
@@ -50,6 +54,12 @@ pub const PUMP_WAIT: Duration = Duration::from_millis(250);
 /// The push side of one connection. See the module documentation.
 pub struct Push {
     shard: Rc<Shard>,
+    session: u64,
+    /// `ConsumerUpdate` requests sent to the client and not answered yet, by correlation id.
+    updates: RefCell<HashMap<u64, oneshot::Sender<PollStrategy>>>,
+    update_next: Cell<u64>,
+    /// Coordinator shards of single-active groups this connection joined (told when it ends).
+    sac_coordinators: RefCell<BTreeSet<u16>>,
     /// Into the connection's writer; taken when the connection closes.
     sender: RefCell<Option<mpsc::UnboundedSender<Response>>>,
     queued_bytes: Cell<usize>,
@@ -61,6 +71,14 @@ pub struct Push {
 
 /// One subscription's credit and state, shared by its pumps.
 struct Subscription {
+    /// Its partitions (one, or every partition of the topic).
+    keys: Vec<PartitionKey>,
+    consumer_key: String,
+    /// Its single-active group, if it joined one.
+    group: Option<SacKey>,
+    /// Per partition, the generation of the pump allowed to deliver (a single-active member's
+    /// pump stops when its partition is deactivated).
+    generations: RefCell<HashMap<u32, u64>>,
     credit: Cell<u32>,
     /// Notified when credit is added and when the subscription ends.
     changed: event_listener::Event,
@@ -69,14 +87,40 @@ struct Subscription {
 }
 
 impl Subscription {
-    fn new(credit: u32, counters: std::sync::Arc<crate::shard::SharedCounters>) -> Subscription {
+    fn new(
+        request: &Subscribe,
+        keys: Vec<PartitionKey>,
+        group: Option<SacKey>,
+        shard: &Shard,
+    ) -> Subscription {
+        let counters = shard.counters.clone();
         counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         Subscription {
-            credit: Cell::new(credit),
+            keys,
+            consumer_key: format!("c:{}", request.consumer),
+            group,
+            generations: RefCell::new(HashMap::new()),
+            credit: Cell::new(request.credit),
             changed: event_listener::Event::new(),
             ended: Cell::new(false),
             counters,
         }
+    }
+
+    /// A new generation for `partition`: pumps of older ones stop delivering.
+    fn next_generation(&self, partition: u32) -> u64 {
+        let generation = {
+            let mut generations = self.generations.borrow_mut();
+            let generation = generations.entry(partition).or_insert(0);
+            *generation += 1;
+            *generation
+        };
+        self.changed.notify(usize::MAX);
+        generation
+    }
+
+    fn generation(&self, partition: u32) -> u64 {
+        self.generations.borrow().get(&partition).copied().unwrap_or(0)
     }
 
     /// Ends the subscription (once): its pumps stop at their next look.
@@ -106,25 +150,45 @@ impl Drop for Release {
 
 impl Push {
     /// The push side of a new connection whose writer reads from `sender`'s channel.
-    pub fn new(shard: Rc<Shard>, sender: mpsc::UnboundedSender<Response>) -> Rc<Push> {
-        Rc::new(Push {
+    pub fn new(shard: Rc<Shard>, session: u64, sender: mpsc::UnboundedSender<Response>) -> Rc<Push> {
+        let push = Rc::new(Push {
             shard,
+            session,
+            updates: RefCell::new(HashMap::new()),
+            update_next: Cell::new(1),
+            sac_coordinators: RefCell::new(BTreeSet::new()),
             sender: RefCell::new(Some(sender)),
             queued_bytes: Cell::new(0),
             room: event_listener::Event::new(),
             closed: Cell::new(false),
             subscriptions: RefCell::new(HashMap::new()),
-        })
+        });
+        PUSHES.with(|pushes| pushes.borrow_mut().insert(session, Rc::downgrade(&push)));
+        push
     }
 
     /// The connection ended: every subscription ends and the writer's channel is let go.
     pub fn close(&self) {
         self.closed.set(true);
+        PUSHES.with(|pushes| pushes.borrow_mut().remove(&self.session));
         for (_, subscription) in self.subscriptions.borrow_mut().drain() {
             subscription.end();
         }
+        self.updates.borrow_mut().clear();
         self.sender.borrow_mut().take();
         self.room.notify(usize::MAX);
+        // Its single-active memberships end with it: the coordinators hand over at once.
+        let coordinators = std::mem::take(&mut *self.sac_coordinators.borrow_mut());
+        for coordinator in coordinators {
+            let (shard, session) = (self.shard.clone(), self.session);
+            glommio::spawn_local(async move {
+                let op = SacOp::SessionEnded { session };
+                if let Err(error) = shard.sac_op_on(coordinator, op).await {
+                    tracing::debug!(%error.message, "telling a single-active coordinator failed");
+                }
+            })
+            .detach();
+        }
     }
 
     /// Queues a frame for the writer; false once the connection is gone.
@@ -169,9 +233,18 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
     if request.credit > SUBSCRIPTION_CREDIT_MAX {
         return Err(credit_overflow(u64::from(request.credit)));
     }
-    if request.single_active {
-        return Err(BrokerError::new(Status::InvalidArgument, "single active consumer is not available yet"));
+    if request.single_active && request.consumer.is_empty() {
+        return Err(BrokerError::new(
+            Status::InvalidArgument,
+            "a single active consumer needs a consumer name",
+        ));
     }
+    let topic_key = TopicKey { stream_id: stream.id, topic_id: topic.id };
+    let group = request.single_active.then(|| SacKey {
+        topic: topic_key,
+        name: request.consumer.clone(),
+        partition: request.partition,
+    });
     let subscription = {
         let mut subscriptions = push.subscriptions.borrow_mut();
         if subscriptions.contains_key(&request.subscription_id) {
@@ -186,23 +259,56 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
                 format!("this connection holds --max-subscriptions {} subscriptions", subscriptions.len()),
             ));
         }
-        let subscription = Rc::new(Subscription::new(request.credit, context.shard.counters.clone()));
+        let subscription = Rc::new(Subscription::new(&request, keys, group.clone(), context.shard));
         subscriptions.insert(request.subscription_id, subscription.clone());
         subscription
     };
-    let consumer_key = format!("c:{}", request.consumer);
-    for key in keys {
-        let pump = Pump {
-            push: push.clone(),
-            subscription: subscription.clone(),
-            id: request.subscription_id,
-            key,
-            strategy: request.offset,
-            consumer_key: consumer_key.clone(),
-        };
-        glommio::spawn_local(pump.run()).detach();
+    match group {
+        // A single-active member delivers only once its coordinator activates it.
+        Some(key) => {
+            let member = SacMember {
+                shard: push.shard.id,
+                session: push.session,
+                subscription_id: request.subscription_id,
+            };
+            let coordinator = crate::shard::leases::coordinator(topic_key, push.shard.shards());
+            push.sac_coordinators.borrow_mut().insert(coordinator);
+            let op = SacOp::Join { key, member, partitions: topic.partitions };
+            if let Err(error) = push.shard.sac_op_on(coordinator, op).await {
+                if let Some(subscription) = push.subscriptions.borrow_mut().remove(&request.subscription_id) {
+                    subscription.end();
+                }
+                return Err(error);
+            }
+        }
+        None => {
+            for &key in &subscription.keys {
+                start_pump(push, &subscription, request.subscription_id, key, request.offset);
+            }
+        }
     }
     reply(&Empty {}, Vec::new())
+}
+
+/// Starts a pump for one partition of a subscription, from `strategy`, as the partition's
+/// newest generation.
+fn start_pump(
+    push: &Rc<Push>,
+    subscription: &Rc<Subscription>,
+    id: u32,
+    key: PartitionKey,
+    strategy: PollStrategy,
+) {
+    let pump = Pump {
+        push: push.clone(),
+        subscription: subscription.clone(),
+        id,
+        key,
+        strategy,
+        consumer_key: subscription.consumer_key.clone(),
+        generation: subscription.next_generation(key.partition),
+    };
+    glommio::spawn_local(pump.run()).detach();
 }
 
 fn credit_overflow(credit: u64) -> BrokerError {
@@ -235,7 +341,23 @@ pub fn credit(context: &Context<'_>, request: Credit) -> BrokerResult<Reply> {
 pub fn unsubscribe(context: &Context<'_>, request: Unsubscribe) -> BrokerResult<Reply> {
     let push = push_of(context.session)?;
     let removed = push.subscriptions.borrow_mut().remove(&request.subscription_id);
-    removed.ok_or_else(|| unknown(request.subscription_id))?.end();
+    let subscription = removed.ok_or_else(|| unknown(request.subscription_id))?;
+    subscription.end();
+    if let Some(key) = subscription.group.clone() {
+        let member = SacMember {
+            shard: push.shard.id,
+            session: push.session,
+            subscription_id: request.subscription_id,
+        };
+        let coordinator = crate::shard::leases::coordinator(key.topic, push.shard.shards());
+        let shard = push.shard.clone();
+        glommio::spawn_local(async move {
+            if let Err(error) = shard.sac_op_on(coordinator, SacOp::Leave { key, member }).await {
+                tracing::debug!(%error.message, "leaving a single-active group failed");
+            }
+        })
+        .detach();
+    }
     reply(&Empty {}, Vec::new())
 }
 
@@ -247,11 +369,14 @@ struct Pump {
     key: PartitionKey,
     strategy: PollStrategy,
     consumer_key: String,
+    generation: u64,
 }
 
 impl Pump {
     fn live(&self) -> bool {
-        !self.subscription.ended.get() && !self.push.closed.get()
+        !self.subscription.ended.get()
+            && !self.push.closed.get()
+            && self.subscription.generation(self.key.partition) == self.generation
     }
 
     /// Waits until the subscription has credit and the connection has room; false when the
@@ -330,6 +455,80 @@ impl Pump {
         let head = encode_head(Kind::Deliver as u16, u64::from(self.id), error.status as u16, &body, 0);
         self.push.send(Response { head, payload: Vec::new(), release: None });
     }
+}
+
+/// How long a client has to answer a `ConsumerUpdate`; an activated member that does not answer
+/// in time is treated as gone, a deactivated one is let go anyway.
+pub const CONSUMER_UPDATE_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    /// This shard's connections that can take pushes, by session id.
+    static PUSHES: RefCell<HashMap<u64, std::rc::Weak<Push>>> = RefCell::new(HashMap::new());
+}
+
+/// Member side of a single-active hand-over, on the member connection's shard: stops or starts
+/// the subscription's pump for the partition, telling the client with `ConsumerUpdate` and
+/// waiting for its answer (an activated member starts where its answer says).
+pub async fn member_update(update: MemberUpdate) -> BrokerResult<()> {
+    let gone = || BrokerError::new(Status::UnknownSubscription, "the single-active member is gone");
+    let push =
+        PUSHES.with(|pushes| pushes.borrow().get(&update.member.session).and_then(std::rc::Weak::upgrade));
+    let push = push.ok_or_else(gone)?;
+    let id = update.member.subscription_id;
+    let subscription = push.subscriptions.borrow().get(&id).cloned().ok_or_else(gone)?;
+    let key = *subscription.keys.iter().find(|key| key.partition == update.partition).ok_or_else(gone)?;
+    if !update.active {
+        subscription.next_generation(update.partition);
+        let _ = ask_update(&push, id, update.partition, false).await;
+        return Ok(());
+    }
+    let offset = ask_update(&push, id, update.partition, true).await.ok_or_else(gone)?;
+    if subscription.ended.get() {
+        return Err(gone());
+    }
+    start_pump(&push, &subscription, id, key, offset);
+    Ok(())
+}
+
+/// Sends `ConsumerUpdate` to the client and waits (bounded) for its answer.
+async fn ask_update(push: &Rc<Push>, id: u32, partition: u32, active: bool) -> Option<PollStrategy> {
+    let correlation = push.update_next.get();
+    push.update_next.set(correlation + 1);
+    let (answer, answered) = oneshot::channel();
+    push.updates.borrow_mut().insert(correlation, answer);
+    let body = messages::encode(&ConsumerUpdate { subscription_id: id, partition, active }).ok()?;
+    let head = encode_head(Kind::ConsumerUpdate as u16, correlation, 0, &body, 0);
+    if !push.send(Response { head, payload: Vec::new(), release: None }) {
+        return None;
+    }
+    let timeout = glommio::timer::sleep(CONSUMER_UPDATE_TIMEOUT).fuse();
+    let answered = answered.fuse();
+    futures::pin_mut!(timeout, answered);
+    let answer = futures::select! {
+        answer = answered => answer.ok(),
+        () = timeout => None,
+    };
+    push.updates.borrow_mut().remove(&correlation);
+    answer
+}
+
+/// The client's answer to a `ConsumerUpdate` (a frame of that kind with the update's
+/// correlation id); answered only on error.
+pub fn consumer_update_answer(
+    context: &Context<'_>,
+    correlation: u64,
+    answer: ConsumerUpdateAnswer,
+) -> BrokerResult<Reply> {
+    let push = push_of(context.session)?;
+    let waiting = push.updates.borrow_mut().remove(&correlation);
+    let waiting = waiting.ok_or_else(|| {
+        BrokerError::new(
+            Status::InvalidArgument,
+            format!("no ConsumerUpdate {correlation} is waiting for an answer on this connection"),
+        )
+    })?;
+    let _ = waiting.send(answer.offset);
+    reply(&Empty {}, Vec::new())
 }
 
 /// Batches back to back in `bytes` (headers only; stored batches are whole and valid).

@@ -302,6 +302,21 @@ pub enum ShardMessage {
         /// The answer.
         reply: oneshot::Sender<BrokerResult<ProducerReply>>,
     },
+    /// To a topic's coordinator: a single-active membership change (answered once recorded).
+    Sac {
+        /// The change.
+        op: super::sac::SacOp,
+        /// The answer.
+        reply: oneshot::Sender<BrokerResult<()>>,
+    },
+    /// To a member's connection shard: activate or deactivate its subscription on a partition
+    /// (answered once its client answered).
+    SacMember {
+        /// The change.
+        update: super::sac::MemberUpdate,
+        /// The answer.
+        reply: oneshot::Sender<BrokerResult<()>>,
+    },
     /// From the controller: a new catalog; open and close partitions to match, then ack.
     Catalog {
         /// The catalog.

@@ -23,6 +23,7 @@ pub mod mesh;
 pub mod partitions;
 pub mod producer_ops;
 pub mod producers;
+pub mod sac;
 pub mod tail;
 
 use error::{BrokerError, BrokerResult};
@@ -85,6 +86,8 @@ pub struct Shard {
     pub controller: Option<controller::Controller>,
     /// Producer leases of the topics this shard coordinates.
     pub leases: leases::Leases,
+    /// Single-active-consumer groups of the topics this shard coordinates.
+    pub sac: sac::SacGroups,
     catalog: RefCell<Arc<Catalog>>,
     catalog_installed: event_listener::Event,
     install_lock: async_lock::Mutex<()>,
@@ -110,6 +113,7 @@ impl Shard {
             partitions,
             controller,
             leases,
+            sac: sac::SacGroups::default(),
             catalog: RefCell::new(Arc::new(Catalog::default())),
             catalog_installed: event_listener::Event::new(),
             install_lock: async_lock::Mutex::new(()),
@@ -218,7 +222,7 @@ pub async fn run(shard: Rc<Shard>, receiver: flume::Receiver<ShardMessage>) {
 }
 
 /// Answers one forwarded request.
-async fn serve(shard: &Shard, message: ShardMessage) {
+async fn serve(shard: &Rc<Shard>, message: ShardMessage) {
     match message {
         ShardMessage::Produce(job) => {
             let arrived = job.frame[job.payload.clone()].as_ptr() as usize;
@@ -263,6 +267,13 @@ async fn serve(shard: &Shard, message: ShardMessage) {
         }
         ShardMessage::Producer { op, reply } => {
             let _ = reply.send(shard.run_producer_op(op).await);
+        }
+        ShardMessage::Sac { op, reply } => {
+            shard.run_sac_op(op);
+            let _ = reply.send(Ok(()));
+        }
+        ShardMessage::SacMember { update, reply } => {
+            let _ = reply.send(crate::server::subscriptions::member_update(update).await);
         }
         ShardMessage::Catalog { .. } | ShardMessage::Shutdown { .. } => {}
     }
