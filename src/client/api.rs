@@ -377,6 +377,10 @@ mod tests {
             Kind::ProducerHeartbeat => "producer_heartbeat",
             Kind::ProducerList => "list_producers",
             Kind::ProducerClose => "close_producer",
+            Kind::SuperStreamCreate => "create_super_stream",
+            Kind::SuperStreamDelete => "delete_super_stream",
+            Kind::SuperStreamRoute => "route_super_stream",
+            Kind::SuperStreamPartitions => "super_stream_partitions",
         }
     }
 

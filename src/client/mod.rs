@@ -39,6 +39,7 @@ mod polled;
 pub mod producer;
 pub mod router;
 pub mod stream;
+pub mod super_stream;
 mod url;
 pub mod wire;
 
@@ -53,6 +54,7 @@ pub use polled::{
 };
 pub use producer::{
     BatchReceipt, Confirmation, Partitioning, Producer, ProducerBuilder, ProducerError, ProducerMessage,
+    Routing, SuperStreamProducer,
 };
 pub use router::{RouterSource, ShardRouter};
 pub use stream::{RingStream, StreamConfig};

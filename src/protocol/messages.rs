@@ -18,6 +18,11 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
+pub use super::super_stream::{
+    SuperStreamCreate, SuperStreamInfo, SuperStreamLayout, SuperStreamPartition, SuperStreamPartitions,
+    SuperStreamRef, SuperStreamRoute, SuperStreamRouted, SuperStreamRouting,
+};
+
 /// Request kinds (the frame's `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
@@ -90,11 +95,19 @@ pub enum Kind {
     ProducerList = 74,
     /// [`ProducerClose`] → [`Empty`]: releases the session's lease on a topic.
     ProducerClose = 75,
+    /// [`SuperStreamCreate`] → [`TopicInfo`]: creates a topic as a super stream.
+    SuperStreamCreate = 90,
+    /// [`SuperStreamRef`] → [`Empty`]: deletes a super stream (a plain topic is refused).
+    SuperStreamDelete = 91,
+    /// [`SuperStreamRoute`] → [`SuperStreamRouted`]: the partitions of a routing key.
+    SuperStreamRoute = 92,
+    /// [`SuperStreamRef`] → [`SuperStreamPartitions`]: the partitions and their binding keys.
+    SuperStreamPartitions = 93,
 }
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 34] = [
+    pub const ALL: [Kind; 38] = [
         Kind::Ping,
         Kind::Login,
         Kind::Metadata,
@@ -129,6 +142,10 @@ impl Kind {
         Kind::ProducerHeartbeat,
         Kind::ProducerList,
         Kind::ProducerClose,
+        Kind::SuperStreamCreate,
+        Kind::SuperStreamDelete,
+        Kind::SuperStreamRoute,
+        Kind::SuperStreamPartitions,
     ];
 
     /// The kind with this wire value.
@@ -205,13 +222,17 @@ pub enum Status {
     /// A named producer's batch whose sequences straddle the last stored sequence (its first is at
     /// or below it, its last above): neither all new nor all duplicate, so it is refused whole.
     SequenceStraddle = 73,
+    /// The topic exists but is not a super stream.
+    NotASuperStream = 90,
+    /// No partition of the super stream is bound to the routing key.
+    NoRoute = 91,
     /// An unexpected server error.
     Internal = 99,
 }
 
 impl Status {
     /// Every status, for tables and tests.
-    pub const ALL: [Status; 31] = [
+    pub const ALL: [Status; 33] = [
         Status::Ok,
         Status::BadFrame,
         Status::UnknownKind,
@@ -242,6 +263,8 @@ impl Status {
         Status::ProducerBusy,
         Status::UnknownProducer,
         Status::SequenceStraddle,
+        Status::NotASuperStream,
+        Status::NoRoute,
         Status::Internal,
     ];
 
@@ -469,6 +492,8 @@ pub struct TopicInfo {
     pub groups: Vec<String>,
     /// Creation time (µs).
     pub created_us: u64,
+    /// Set when the topic is a super stream: its routing and binding keys.
+    pub super_stream: Option<SuperStreamInfo>,
 }
 
 /// A stream, as described.

@@ -9,3 +9,4 @@ pub mod batch;
 pub mod compression;
 pub mod frame;
 pub mod messages;
+pub mod super_stream;

@@ -280,6 +280,10 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
         | Kind::ProducerHeartbeat
         | Kind::ProducerList
         | Kind::ProducerClose => super::producers::dispatch(context, kind, body).await,
+        Kind::SuperStreamCreate
+        | Kind::SuperStreamDelete
+        | Kind::SuperStreamRoute
+        | Kind::SuperStreamPartitions => super::super_streams::dispatch(context, kind, body).await,
         Kind::Ping | Kind::Login | Kind::Produce | Kind::Poll | Kind::OffsetStore | Kind::OffsetGet => {
             Err(BrokerError::new(Status::Internal, format!("{kind:?} reached the admin dispatcher")))
         }

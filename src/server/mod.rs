@@ -25,6 +25,7 @@ pub mod frame_pool;
 pub mod handlers;
 mod ops;
 pub mod producers;
+pub mod super_streams;
 pub mod tls;
 
 use crate::io::dma::{plan_io_memory, DmaIo};
