@@ -594,6 +594,17 @@ fn topic_text(stream: &str, info: &TopicInfo) -> String {
         config.segment_bytes.map_or("server default".to_string(), bytes_text),
         list_text(&info.groups),
     );
+    if let Some(super_stream) = &info.super_stream {
+        let _ = writeln!(text, "  super stream: routing by {:?}", super_stream.routing);
+        let rows = info
+            .partitions
+            .iter()
+            .zip(&super_stream.binding_keys)
+            .map(|(p, key)| vec![p.id.to_string(), p.shard.to_string(), key.clone()])
+            .collect();
+        text.push_str(&table(&["PARTITION", "SHARD", "BINDING-KEY"], rows));
+        return text;
+    }
     let rows = info.partitions.iter().map(|p| vec![p.id.to_string(), p.shard.to_string()]).collect();
     text.push_str(&table(&["PARTITION", "SHARD"], rows));
     text
