@@ -3,7 +3,8 @@
 //! spreads over every partition, key routing to one, several or no partition, the partition
 //! list, deletion, metadata that survives a SIGKILL, hostile input answered with statuses on a
 //! connection that stays usable, and the SDK's super-stream producer (hash and key routing) read
-//! back per partition and with the all-partition consumer. Every wait is bounded.
+//! back per partition and with the all-partition consumer, and `ringctl superstream …` with
+//! `produce --routing-key`. Every wait is bounded.
 
 mod common;
 
@@ -372,4 +373,73 @@ async fn the_sdk_super_stream_producer_routes_by_hash_and_by_key() {
     let built =
         Producer::builder(&client, STREAM, "plain").super_stream(Routing::Hash, routing_key).build().await;
     assert!(built.is_err_and(|e| e.to_string().contains("NotASuperStream")));
+}
+
+/// Runs `ringctl --server ADDR ARGS` with `stdin`; (exit success, stdout, stderr).
+fn ringctl(broker: &common::Broker, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringctl"))
+        .arg("--server")
+        .arg(broker.addr().to_string())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringctl");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    // Outputs are small (well under a pipe buffer), so waiting before reading cannot block.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("ringctl {args:?} did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = child.wait_with_output().expect("ringctl output");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn ringctl_creates_routes_lists_produces_and_deletes_super_streams() {
+    let broker = common::Broker::start(2, &[]);
+    let ok = |args: &[&str], stdin: &str| {
+        let (success, stdout, stderr) = ringctl(&broker, args, stdin);
+        assert!(success, "ringctl {args:?}: {stderr}");
+        stdout
+    };
+    ok(&["stream", "create", STREAM], "");
+    ok(&["superstream", "create", STREAM, "regions", "--keys", "amer,emea,amer", "--shared-keys"], "");
+    ok(&["superstream", "create", STREAM, "events", "--partitions", "3"], "");
+    assert_eq!(ok(&["superstream", "route", STREAM, "regions", "amer"], ""), "0 2\n");
+    let hashed = ok(&["superstream", "route", STREAM, "events", "customer-7"], "");
+    assert_eq!(hashed, format!("{}\n", key_partition(b"customer-7", 3)));
+    let listed = ok(&["superstream", "partitions", STREAM, "regions"], "");
+    assert!(listed.contains("BINDING-KEY") && listed.contains("emea"), "{listed}");
+    let shown = ok(&["topic", "get", STREAM, "regions"], "");
+    assert!(shown.contains("super stream: routing by Key"), "{shown}");
+
+    // produce --routing-key writes every line to each partition of the key.
+    ok(&["produce", STREAM, "regions", "--routing-key", "amer"], "first\nsecond\n");
+    let mut conn = broker.root();
+    for (partition, expected) in [(0, 2), (1, 0), (2, 2)] {
+        let records = common::read_partition(&mut conn, STREAM, "regions", partition);
+        assert_eq!(records.len(), expected, "partition {partition}: {records:?}");
+    }
+
+    // Refusals are one line naming the status, and consume no input.
+    let (success, _, stderr) =
+        ringctl(&broker, &["produce", STREAM, "regions", "--routing-key", "apac"], "x\n");
+    assert!(!success && stderr.contains("NoRoute(91)"), "{stderr}");
+    let (success, _, stderr) =
+        ringctl(&broker, &["superstream", "create", STREAM, "dup", "--keys", "a,a"], "");
+    assert!(!success && stderr.contains("InvalidArgument(32)"), "{stderr}");
+    let (success, _, stderr) = ringctl(&broker, &["superstream", "create", STREAM, "none"], "");
+    assert!(!success && stderr.contains("--partitions"), "a layout is required: {stderr}");
+    ok(&["superstream", "delete", STREAM, "events"], "");
+    let (success, _, stderr) = ringctl(&broker, &["superstream", "partitions", STREAM, "events"], "");
+    assert!(!success && stderr.contains("UnknownTopic(21)"), "{stderr}");
 }

@@ -17,6 +17,8 @@
 //! * Map keys equal the `name` of their value. Ids start at 1 and are never reused: a recreated
 //!   stream or topic gets a new id, hence a new data directory ([`Catalog::partition_dir`]).
 //! * `topic.config.partitions == topic.partitions`, in `1..=PARTITIONS_PER_TOPIC_MAX`.
+//! * A super stream (`topic.super_stream`) has one binding key per partition, and its partition
+//!   count never changes (see [`super::super_stream`]).
 //! * At least one admin user remains once one exists (the last admin cannot be deleted).
 //! * Permissions name streams, not ids: they outlive the deletion of the stream and apply again to
 //!   a new stream of the same name.
