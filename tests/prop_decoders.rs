@@ -203,6 +203,9 @@ fn decode_every_request(bytes: &[u8]) {
     let _ = decode::<m::JoinGroup>(&body);
     let _ = decode::<m::MemberRef>(&body);
     let _ = decode::<m::StatsRequest>(&body);
+    let _ = decode::<m::SuperStreamCreate>(&body);
+    let _ = decode::<m::SuperStreamRef>(&body);
+    let _ = decode::<m::SuperStreamRoute>(&body);
 }
 
 /// Runs every batch decoder over `bytes`; only the absence of panics is checked, plus that a

@@ -16,6 +16,8 @@
 
 #[path = "ringctl/producer.rs"]
 mod producer;
+#[path = "ringctl/superstream.rs"]
+mod superstream;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -104,6 +106,9 @@ enum Command {
     /// Create, delete, list and describe consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Super streams: create, delete, route a key, list partitions.
+    #[command(subcommand)]
+    Superstream(superstream::SuperStreamCommand),
     /// Manage users and their rights (administrators only).
     #[command(subcommand)]
     User(UserCommand),
@@ -203,6 +208,10 @@ struct ProduceArgs {
     /// Write to this partition (default: round robin).
     #[arg(long, conflicts_with = "key")]
     partition: Option<u32>,
+    /// The topic is a super stream: send every message to the partitions this routing key
+    /// routes to (by the super stream's routing, resolved once before stdin is read).
+    #[arg(long, conflicts_with_all = ["partition", "key", "name"])]
+    routing_key: Option<String>,
     /// Partition by this key (also set as every message's key).
     #[arg(long)]
     key: Option<String>,
@@ -442,6 +451,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Consume(args) => consume(&client, args).await,
         Command::Offset(command) => offset(&client, command, json).await,
         Command::Group(command) => group(&client, command, json).await,
+        Command::Superstream(command) => superstream::super_stream(&client, command, json).await,
         Command::User(command) => user(&client, command, json).await,
         Command::Stats { stream } => stats(&client, stream.as_deref(), json).await,
     }
@@ -584,6 +594,17 @@ fn topic_text(stream: &str, info: &TopicInfo) -> String {
         config.segment_bytes.map_or("server default".to_string(), bytes_text),
         list_text(&info.groups),
     );
+    if let Some(super_stream) = &info.super_stream {
+        let _ = writeln!(text, "  super stream: routing by {:?}", super_stream.routing);
+        let rows = info
+            .partitions
+            .iter()
+            .zip(&super_stream.binding_keys)
+            .map(|(p, key)| vec![p.id.to_string(), p.shard.to_string(), key.clone()])
+            .collect();
+        text.push_str(&table(&["PARTITION", "SHARD", "BINDING-KEY"], rows));
+        return text;
+    }
     let rows = info.partitions.iter().map(|p| vec![p.id.to_string(), p.shard.to_string()]).collect();
     text.push_str(&table(&["PARTITION", "SHARD"], rows));
     text
@@ -779,10 +800,13 @@ fn partition_row(stream: &str, topic: &str, partition: &PartitionStats) -> Vec<S
 // produce
 
 async fn produce(client: &Client, args: ProduceArgs) -> CliResult {
-    let partitioning = match (&args.partition, &args.key) {
-        (Some(partition), _) => Partitioning::Partition(*partition),
-        (None, Some(key)) => Partitioning::Key(key.as_bytes().to_vec()),
-        (None, None) => Partitioning::Balanced,
+    let partitionings = match (&args.partition, &args.key, &args.routing_key) {
+        (_, _, Some(routing_key)) => {
+            superstream::routed_partitionings(client, &args.stream, &args.topic, routing_key).await?
+        }
+        (Some(partition), _, None) => vec![Partitioning::Partition(*partition)],
+        (None, Some(key), None) => vec![Partitioning::Key(key.as_bytes().to_vec())],
+        (None, None, None) => vec![Partitioning::Balanced],
     };
     let (sender, mut batches) = tokio::sync::mpsc::channel(PRODUCE_QUEUE_BATCHES);
     let key = args.key.clone().map(String::into_bytes);
@@ -794,8 +818,10 @@ async fn produce(client: &Client, args: ProduceArgs) -> CliResult {
     let mut summary = ProduceSummary::default();
     while let Some(batch) = batches.recv().await {
         let (bytes, records) = batch?;
-        let response = client.produce(&args.stream, &args.topic, partitioning.clone(), &[&bytes]).await?;
-        summary.add(&response, records, bytes.len());
+        for partitioning in &partitionings {
+            let response = client.produce(&args.stream, &args.topic, partitioning.clone(), &[&bytes]).await?;
+            summary.add(&response, records, bytes.len());
+        }
     }
     eprintln!("{}", summary.line(&args.stream, &args.topic));
     Ok(())

@@ -382,6 +382,10 @@ mod tests {
             Kind::Unsubscribe => "Subscription::unsubscribe",
             Kind::Deliver => "Subscription::next",
             Kind::ConsumerUpdate => "Subscription::next (consumer updates)",
+            Kind::SuperStreamCreate => "create_super_stream",
+            Kind::SuperStreamDelete => "delete_super_stream",
+            Kind::SuperStreamRoute => "route_super_stream",
+            Kind::SuperStreamPartitions => "super_stream_partitions",
         }
     }
 

@@ -41,6 +41,7 @@ mod pushed;
 pub mod router;
 pub mod stream;
 mod subscription;
+pub mod super_stream;
 mod url;
 pub mod wire;
 
@@ -55,6 +56,7 @@ pub use polled::{
 };
 pub use producer::{
     BatchReceipt, Confirmation, Partitioning, Producer, ProducerBuilder, ProducerError, ProducerMessage,
+    Routing, SuperStreamProducer,
 };
 pub use router::{RouterSource, ShardRouter};
 pub use stream::{RingStream, StreamConfig};

@@ -17,6 +17,8 @@
 //! * Map keys equal the `name` of their value. Ids start at 1 and are never reused: a recreated
 //!   stream or topic gets a new id, hence a new data directory ([`Catalog::partition_dir`]).
 //! * `topic.config.partitions == topic.partitions`, in `1..=PARTITIONS_PER_TOPIC_MAX`.
+//! * A super stream (`topic.super_stream`) has one binding key per partition, and its partition
+//!   count never changes (see [`super::super_stream`]).
 //! * At least one admin user remains once one exists (the last admin cannot be deleted).
 //! * Permissions name streams, not ids: they outlive the deletion of the stream and apply again to
 //!   a new stream of the same name.
@@ -31,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use super::super_stream::{CreateSuperStreamOp, SuperStream};
 use super::table::ShardTable;
 use super::{auth, validate_name, MetadataError};
 use crate::constants::{IO_ALIGNMENT_BYTES, SEGMENT_BYTES_MAX};
@@ -112,6 +115,8 @@ pub struct Topic {
     pub partitions: u32,
     /// Consumer groups by name.
     pub groups: BTreeSet<String>,
+    /// Set when the topic is a super stream ([`super::super_stream`]).
+    pub super_stream: Option<SuperStream>,
 }
 
 /// A user.
@@ -166,6 +171,10 @@ pub enum MetadataOp {
     CreateGroup(GroupOp),
     /// Delete a consumer group.
     DeleteGroup(GroupOp),
+    /// Create a topic as a super stream, with its binding-key table.
+    CreateSuperStream(CreateSuperStreamOp),
+    /// Delete a topic that is a super stream (refused for a plain topic).
+    DeleteSuperStream(TopicOp),
 }
 
 /// [`MetadataOp::CreateStream`].
@@ -293,6 +302,8 @@ impl Catalog {
             MetadataOp::SetPermissions(op) => self.set_permissions(op)?,
             MetadataOp::CreateGroup(op) => self.create_group(op)?,
             MetadataOp::DeleteGroup(op) => self.delete_group(op)?,
+            MetadataOp::CreateSuperStream(op) => self.create_super_stream(op)?,
+            MetadataOp::DeleteSuperStream(op) => self.delete_super_stream(op)?,
         }
         self.revision += 1;
         #[cfg(debug_assertions)]
@@ -387,6 +398,7 @@ impl Catalog {
                 .collect(),
             groups: topic.groups.iter().cloned().collect(),
             created_us: topic.created_us,
+            super_stream: topic.super_stream.as_ref().map(SuperStream::info),
         }
     }
 
@@ -446,6 +458,7 @@ impl Catalog {
             config: op.config.clone(),
             partitions: op.config.partitions,
             groups: BTreeSet::new(),
+            super_stream: None,
         };
         let stream = self.stream_mut(&op.stream)?;
         stream.topics.insert(op.name.clone(), topic);
@@ -462,6 +475,13 @@ impl Catalog {
     fn add_partitions(&mut self, op: &PartitionsOp) -> Result<(), MetadataError> {
         let total = self.partition_count();
         let (_, topic) = self.topic(&op.stream, &op.topic)?;
+        if topic.super_stream.is_some() {
+            return Err(MetadataError::InvalidArgument(format!(
+                "`{}/{}` is a super stream: its partitions are fixed at creation (more would move \
+                 every hashed routing key)",
+                op.stream, op.topic
+            )));
+        }
         let partitions = topic.partitions.saturating_add(op.count);
         if op.count == 0 || partitions > PARTITIONS_PER_TOPIC_MAX {
             return Err(MetadataError::InvalidArgument(format!(
@@ -537,6 +557,34 @@ impl Catalog {
         Ok(())
     }
 
+    fn create_super_stream(&mut self, op: &CreateSuperStreamOp) -> Result<(), MetadataError> {
+        let super_stream = op.check()?;
+        self.create_topic(&op.topic_op())?;
+        self.topic_mut(&op.stream, &op.name)?.super_stream = Some(super_stream);
+        Ok(())
+    }
+
+    fn delete_super_stream(&mut self, op: &TopicOp) -> Result<(), MetadataError> {
+        self.super_stream(&op.stream, &op.topic)?;
+        self.delete_topic(op)
+    }
+
+    /// The super stream `name` of stream `stream`, with its stream and topic;
+    /// [`MetadataError::NotASuperStream`] when the topic is a plain one.
+    pub fn super_stream(
+        &self,
+        stream: &str,
+        name: &str,
+    ) -> Result<(&Stream, &Topic, &SuperStream), MetadataError> {
+        let (found_stream, topic) = self.topic(stream, name)?;
+        match &topic.super_stream {
+            Some(super_stream) => Ok((found_stream, topic, super_stream)),
+            None => {
+                Err(MetadataError::NotASuperStream { stream: stream.to_string(), topic: name.to_string() })
+            }
+        }
+    }
+
     fn stream_mut(&mut self, name: &str) -> Result<&mut Stream, MetadataError> {
         self.streams.get_mut(name).ok_or_else(|| MetadataError::UnknownStream(name.to_string()))
     }
@@ -567,6 +615,9 @@ impl Catalog {
                 assert_eq!(topic.config.partitions, topic.partitions);
                 assert!((1..=PARTITIONS_PER_TOPIC_MAX).contains(&topic.partitions));
                 assert!(topic.groups.len() <= GROUPS_PER_TOPIC_MAX);
+                if let Some(super_stream) = &topic.super_stream {
+                    assert_eq!(super_stream.binding_keys.len(), topic.partitions as usize, "binding keys");
+                }
             }
             assert!(stream.topics.len() <= TOPICS_PER_STREAM_MAX);
         }

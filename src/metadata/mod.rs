@@ -7,6 +7,8 @@
 //! * [`log`]: the [`MetadataLog`], a [`crate::storage::PartitionLog`] under `data_dir/metadata/`
 //!   holding one [`MetadataOp`] per batch, fsynced before a change is acknowledged. Opening it
 //!   replays every op into a fresh catalog.
+//! * [`super_stream`]: what makes a topic a super stream (routing, binding keys), its ops'
+//!   rules and routing a key to partitions.
 //! * [`table`]: the [`ShardTable`], a pure function from (stream id, topic id, partition) to the
 //!   owning shard.
 //! * [`auth`]: argon2id password hashes and the per-stream rights check.
@@ -29,6 +31,7 @@ use crate::storage::StorageError;
 pub mod auth;
 pub mod catalog;
 pub mod log;
+pub mod super_stream;
 pub mod table;
 
 pub use auth::{
@@ -93,6 +96,13 @@ pub enum MetadataError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The topic exists but is not a super stream.
+    NotASuperStream {
+        /// Stream name.
+        stream: String,
+        /// Topic name.
+        topic: String,
+    },
     /// An argument is out of range or inconsistent (limits, last admin, malformed hash).
     InvalidArgument(String),
     /// The metadata log failed.
@@ -119,6 +129,7 @@ impl MetadataError {
             MetadataError::AlreadyExists { .. } => Status::AlreadyExists,
             MetadataError::InvalidName { .. } => Status::InvalidName,
             MetadataError::InvalidArgument(_) => Status::InvalidArgument,
+            MetadataError::NotASuperStream { .. } => Status::NotASuperStream,
             MetadataError::Storage(error) => match error {
                 StorageError::Poisoned { .. } => Status::PartitionPoisoned,
                 StorageError::Io(io) if io.is_out_of_space() => Status::OutOfSpace,
@@ -149,6 +160,9 @@ impl fmt::Display for MetadataError {
                 write!(f, "invalid name `{}`: {reason}", name.escape_debug())
             }
             MetadataError::InvalidArgument(reason) => write!(f, "invalid argument: {reason}"),
+            MetadataError::NotASuperStream { stream, topic } => {
+                write!(f, "topic `{topic}` in stream `{stream}` is not a super stream")
+            }
             MetadataError::Storage(error) => write!(f, "metadata log: {error}"),
             MetadataError::Replay { offset, reason } => {
                 write!(f, "metadata log op at offset {offset} cannot be replayed: {reason}")

@@ -13,6 +13,7 @@ use crate::constants::SEGMENT_BYTES_MAX;
 use crate::io::fault::FaultIo;
 use crate::protocol::batch::BatchBuilder;
 use crate::protocol::messages::{StreamPermission, TopicConfig};
+use crate::protocol::super_stream::SuperStreamLayout;
 use crate::storage::{LogConfig, PartitionLog};
 
 /// `hash_password("test-password")`, precomputed: hashing costs about half a second in debug.
@@ -115,7 +116,22 @@ fn every_op() -> Vec<MetadataOp> {
         ),
         create_user("bob", false, vec![]),
         delete_user("bob"),
+        super_stream("invoices", SuperStreamLayout::BindingKeys(vec!["amer".into(), "emea".into()])),
+        super_stream("events", SuperStreamLayout::Partitions(3)),
+        MetadataOp::DeleteSuperStream(TopicOp { stream: "scratch".into(), topic: "events".into() }),
     ]
+}
+
+fn super_stream(name: &str, layout: SuperStreamLayout) -> MetadataOp {
+    let op = super::super_stream::CreateSuperStreamOp::from_layout(
+        "scratch",
+        name,
+        layout,
+        false,
+        TopicConfig::default(),
+        3_000,
+    );
+    MetadataOp::CreateSuperStream(op.expect("a valid super stream"))
 }
 
 fn catalog_of(ops: &[MetadataOp]) -> Catalog {
@@ -320,7 +336,10 @@ fn lookups_name_what_is_missing() {
     assert_eq!(status(catalog.user("nope").map(drop)), Some(Status::UnknownUser));
     assert_eq!(status(catalog.group("orders", "nope", "billing").map(drop)), Some(Status::UnknownTopic));
     let partitions: Vec<_> = catalog.partitions().map(|(s, t, p)| (s.id, t.id, p)).collect();
-    assert_eq!(partitions, [(1, 3, 0), (1, 3, 1), (1, 1, 0), (1, 1, 1), (1, 1, 2), (1, 1, 3), (1, 1, 4)]);
+    let expected = [(1, 3, 0), (1, 3, 1), (1, 1, 0), (1, 1, 1), (1, 1, 2), (1, 1, 3), (1, 1, 4)];
+    // The super stream scratch/invoices (two binding keys); scratch/events was deleted.
+    let expected: Vec<_> = expected.into_iter().chain([(3, 1, 0), (3, 1, 1)]).collect();
+    assert_eq!(partitions, expected);
     let dir = Catalog::partition_dir(Path::new("/var/lib/rb"), 3, 17, 2);
     assert_eq!(dir, Path::new("/var/lib/rb/streams/3/17/2"));
 }

@@ -18,6 +18,11 @@ use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
+pub use super::super_stream::{
+    SuperStreamCreate, SuperStreamInfo, SuperStreamLayout, SuperStreamPartition, SuperStreamPartitions,
+    SuperStreamRef, SuperStreamRoute, SuperStreamRouted, SuperStreamRouting,
+};
+
 /// Request kinds (the frame's `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
@@ -106,11 +111,19 @@ pub enum Kind {
     /// kind, the same correlation id and a
     /// [`ConsumerUpdateAnswer`](super::subscriptions::ConsumerUpdateAnswer).
     ConsumerUpdate = 84,
+    /// [`SuperStreamCreate`] → [`TopicInfo`]: creates a topic as a super stream.
+    SuperStreamCreate = 90,
+    /// [`SuperStreamRef`] → [`Empty`]: deletes a super stream (a plain topic is refused).
+    SuperStreamDelete = 91,
+    /// [`SuperStreamRoute`] → [`SuperStreamRouted`]: the partitions of a routing key.
+    SuperStreamRoute = 92,
+    /// [`SuperStreamRef`] → [`SuperStreamPartitions`]: the partitions and their binding keys.
+    SuperStreamPartitions = 93,
 }
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 39] = [
+    pub const ALL: [Kind; 43] = [
         Kind::Ping,
         Kind::Login,
         Kind::Metadata,
@@ -150,6 +163,10 @@ impl Kind {
         Kind::Unsubscribe,
         Kind::Deliver,
         Kind::ConsumerUpdate,
+        Kind::SuperStreamCreate,
+        Kind::SuperStreamDelete,
+        Kind::SuperStreamRoute,
+        Kind::SuperStreamPartitions,
     ];
 
     /// The kind with this wire value.
@@ -234,13 +251,17 @@ pub enum Status {
     CreditOverflow = 82,
     /// The connection holds `--max-subscriptions` subscriptions already.
     TooManySubscriptions = 83,
+    /// The topic exists but is not a super stream.
+    NotASuperStream = 90,
+    /// No partition of the super stream is bound to the routing key.
+    NoRoute = 91,
     /// An unexpected server error.
     Internal = 99,
 }
 
 impl Status {
     /// Every status, for tables and tests.
-    pub const ALL: [Status; 35] = [
+    pub const ALL: [Status; 37] = [
         Status::Ok,
         Status::BadFrame,
         Status::UnknownKind,
@@ -275,6 +296,8 @@ impl Status {
         Status::SubscriptionExists,
         Status::CreditOverflow,
         Status::TooManySubscriptions,
+        Status::NotASuperStream,
+        Status::NoRoute,
         Status::Internal,
     ];
 
@@ -502,6 +525,8 @@ pub struct TopicInfo {
     pub groups: Vec<String>,
     /// Creation time (µs).
     pub created_us: u64,
+    /// Set when the topic is a super stream: its routing and binding keys.
+    pub super_stream: Option<SuperStreamInfo>,
 }
 
 /// A stream, as described.

@@ -10,3 +10,4 @@ pub mod compression;
 pub mod frame;
 pub mod messages;
 pub mod subscriptions;
+pub mod super_stream;

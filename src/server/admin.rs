@@ -280,6 +280,10 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
         | Kind::ProducerHeartbeat
         | Kind::ProducerList
         | Kind::ProducerClose => super::producers::dispatch(context, kind, body).await,
+        Kind::SuperStreamCreate
+        | Kind::SuperStreamDelete
+        | Kind::SuperStreamRoute
+        | Kind::SuperStreamPartitions => super::super_streams::dispatch(context, kind, body).await,
         Kind::Deliver => Err(BrokerError::new(Status::InvalidArgument, "Deliver is sent by the server only")),
         Kind::Ping
         | Kind::Login

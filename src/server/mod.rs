@@ -26,6 +26,7 @@ pub mod handlers;
 mod ops;
 pub mod producers;
 pub mod subscriptions;
+pub mod super_streams;
 pub mod tls;
 
 use crate::io::dma::{plan_io_memory, DmaIo};

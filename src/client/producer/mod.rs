@@ -88,6 +88,7 @@ mod direct;
 mod error;
 mod message;
 mod named;
+mod super_stream;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -112,6 +113,9 @@ pub use self::confirm::{BatchReceipt, ConfirmHandler, Confirmation};
 pub use self::error::ProducerError;
 pub use self::message::ProducerMessage;
 pub use self::named::HEARTBEAT_INTERVAL_MIN;
+pub use self::super_stream::{
+    Routing, RoutingKeyFn, SuperStreamProducer, SuperStreamProducerBuilder, ROUTE_CACHE_KEYS_MAX,
+};
 
 /// Default most messages in one batch.
 pub const BATCH_SIZE_DEFAULT: u32 = 1000;
