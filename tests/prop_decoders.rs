@@ -206,6 +206,15 @@ fn decode_every_request(bytes: &[u8]) {
     let _ = decode::<m::SuperStreamCreate>(&body);
     let _ = decode::<m::SuperStreamRef>(&body);
     let _ = decode::<m::SuperStreamRoute>(&body);
+    let _ = decode::<ringbroker::protocol::subscriptions::Subscribe>(&body);
+    let _ = decode::<ringbroker::protocol::subscriptions::Credit>(&body);
+    let _ = decode::<ringbroker::protocol::subscriptions::Unsubscribe>(&body);
+    let _ = decode::<ringbroker::protocol::subscriptions::Deliver>(&body);
+    let _ = decode::<ringbroker::protocol::subscriptions::ConsumerUpdate>(&body);
+    let _ = decode::<ringbroker::protocol::subscriptions::ConsumerUpdateAnswer>(&body);
+    let _ = decode::<m::ProducerDeclare>(&body);
+    let _ = decode::<m::ProducerRef>(&body);
+    let _ = decode::<m::ProducerHeartbeat>(&body);
 }
 
 /// Runs every batch decoder over `bytes`; only the absence of panics is checked, plus that a
