@@ -258,3 +258,56 @@ async fn a_consumer_that_stops_reading_stalls_nothing_and_memory_stays_bounded()
     assert!(stats.server.delivered_bytes < 64 * 1024 * 1024, "deliveries stopped: {:?}", stats.server);
     drop(stalled);
 }
+
+#[test]
+fn ringctl_consumes_by_subscription_and_as_a_single_active_member() {
+    let broker = common::Broker::start(2, &[]);
+    let mut conn = broker.root();
+    conn.create_stream("s");
+    conn.create_topic("s", "t", 2);
+    for partition in 0..2 {
+        let batch = common::batch_of(&format!("p{partition}"), 15);
+        conn.produce("s", "t", Partitioning::Partition(partition), &[batch]).expect("produce");
+    }
+    let (ok, stdout, stderr) = common::ringctl(
+        &broker,
+        &[
+            "consume",
+            "s",
+            "t",
+            "--partition",
+            "1",
+            "--subscribe",
+            "--credits",
+            "1",
+            "--from",
+            "first",
+            "--count",
+            "15",
+        ],
+        "",
+    );
+    assert!(ok, "{stderr}");
+    let expected: Vec<String> = (0..15).map(|i| format!("p1-{i}")).collect();
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
+
+    // Alone in its group, a single-active member of the whole topic is active on both
+    // partitions; it commits what it prints, so a second run starts after it.
+    let args = ["consume", "s", "t", "--single-active", "g", "--from", "first", "--count", "30", "--commit"];
+    let (ok, stdout, stderr) = common::ringctl(&broker, &args, "");
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 30);
+    assert!(stderr.contains("active on partition 0") && stderr.contains("active on partition 1"), "{stderr}");
+    let stored: ringbroker::protocol::messages::OffsetInfo = conn
+        .call(
+            Kind::OffsetGet,
+            &ringbroker::protocol::messages::GetOffset {
+                stream: "s".into(),
+                topic: "t".into(),
+                partition: 0,
+                consumer: ringbroker::protocol::messages::ConsumerRef::Named("g".into()),
+            },
+        )
+        .expect("offset");
+    assert_eq!(stored.stored, Some(15));
+}

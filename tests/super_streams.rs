@@ -375,39 +375,11 @@ async fn the_sdk_super_stream_producer_routes_by_hash_and_by_key() {
     assert!(built.is_err_and(|e| e.to_string().contains("NotASuperStream")));
 }
 
-/// Runs `ringctl --server ADDR ARGS` with `stdin`; (exit success, stdout, stderr).
-fn ringctl(broker: &common::Broker, args: &[&str], stdin: &str) -> (bool, String, String) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringctl"))
-        .arg("--server")
-        .arg(broker.addr().to_string())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ringctl");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
-    // Outputs are small (well under a pipe buffer), so waiting before reading cannot block.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("try_wait").is_none() {
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("ringctl {args:?} did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let output = child.wait_with_output().expect("ringctl output");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.success(), text(&output.stdout), text(&output.stderr))
-}
-
 #[test]
 fn ringctl_creates_routes_lists_produces_and_deletes_super_streams() {
     let broker = common::Broker::start(2, &[]);
     let ok = |args: &[&str], stdin: &str| {
-        let (success, stdout, stderr) = ringctl(&broker, args, stdin);
+        let (success, stdout, stderr) = common::ringctl(&broker, args, stdin);
         assert!(success, "ringctl {args:?}: {stderr}");
         stdout
     };
@@ -432,14 +404,14 @@ fn ringctl_creates_routes_lists_produces_and_deletes_super_streams() {
 
     // Refusals are one line naming the status, and consume no input.
     let (success, _, stderr) =
-        ringctl(&broker, &["produce", STREAM, "regions", "--routing-key", "apac"], "x\n");
+        common::ringctl(&broker, &["produce", STREAM, "regions", "--routing-key", "apac"], "x\n");
     assert!(!success && stderr.contains("NoRoute(91)"), "{stderr}");
     let (success, _, stderr) =
-        ringctl(&broker, &["superstream", "create", STREAM, "dup", "--keys", "a,a"], "");
+        common::ringctl(&broker, &["superstream", "create", STREAM, "dup", "--keys", "a,a"], "");
     assert!(!success && stderr.contains("InvalidArgument(32)"), "{stderr}");
-    let (success, _, stderr) = ringctl(&broker, &["superstream", "create", STREAM, "none"], "");
+    let (success, _, stderr) = common::ringctl(&broker, &["superstream", "create", STREAM, "none"], "");
     assert!(!success && stderr.contains("--partitions"), "a layout is required: {stderr}");
     ok(&["superstream", "delete", STREAM, "events"], "");
-    let (success, _, stderr) = ringctl(&broker, &["superstream", "partitions", STREAM, "events"], "");
+    let (success, _, stderr) = common::ringctl(&broker, &["superstream", "partitions", STREAM, "events"], "");
     assert!(!success && stderr.contains("UnknownTopic(21)"), "{stderr}");
 }

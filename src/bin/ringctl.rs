@@ -16,6 +16,8 @@
 
 #[path = "ringctl/producer.rs"]
 mod producer;
+#[path = "ringctl/subscribe.rs"]
+mod subscribe;
 #[path = "ringctl/superstream.rs"]
 mod superstream;
 
@@ -260,6 +262,16 @@ struct ConsumeArgs {
     /// Store the offset after the last printed message as the consumer's.
     #[arg(long)]
     commit: bool,
+    /// Read by push subscription (the broker sends batches as they arrive) instead of polls.
+    #[arg(long, conflicts_with = "group")]
+    subscribe: bool,
+    /// Batches of credit a subscription holds (one is granted back per batch printed).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    credits: u32,
+    /// Subscribe as a member of the single-active-consumer group NAME (implies --subscribe;
+    /// without --partition, of the whole topic: partition i goes to member i % members).
+    #[arg(long, value_name = "NAME", conflicts_with = "group")]
+    single_active: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1010,6 +1022,9 @@ async fn consume(client: &Client, args: ConsumeArgs) -> CliResult {
         Printer { out: std::io::BufWriter::new(stdout.lock()), remaining: args.count, done: false };
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
+    if args.subscribe || args.single_active.is_some() {
+        return subscribe::consume_subscribed(client, &args, &mut printer, &mut stop).await;
+    }
     match &args.group {
         None => consume_partition(client, &args, &mut printer, &mut stop).await,
         Some(group) => {
