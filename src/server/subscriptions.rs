@@ -459,7 +459,7 @@ impl Pump {
 
 /// How long a client has to answer a `ConsumerUpdate`; an activated member that does not answer
 /// in time is treated as gone, a deactivated one is let go anyway.
-pub const CONSUMER_UPDATE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const CONSUMER_UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
 
 thread_local! {
     /// This shard's connections that can take pushes, by session id.
