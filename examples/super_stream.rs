@@ -3,6 +3,9 @@
 //! consumer reads every partition and shows that each holds one region only. Then the same with
 //! hash routing by customer over a 3-partition super stream.
 //!
+//! Last, two single-active members of one name form a consumer group over the hash-routed super
+//! stream: partition `i` goes to member `i % 2`, and together they read every invoice once.
+//!
 //! The example creates its stream, stops by itself once the consumer has read everything (or
 //! after a timeout), and deletes its stream.
 //!
@@ -14,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::StreamExt;
-use ringbroker::client::consumer::PollStrategy;
+use ringbroker::client::consumer::{Consumer, PollStrategy};
 use ringbroker::client::producer::key_partition;
 use ringbroker::client::{super_stream, Client, ConnectionString, Producer, ProducerMessage, Routing};
 use ringbroker::protocol::super_stream::SuperStreamLayout;
@@ -118,6 +121,72 @@ async fn run(client: &Client) -> Result<(), BoxError> {
             return Err(format!("partition {partition} holds a customer hashed elsewhere").into());
         }
     }
-    println!("done: every invoice on its region's and its customer's partition");
+
+    // A consumer group over the super stream: two single-active members under one name split
+    // the partitions (partition i to member i % 2) and together read every invoice once.
+    let members = [group_member(client, "first").await?, group_member(client, "second").await?];
+    let read = read_group(members, INVOICES).await?;
+    for (member, partitions) in &read {
+        println!("group member {member} read partitions {partitions:?}");
+    }
+    println!("done: every invoice on its region's and its customer's partition, read once by the group");
     Ok(())
+}
+
+/// A single-active member of the super stream `by-customer` under the name `billing`.
+async fn group_member(client: &Client, name: &'static str) -> Result<(&'static str, Consumer), BoxError> {
+    let consumer = Consumer::builder(client, STREAM, "by-customer")
+        .single_active_consumer("billing")
+        .polling_strategy(PollStrategy::First)
+        .polling_interval(Duration::from_millis(20))
+        .on_update(move |context, active| {
+            println!(
+                "group member {name}: partition {} {}",
+                context.partition,
+                if active { "upgrade" } else { "downgrade" }
+            );
+            context.stored_offset.map_or(PollStrategy::First, PollStrategy::Offset)
+        })
+        .build()
+        .await?;
+    Ok((name, consumer))
+}
+
+/// Reads with every member at once until `count` messages arrived in total; which partitions
+/// each member read.
+async fn read_group(
+    members: [(&'static str, Consumer); 2],
+    count: usize,
+) -> Result<BTreeMap<&'static str, BTreeSet<u32>>, BoxError> {
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for (name, mut consumer) in members {
+        let sender = sender.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(message)) = consumer.next().await {
+                if sender.send((name, message.partition, message.offset)).is_err() {
+                    break;
+                }
+            }
+            let _ = consumer.shutdown().await;
+        }));
+    }
+    let mut seen = BTreeSet::new();
+    let mut read: BTreeMap<&'static str, BTreeSet<u32>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+    while seen.len() < count {
+        let Ok(Some((name, partition, offset))) = tokio::time::timeout_at(deadline, received.recv()).await
+        else {
+            return Err(format!("the group read {} of {count} invoices in time", seen.len()).into());
+        };
+        if !seen.insert((partition, offset)) {
+            return Err(format!("partition {partition} offset {offset} was read twice").into());
+        }
+        read.entry(name).or_default().insert(partition);
+    }
+    drop(received);
+    for task in tasks {
+        task.abort();
+    }
+    Ok(read)
 }

@@ -171,8 +171,11 @@ pub enum MetadataOp {
     CreateGroup(GroupOp),
     /// Delete a consumer group.
     DeleteGroup(GroupOp),
-    /// Create a topic as a super stream, with its binding-key table.
-    CreateSuperStream(CreateSuperStreamOp),
+    /// Create a topic as a super stream, with its binding-key table. Boxed: an archived
+    /// `MetadataOp` must not grow, or logs written before this variant existed (whose records
+    /// are read at `len - size_of::<ArchivedMetadataOp>()`) could no longer be replayed
+    /// (`tests/v1_segments.rs` replays such a log).
+    CreateSuperStream(Box<CreateSuperStreamOp>),
     /// Delete a topic that is a super stream (refused for a plain topic).
     DeleteSuperStream(TopicOp),
 }

@@ -249,7 +249,7 @@ mod tests {
 
     fn layout_op(layout: SuperStreamLayout, shared_keys: bool) -> Result<MetadataOp, MetadataError> {
         let op = CreateSuperStreamOp::from_layout("s", "ss", layout, shared_keys, TopicConfig::default(), 7)?;
-        Ok(MetadataOp::CreateSuperStream(op))
+        Ok(MetadataOp::CreateSuperStream(Box::new(op)))
     }
 
     fn keys(keys: &[&str]) -> SuperStreamLayout {
@@ -336,7 +336,7 @@ mod tests {
             0,
         );
         assert_eq!(
-            bad_name.map(MetadataOp::CreateSuperStream).map_err(|e| e.status()).err(),
+            bad_name.map(|op| MetadataOp::CreateSuperStream(Box::new(op))).map_err(|e| e.status()).err(),
             Some(Status::InvalidName)
         );
         let config = TopicConfig { partitions: 5, ..TopicConfig::default() };
@@ -360,7 +360,8 @@ mod tests {
         let mut catalog =
             catalog_with(MetadataOp::CreateStream(CreateStreamOp { name: "t".into(), created_us: 1 }));
         let before = catalog.clone();
-        let error = catalog.apply(&MetadataOp::CreateSuperStream(op)).expect_err("mismatched table");
+        let error =
+            catalog.apply(&MetadataOp::CreateSuperStream(Box::new(op))).expect_err("mismatched table");
         assert_eq!((error.status(), &catalog), (Status::InvalidArgument, &before));
     }
 

@@ -131,7 +131,7 @@ fn super_stream(name: &str, layout: SuperStreamLayout) -> MetadataOp {
         TopicConfig::default(),
         3_000,
     );
-    MetadataOp::CreateSuperStream(op.expect("a valid super stream"))
+    MetadataOp::CreateSuperStream(Box::new(op.expect("a valid super stream")))
 }
 
 fn catalog_of(ops: &[MetadataOp]) -> Catalog {

@@ -60,7 +60,7 @@ async fn create(context: &Context<'_>, request: SuperStreamCreate) -> BrokerResu
             request.config,
             crate::model::now_us(),
         )?;
-        context.shard.commit(MetadataOp::CreateSuperStream(op)).await?
+        context.shard.commit(MetadataOp::CreateSuperStream(Box::new(op))).await?
     };
     let (stream, topic) = catalog.topic(&request.stream, &request.name)?;
     reply(&catalog.topic_info(stream, topic, &context.shard.table()), Vec::new())
