@@ -1035,6 +1035,8 @@ async fn consume_partition<W: Write>(
             max_bytes: POLL_BYTES_MAX,
             max_wait_ms: wait_ms(args),
             auto_commit: false,
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         let polled = tokio::select! {
             polled = client.poll(&request) => polled?,
@@ -1080,6 +1082,8 @@ async fn consume_group<W: Write>(
             max_bytes: POLL_BYTES_MAX,
             max_wait_ms: wait_ms(args),
             auto_commit: false,
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         let polled = tokio::select! {
             polled = client.poll(&request) => polled,

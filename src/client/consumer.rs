@@ -987,6 +987,8 @@ impl Fetcher {
             max_bytes: self.max_bytes,
             max_wait_ms: millis(self.polling_interval),
             auto_commit: true,
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         let polled = match shared.router.base().poll(&request).await {
             Ok(polled) => polled,
@@ -1126,6 +1128,8 @@ impl Fetcher {
             max_wait_ms: millis(wait),
             auto_commit: shared.auto_commit == AutoCommit::AfterPoll
                 && matches!(shared.identity, Identity::Named(_)),
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         client.poll(&request).await
     }

@@ -45,6 +45,10 @@ pub struct SharedCounters {
     pub forwarded_bytes_zero_copy: AtomicU64,
     /// Forwarded produce bytes that arrived elsewhere (a copy; should stay 0).
     pub forwarded_bytes_copied: AtomicU64,
+    /// Batches filtered polls skipped.
+    pub filtered_batches: AtomicU64,
+    /// Their bytes.
+    pub filtered_bytes: AtomicU64,
 }
 
 impl SharedCounters {
@@ -56,6 +60,8 @@ impl SharedCounters {
             forwarded_requests: self.forwarded_requests.load(Ordering::Relaxed),
             forwarded_bytes_zero_copy: self.forwarded_bytes_zero_copy.load(Ordering::Relaxed),
             forwarded_bytes_copied: self.forwarded_bytes_copied.load(Ordering::Relaxed),
+            filtered_batches: self.filtered_batches.load(Ordering::Relaxed),
+            filtered_bytes: self.filtered_bytes.load(Ordering::Relaxed),
         }
     }
 }

@@ -18,7 +18,8 @@ use event_listener::Event;
 use futures::FutureExt;
 
 use super::error::{BrokerError, BrokerResult};
-use super::mesh::{OffsetOp, PartitionKey, PollOutcome, PollSpec};
+use super::mesh::{FilterTally, OffsetOp, PartitionKey, PollOutcome, PollSpec};
+use crate::constants::FILTER_SCAN_BYTES_MAX;
 use crate::io::dma::DmaIo;
 use crate::metadata::catalog::Catalog;
 use crate::metadata::table::ShardTable;
@@ -33,6 +34,7 @@ use super::producers::{NamedBatch, ProducerTable};
 pub use super::tail::PayloadPart;
 use crate::storage::producers::ProducerLog;
 
+mod filtered;
 mod named;
 use super::tail::{TailBudget, TailCache};
 use crate::server::frame_pool::FrameBuf;
@@ -43,6 +45,8 @@ pub struct LocalPoll {
     pub partition: PolledPartition,
     /// Whole batches, in offset order.
     pub parts: Vec<PayloadPart>,
+    /// What a filtered poll skipped.
+    pub filtered: FilterTally,
 }
 
 impl LocalPoll {
@@ -53,7 +57,7 @@ impl LocalPoll {
         for part in &self.parts {
             bytes.extend_from_slice(part.bytes());
         }
-        PollOutcome { partition: self.partition, bytes }
+        PollOutcome { partition: self.partition, bytes, filtered: self.filtered }
     }
 }
 
@@ -89,6 +93,8 @@ pub struct Partition {
     named_floors: RefCell<BTreeMap<u64, u32>>,
     /// When the producer table was last snapshotted.
     producer_snapshot_at: Cell<Instant>,
+    /// Batches and bytes filtered polls skipped here, since the partition was opened.
+    filtered: Cell<FilterTally>,
 }
 
 /// A read of up to `--prefetch-bytes` from `offset`, running on the owner shard.
@@ -171,6 +177,7 @@ impl PartitionManager {
                 producer_log: async_lock::Mutex::new(producer_log),
                 named_floors: RefCell::new(BTreeMap::new()),
                 producer_snapshot_at: Cell::new(Instant::now()),
+                filtered: Cell::new(FilterTally::default()),
             });
             if partition.log.write_behind() {
                 glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();
@@ -264,27 +271,54 @@ impl PartitionManager {
     /// Reads what `spec` asks for, waiting up to `spec.max_wait` for data when there is none.
     /// The result holds the segment read buffers themselves; [`LocalPoll::into_outcome`] copies
     /// them once for a poll that another shard asked for.
+    ///
+    /// A filtered poll that skipped everything up to the end keeps waiting from where it got to
+    /// (so a long poll wakes its consumer only for wanted data, or at the deadline) and answers
+    /// with `start_offset` where it began and `next_offset` past everything skipped. It answers
+    /// at once when it has looked at [`FILTER_SCAN_BYTES_MAX`] bytes without finding any.
     pub async fn poll(&self, key: PartitionKey, spec: &PollSpec) -> BrokerResult<LocalPoll> {
         let partition = self.get(key)?;
         let deadline = Instant::now() + spec.max_wait;
+        // Filtered polls that skipped to the end: (where the poll began, where it goes on).
+        let mut resume: Option<(u64, u64)> = None;
+        let mut skipped = FilterTally::default();
         loop {
             let listener = partition.data.listen();
-            let start = self.start_offset(&partition, spec).await?;
-            let outcome = read_from(&partition, start, spec, self.config.prefetch_bytes).await?;
+            let start = match resume {
+                Some((_, at)) => at,
+                None => self.start_offset(&partition, spec).await?,
+            };
+            let mut outcome = match &spec.filter {
+                None => read_from(&partition, start, spec, self.config.prefetch_bytes).await?,
+                Some(filter) => {
+                    let scan_left = (FILTER_SCAN_BYTES_MAX as u64).saturating_sub(skipped.bytes) as usize;
+                    let prefetch = self.config.prefetch_bytes;
+                    filtered::read(&partition, start, spec, filter, scan_left, prefetch).await?
+                }
+            };
+            skipped.add(outcome.filtered);
+            outcome.filtered = skipped;
+            if let Some((began, _)) = resume {
+                outcome.partition.start_offset = began;
+            }
+            let marks = outcome.partition.clone();
+            let scanned_enough = skipped.bytes >= FILTER_SCAN_BYTES_MAX as u64;
             let now = Instant::now();
-            if outcome.partition.payload_bytes > 0 || now >= deadline {
-                if spec.auto_commit && outcome.partition.next_offset > start {
+            if marks.payload_bytes > 0 || now >= deadline || scanned_enough {
+                if spec.auto_commit && marks.next_offset > marks.start_offset {
                     let what = format!("auto-commit on partition {}", key.partition);
-                    let next = outcome.partition.next_offset;
                     partition
                         .offsets
                         .lock()
                         .await
-                        .store(&spec.consumer_key, next)
+                        .store(&spec.consumer_key, marks.next_offset)
                         .await
                         .map_err(|e| offset_error(&what, e))?;
                 }
                 return Ok(outcome);
+            }
+            if marks.next_offset > start {
+                resume = Some((marks.start_offset, marks.next_offset));
             }
             let wait = glommio::timer::sleep(deadline - now).fuse();
             let arrived = listener.fuse();
@@ -378,6 +412,8 @@ impl PartitionManager {
                     producers: p.producers.borrow().len() as u32,
                     producer_evictions: p.producers.borrow().evictions,
                     duplicate_batches: p.producers.borrow().duplicates,
+                    filtered_batches: p.filtered.get().batches,
+                    filtered_bytes: p.filtered.get().bytes,
                 };
                 (p.key, stats)
             })
@@ -529,29 +565,7 @@ async fn read_from(
     let max_messages = u64::from(spec.max_messages.max(1));
     let what = || format!("read from partition {}", partition.key.partition);
     while offset < high_watermark && total < max_bytes && offset - start < max_messages {
-        let ahead =
-            partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
-        let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
-        let read = match ahead.or_else(cached) {
-            Some(part) => Some(part),
-            None => {
-                from_disk = true;
-                let prefetched = partition.prefetch.borrow_mut().take().filter(|p| p.offset == offset);
-                // A failed or empty prefetch is read again (and a real error reported from there).
-                let prefetched = match prefetched {
-                    Some(prefetch) => prefetch.read.await.ok().flatten(),
-                    None => None,
-                };
-                match prefetched {
-                    Some(read) => Some(PayloadPart::Read(read)),
-                    None => log
-                        .read(offset, max_bytes - total)
-                        .await
-                        .map_err(|e| BrokerError::storage(&what(), e))?
-                        .map(PayloadPart::Read),
-                }
-            }
-        };
+        let read = next_read(partition, offset, high_watermark, max_bytes - total, &mut from_disk).await?;
         let Some(mut read) = read else { break };
         let data = read.bytes();
         let (mut at, mut next) = (0_usize, read.first_offset().unwrap_or(offset));
@@ -581,15 +595,8 @@ async fn read_from(
             break;
         }
     }
-    let sequential = partition.last_poll_end.replace(Some(offset)) == Some(start);
-    if from_disk && sequential && prefetch_bytes > 0 && offset < high_watermark {
-        let ahead_end = partition.read_ahead.borrow().as_ref().and_then(PayloadPart::next_offset);
-        let at = ahead_end.unwrap_or(offset);
-        let owner = partition.clone();
-        let len = max_bytes.min(prefetch_bytes);
-        let read = glommio::spawn_local(async move { owner.log.read(at, len).await });
-        *partition.prefetch.borrow_mut() = Some(Prefetch { offset: at, read });
-    }
+    let prefetch_len = if from_disk { max_bytes.min(prefetch_bytes) } else { 0 };
+    start_prefetch(partition, start, offset, high_watermark, prefetch_len);
     let partition_info = PolledPartition {
         partition: partition.key.partition,
         start_offset: start,
@@ -597,5 +604,53 @@ async fn read_from(
         high_watermark,
         payload_bytes: total as u32,
     };
-    Ok(LocalPoll { partition: partition_info, parts })
+    Ok(LocalPoll { partition: partition_info, parts, filtered: FilterTally::default() })
+}
+
+/// The batches from the one holding `offset`: the rest of the last read, the tail cache, the
+/// prefetched read, then the disk (up to `len` bytes, at least one batch). Sets `from_disk`
+/// when the answer needed the disk.
+async fn next_read(
+    partition: &Partition,
+    offset: u64,
+    high_watermark: u64,
+    len: usize,
+    from_disk: &mut bool,
+) -> BrokerResult<Option<PayloadPart>> {
+    let log = &partition.log;
+    let ahead = partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
+    let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
+    if let Some(part) = ahead.or_else(cached) {
+        return Ok(Some(part));
+    }
+    *from_disk = true;
+    let prefetched = partition.prefetch.borrow_mut().take().filter(|p| p.offset == offset);
+    // A failed or empty prefetch is read again (and a real error reported from there).
+    let prefetched = match prefetched {
+        Some(prefetch) => prefetch.read.await.ok().flatten(),
+        None => None,
+    };
+    match prefetched {
+        Some(read) => Ok(Some(PayloadPart::Read(read))),
+        None => Ok(log
+            .read(offset, len)
+            .await
+            .map_err(|e| {
+                BrokerError::storage(&format!("read from partition {}", partition.key.partition), e)
+            })?
+            .map(PayloadPart::Read)),
+    }
+}
+
+/// Records where this poll ended and, for a sequential reader whose answer came from disk
+/// (`len > 0`), starts reading the next `len` bytes where the answer (and its read-ahead) ends.
+fn start_prefetch(partition: &Rc<Partition>, start: u64, offset: u64, high_watermark: u64, len: usize) {
+    let sequential = partition.last_poll_end.replace(Some(offset)) == Some(start);
+    if len > 0 && sequential && offset < high_watermark {
+        let ahead_end = partition.read_ahead.borrow().as_ref().and_then(PayloadPart::next_offset);
+        let at = ahead_end.unwrap_or(offset);
+        let owner = partition.clone();
+        let read = glommio::spawn_local(async move { owner.log.read(at, len).await });
+        *partition.prefetch.borrow_mut() = Some(Prefetch { offset: at, read });
+    }
 }

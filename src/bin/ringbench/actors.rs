@@ -370,6 +370,8 @@ async fn consume_partition(
         max_bytes: poll_bytes(settings),
         max_wait_ms: LONG_POLL_WAIT_MS,
         auto_commit: false,
+        filter: Vec::new(),
+        match_unfiltered: false,
     };
     let (mut next, mut high_watermark) = (0_u64, 0_u64);
     let mut progress_at = started;
@@ -454,6 +456,8 @@ async fn consume_group(
         max_bytes: poll_bytes(settings),
         max_wait_ms: LONG_POLL_WAIT_MS,
         auto_commit: true,
+        filter: Vec::new(),
+        match_unfiltered: false,
     };
     let (mut progress_at, mut heartbeat_at) = (started, started);
     let mut seen = consumed.load(Ordering::SeqCst);
