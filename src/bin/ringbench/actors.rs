@@ -28,6 +28,7 @@ use ringbroker::protocol::messages::{
     GroupTarget, JoinGroup, PartitionTarget, PollRequest, PollStrategy, PollTarget,
 };
 
+use crate::filtered;
 use crate::named::NamedLane;
 use crate::produce::{produce, ProducePlan};
 use crate::report::{self, ActorResult, Role};
@@ -370,9 +371,10 @@ async fn consume_partition(
         max_bytes: poll_bytes(settings),
         max_wait_ms: LONG_POLL_WAIT_MS,
         auto_commit: false,
-        filter: Vec::new(),
+        filter: settings.consume_filter.clone(),
         match_unfiltered: false,
     };
+    let exact = filtered::exact(settings)?;
     let (mut next, mut high_watermark) = (0_u64, 0_u64);
     let mut progress_at = started;
     // Set once a poll began after every producer had finished: its high watermark is final.
@@ -401,12 +403,21 @@ async fn consume_partition(
             continue;
         };
         high_watermark = high_watermark.max(info.high_watermark);
-        let count = info.next_offset.saturating_sub(info.start_offset);
+        let mut count = info.next_offset.saturating_sub(info.start_offset);
         next = next.max(info.next_offset);
         if count == 0 {
             continue;
         }
         progress_at = answered_at;
+        if let Some(exact) = &exact {
+            // Filtered: count the wanted messages that came, and the bytes that came.
+            let wire = u64::from(info.payload_bytes);
+            result.wire_bytes_all += wire;
+            if answered_at >= measured_from {
+                result.wire_bytes += wire;
+            }
+            count = filtered::wanted(&polled, exact).map_err(|error| format!("consumer {id}: {error}"))?;
+        }
         if answered_at < measured_from {
             continue;
         }
