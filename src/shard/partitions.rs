@@ -565,7 +565,29 @@ async fn read_from(
     let max_messages = u64::from(spec.max_messages.max(1));
     let what = || format!("read from partition {}", partition.key.partition);
     while offset < high_watermark && total < max_bytes && offset - start < max_messages {
-        let read = next_read(partition, offset, high_watermark, max_bytes - total, &mut from_disk).await?;
+        let ahead =
+            partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
+        let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
+        let read = match ahead.or_else(cached) {
+            Some(part) => Some(part),
+            None => {
+                from_disk = true;
+                let prefetched = partition.prefetch.borrow_mut().take().filter(|p| p.offset == offset);
+                // A failed or empty prefetch is read again (and a real error reported from there).
+                let prefetched = match prefetched {
+                    Some(prefetch) => prefetch.read.await.ok().flatten(),
+                    None => None,
+                };
+                match prefetched {
+                    Some(read) => Some(PayloadPart::Read(read)),
+                    None => log
+                        .read(offset, max_bytes - total)
+                        .await
+                        .map_err(|e| BrokerError::storage(&what(), e))?
+                        .map(PayloadPart::Read),
+                }
+            }
+        };
         let Some(mut read) = read else { break };
         let data = read.bytes();
         let (mut at, mut next) = (0_usize, read.first_offset().unwrap_or(offset));
@@ -595,8 +617,15 @@ async fn read_from(
             break;
         }
     }
-    let prefetch_len = if from_disk { max_bytes.min(prefetch_bytes) } else { 0 };
-    start_prefetch(partition, start, offset, high_watermark, prefetch_len);
+    let sequential = partition.last_poll_end.replace(Some(offset)) == Some(start);
+    if from_disk && sequential && prefetch_bytes > 0 && offset < high_watermark {
+        let ahead_end = partition.read_ahead.borrow().as_ref().and_then(PayloadPart::next_offset);
+        let at = ahead_end.unwrap_or(offset);
+        let owner = partition.clone();
+        let len = max_bytes.min(prefetch_bytes);
+        let read = glommio::spawn_local(async move { owner.log.read(at, len).await });
+        *partition.prefetch.borrow_mut() = Some(Prefetch { offset: at, read });
+    }
     let partition_info = PolledPartition {
         partition: partition.key.partition,
         start_offset: start,
@@ -605,52 +634,4 @@ async fn read_from(
         payload_bytes: total as u32,
     };
     Ok(LocalPoll { partition: partition_info, parts, filtered: FilterTally::default() })
-}
-
-/// The batches from the one holding `offset`: the rest of the last read, the tail cache, the
-/// prefetched read, then the disk (up to `len` bytes, at least one batch). Sets `from_disk`
-/// when the answer needed the disk.
-async fn next_read(
-    partition: &Partition,
-    offset: u64,
-    high_watermark: u64,
-    len: usize,
-    from_disk: &mut bool,
-) -> BrokerResult<Option<PayloadPart>> {
-    let log = &partition.log;
-    let ahead = partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
-    let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
-    if let Some(part) = ahead.or_else(cached) {
-        return Ok(Some(part));
-    }
-    *from_disk = true;
-    let prefetched = partition.prefetch.borrow_mut().take().filter(|p| p.offset == offset);
-    // A failed or empty prefetch is read again (and a real error reported from there).
-    let prefetched = match prefetched {
-        Some(prefetch) => prefetch.read.await.ok().flatten(),
-        None => None,
-    };
-    match prefetched {
-        Some(read) => Ok(Some(PayloadPart::Read(read))),
-        None => Ok(log
-            .read(offset, len)
-            .await
-            .map_err(|e| {
-                BrokerError::storage(&format!("read from partition {}", partition.key.partition), e)
-            })?
-            .map(PayloadPart::Read)),
-    }
-}
-
-/// Records where this poll ended and, for a sequential reader whose answer came from disk
-/// (`len > 0`), starts reading the next `len` bytes where the answer (and its read-ahead) ends.
-fn start_prefetch(partition: &Rc<Partition>, start: u64, offset: u64, high_watermark: u64, len: usize) {
-    let sequential = partition.last_poll_end.replace(Some(offset)) == Some(start);
-    if len > 0 && sequential && offset < high_watermark {
-        let ahead_end = partition.read_ahead.borrow().as_ref().and_then(PayloadPart::next_offset);
-        let at = ahead_end.unwrap_or(offset);
-        let owner = partition.clone();
-        let read = glommio::spawn_local(async move { owner.log.read(at, len).await });
-        *partition.prefetch.borrow_mut() = Some(Prefetch { offset: at, read });
-    }
 }
