@@ -771,12 +771,14 @@ async fn stats(client: &Client, stream: Option<&str>, json: bool) -> CliResult {
     let server = &stats.server;
     let _ = writeln!(
         text,
-        "server: {} shards, {} connections, {} forwarded requests, {} bytes forwarded without copy, {} copied",
+        "server: {} shards, {} connections, {} forwarded requests, {} bytes forwarded without copy, {} copied, {} batches ({}) skipped by filters",
         server.shards,
         server.connections,
         server.forwarded_requests,
         server.forwarded_bytes_zero_copy,
-        server.forwarded_bytes_copied
+        server.forwarded_bytes_copied,
+        server.filtered_batches,
+        bytes_text(server.filtered_bytes)
     );
     emit(&text)
 }
