@@ -395,7 +395,14 @@ async fn consume_partition(
         }
         request.strategy = PollStrategy::Offset(next);
         let polled_at = Instant::now();
-        let polled = client.poll(&request).await.map_err(|error| format!("consumer {id}: {error}"))?;
+        let (polled, wire) = match &exact {
+            None => (client.poll(&request).await, 0),
+            Some(_) => match filtered::poll(client, &request).await {
+                Ok((polled, wire)) => (Ok(polled), wire),
+                Err(error) => (Err(error), 0),
+            },
+        };
+        let polled = polled.map_err(|error| format!("consumer {id}: {error}"))?;
         let answered_at = Instant::now();
         let received_us = now_us();
         settled |= producers_done;
@@ -411,7 +418,6 @@ async fn consume_partition(
         progress_at = answered_at;
         if let Some(exact) = &exact {
             // Filtered: count the wanted messages that came, and the bytes that came.
-            let wire = u64::from(info.payload_bytes);
             result.wire_bytes_all += wire;
             if answered_at >= measured_from {
                 result.wire_bytes += wire;

@@ -10,8 +10,11 @@
 
 use std::fmt::Write as _;
 
-use ringbroker::client::{ClientError, Polled};
+use std::time::Duration;
+
+use ringbroker::client::{Client, ClientError, Polled};
 use ringbroker::protocol::filter::Filter;
+use ringbroker::protocol::messages::{Kind, PollRequest, PollResponse};
 use serde_json::json;
 
 use crate::report::{ActorResult, Role};
@@ -25,6 +28,17 @@ pub fn exact(settings: &Settings) -> Result<Option<Filter>, String> {
     Filter::new(&settings.consume_filter, false)
         .map(Some)
         .map_err(|error| format!("--consume-filter: {error}"))
+}
+
+/// A filtered poll, and the batch bytes it brought as they came over the wire (a `Polled`
+/// holds compressed batches inflated).
+pub async fn poll(client: &Client, request: &PollRequest) -> Result<(Polled, u64), ClientError> {
+    let timeout =
+        client.connection_string().options.timeout + Duration::from_millis(u64::from(request.max_wait_ms));
+    let (response, payload) =
+        client.request_with_timeout::<_, PollResponse>(Kind::Poll, request, &[], timeout).await?;
+    let wire = payload.len() as u64;
+    Ok((Polled::new(response, payload)?, wire))
 }
 
 /// How many records of a poll answer the filter wants.
