@@ -275,6 +275,9 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # The named entry is the 1 KB producer as a named, deduplicated producer (ids, epochs, sequences
 # checked per batch); the json entries send compressible JSON-like records, plain and zstd, and
 # record the data directory's size (MB/s counts the uncompressed payload in both).
+# The filtered entry fills batches tagged with 10 filter values in turn (homogeneous batches) and
+# reads one of them: MB/s counts the wanted messages, and the report adds the share of the
+# stream's bytes the consumers were sent (target: at most 12%).
 n=$pinned_actors
 suite=(
     "pinned-producer-1KB|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000"
@@ -283,6 +286,7 @@ suite=(
     "pinned-producer-1KB-json|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json|du"
     "pinned-producer-1KB-json-zstd|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json --compression zstd|du"
     "pinned-consumer-1KB|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "pinned-consumer-1KB-filter-1-of-10|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --filter-values 10 --consume-filter v3"
     "end-to-end-1KB|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
     "end-to-end-1KB-paced-800MBps|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n))"
     "pinned-producer-100B|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 100"
@@ -397,7 +401,10 @@ jq -r '
     (if .ceiling == "consumer" then "read" else "write" end) as $dk |
     (.broker.data_bytes // null) as $data |
     (.result.total.producer_bytes_all // null) as $payload |
-    "| \(.name) | \(.fsync) | \(.status) | \(num($mb; 10)) | \(num(.result.total.msgs_per_s // null; 1)) | \(pct($mb; $c.loopback_tcp_mb_per_s)) | \(pct($mb; $disk)) \($dk) | \(num(.result.latency_us.p50 // null; 1)) | \(num(.result.latency_us.p99 // null; 1)) | \(num(.result.latency_us.p999 // null; 1)) | \(num((.broker.max_rss_kib // null) | if . == null then null else . / 1024 end; 10)) | \(num($data | if . == null then null else . / 1e6 end; 10)) | \(if $data == null or $payload == null or $data == 0 then "–" else num($payload / $data; 100) end) |")
+    "| \(.name) | \(.fsync) | \(.status) | \(num($mb; 10)) | \(num(.result.total.msgs_per_s // null; 1)) | \(pct($mb; $c.loopback_tcp_mb_per_s)) | \(pct($mb; $disk)) \($dk) | \(num(.result.latency_us.p50 // null; 1)) | \(num(.result.latency_us.p99 // null; 1)) | \(num(.result.latency_us.p999 // null; 1)) | \(num((.broker.max_rss_kib // null) | if . == null then null else . / 1024 end; 10)) | \(num($data | if . == null then null else . / 1e6 end; 10)) | \(if $data == null or $payload == null or $data == 0 then "–" else num($payload / $data; 100) end) |"),
+  "",
+  (.entries[] | select(.result.filter != null) |
+    "Filtering, \(.name): the consumers were sent \(num(.result.filter.received_share * 100; 10))% of the stream'"'"'s bytes (\(.result.filter.received_bytes) bytes sent, \(.result.filter.skipped_bytes) skipped by the broker; target at most 12%).")
 ' "$out_json" >"$out_md"
 
 if ((have_ringbench)) && "$bench_bin" plot "$out_json" "$out_svg"; then

@@ -20,6 +20,7 @@ examples=(
   consumers_at_runtime
   producers_at_runtime
   consumer_group
+  filter_by_region
 )
 if [ $# -gt 0 ]; then
   examples=("$@")

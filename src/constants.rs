@@ -18,6 +18,14 @@ pub const KEY_BYTES_MAX: usize = 4096;
 /// The longest filter value.
 pub const FILTER_VALUE_BYTES_MAX: usize = 255;
 
+/// The most filter values one poll may ask for (each at most [`FILTER_VALUE_BYTES_MAX`]).
+pub const FILTER_VALUES_MAX: usize = 32;
+
+/// The most batch bytes a filtered poll looks at (returned or skipped) before it answers, so a
+/// consumer whose values are rare cannot make one poll scan a whole partition; it answers with
+/// the position reached and the consumer polls on from there.
+pub const FILTER_SCAN_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 /// The most headers on one message.
 pub const HEADERS_PER_RECORD_MAX: usize = 64;
 
@@ -66,3 +74,5 @@ const _: () = assert!(WRITE_CHUNK_BYTES_DEFAULT % IO_ALIGNMENT_BYTES == 0);
 const _: () = assert!(BATCH_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(RECOVERY_READ_BYTES >= 2 * IO_ALIGNMENT_BYTES);
+const _: () = assert!(FILTER_VALUES_MAX > 0 && FILTER_VALUE_BYTES_MAX <= u8::MAX as usize);
+const _: () = assert!(FILTER_SCAN_BYTES_MAX >= BATCH_BYTES_MAX);

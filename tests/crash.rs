@@ -598,6 +598,8 @@ async fn consumer(load: Arc<Load>, index: u32) {
             max_bytes: 256 * 1024,
             max_wait_ms: 50,
             auto_commit: false,
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         let polled = match client.poll(&request).await {
             Ok(polled) => polled,
@@ -817,6 +819,8 @@ async fn poll_retrying(client: &Client, partition: u32, offset: u64) -> Result<P
         max_bytes: 4 << 20,
         max_wait_ms: 0,
         auto_commit: false,
+        filter: Vec::new(),
+        match_unfiltered: false,
     };
     let mut errors = Vec::new();
     for _ in 0..VERIFY_ATTEMPTS {

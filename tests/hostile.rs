@@ -42,6 +42,8 @@ fn poll(partition: u32, max_wait_ms: u32) -> PollRequest {
         max_bytes: 1 << 20,
         max_wait_ms,
         auto_commit: false,
+        filter: Vec::new(),
+        match_unfiltered: false,
     }
 }
 

@@ -126,8 +126,11 @@ fn poll_request() -> impl Strategy<Value = m::PollRequest> {
         Just(m::PollStrategy::Last),
         Just(m::PollStrategy::Next),
     ];
-    (name(), name(), target, strategy, any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(
-        |(stream, topic, target, strategy, max_messages, max_bytes, max_wait_ms, auto_commit)| {
+    let limits = (any::<u32>(), any::<u32>(), any::<u32>(), any::<bool>());
+    let filter = (proptest::collection::vec(name(), 0..4), any::<bool>());
+    (name(), name(), target, strategy, limits, filter).prop_map(
+        |(stream, topic, target, strategy, limits, (filter, match_unfiltered))| {
+            let (max_messages, max_bytes, max_wait_ms, auto_commit) = limits;
             m::PollRequest {
                 stream,
                 topic,
@@ -137,6 +140,8 @@ fn poll_request() -> impl Strategy<Value = m::PollRequest> {
                 max_bytes,
                 max_wait_ms,
                 auto_commit,
+                filter,
+                match_unfiltered,
             }
         },
     )

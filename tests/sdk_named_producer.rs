@@ -52,6 +52,8 @@ async fn payloads(broker: &common::Broker, partition: u32) -> Vec<String> {
             max_bytes: 4 << 20,
             max_wait_ms: 0,
             auto_commit: false,
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         let polled = client.poll(&request).await.expect("poll");
         for record in polled.records() {

@@ -183,6 +183,8 @@ fn a_group_of_two_splits_partitions_and_the_survivor_takes_over() {
             max_bytes: 1 << 20,
             max_wait_ms: 0,
             auto_commit: true,
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         let (response, payload): (PollResponse, Vec<u8>) =
             conn.request(Kind::Poll, &request, &[]).expect("poll");

@@ -50,6 +50,8 @@ async fn member(client: &Client, id: u32, partition: Option<u32>) -> Subscriptio
         credit: 100,
         consumer: "group".into(),
         single_active: true,
+        filter: Vec::new(),
+        match_unfiltered: false,
     };
     client.subscribe(&request).await.expect("subscribe")
 }

@@ -28,6 +28,8 @@ fn subscribe_request(id: u32, topic: &str, partition: Option<u32>, credit: u32) 
         credit,
         consumer: "reader".into(),
         single_active: false,
+        filter: Vec::new(),
+        match_unfiltered: false,
     }
 }
 
@@ -156,6 +158,8 @@ fn hostile_subscription_requests_get_clear_statuses() {
         credit: 0,
         consumer: "c".into(),
         single_active: false,
+        filter: Vec::new(),
+        match_unfiltered: false,
     };
     let status = |result: Result<ringbroker::protocol::messages::Empty, common::Failure>| {
         result.expect_err("refused").status
@@ -167,6 +171,12 @@ fn hostile_subscription_requests_get_clear_statuses() {
     let mut bad_name = request(1, "t");
     bad_name.consumer = "no spaces".into();
     assert_eq!(status(conn.call(Kind::Subscribe, &bad_name)), Status::InvalidName);
+    let mut too_many_values = request(1, "t");
+    too_many_values.filter = (0..33).map(|i| format!("v{i}")).collect();
+    assert_eq!(status(conn.call(Kind::Subscribe, &too_many_values)), Status::InvalidFilter);
+    let mut too_long = request(1, "t");
+    too_long.filter = vec!["x".repeat(256)];
+    assert_eq!(status(conn.call(Kind::Subscribe, &too_long)), Status::InvalidFilter);
     let mut too_much = request(1, "t");
     too_much.credit = SUBSCRIPTION_CREDIT_MAX + 1;
     assert_eq!(status(conn.call(Kind::Subscribe, &too_much)), Status::CreditOverflow);
@@ -310,4 +320,41 @@ fn ringctl_consumes_by_subscription_and_as_a_single_active_member() {
         )
         .expect("offset");
     assert_eq!(stored.stored, Some(15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_subscription_gets_only_matching_batches_and_covers_the_rest() {
+    let broker = common::Broker::start(2, &[]);
+    let client = setup(&broker, "f", 1).await;
+    // Homogeneous batches: region a, b, a, none, b, a (5 messages each).
+    for (batch, region) in ["a", "b", "a", "", "b", "a"].iter().enumerate() {
+        let mut builder = ringbroker::protocol::batch::BatchBuilder::new(0, 0);
+        for i in 0..5 {
+            let payload = format!("{region}{batch}-{i}");
+            let message = ringbroker::protocol::batch::Message {
+                filter_value: (!region.is_empty()).then_some(region.as_bytes()),
+                ..ringbroker::protocol::batch::Message::payload(payload.as_bytes())
+            };
+            builder.push(&message).expect("push");
+        }
+        let bytes = builder.finish().expect("batch");
+        client.produce("s", "f", Partitioning::Partition(0), &[&bytes]).await.expect("produce");
+    }
+    let mut request = subscribe_request(3, "f", Some(0), 10);
+    request.filter = vec!["a".into()];
+    let mut subscription = client.subscribe(&request).await.expect("subscribe");
+    let mut covered = 0;
+    let mut seen = Vec::new();
+    while covered < 30 {
+        let delivery = next(&mut subscription).await;
+        let marks = &delivery.polled.response.partitions[0];
+        assert_eq!(marks.start_offset, covered, "deliveries cover skipped batches without gaps");
+        covered = marks.next_offset;
+        seen.extend(payloads(&delivery).into_iter().map(|(_, payload)| payload));
+    }
+    let expected: Vec<String> =
+        [0, 2, 5].iter().flat_map(|batch| (0..5).map(move |i| format!("a{batch}-{i}"))).collect();
+    assert_eq!(seen, expected, "only the region-a batches were sent");
+    let stats = client.stats(None).await.expect("stats");
+    assert!(stats.server.filtered_batches >= 3, "{:?}", stats.server);
 }

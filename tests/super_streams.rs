@@ -264,6 +264,8 @@ async fn read_partition(client: &Client, name: &str, partition: u32) -> Vec<(Str
             max_bytes: 4 << 20,
             max_wait_ms: 0,
             auto_commit: false,
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         let polled = client.poll(&request).await.expect("poll");
         for record in polled.records() {

@@ -121,6 +121,8 @@ fn poll_request(partition: u32) -> PollRequest {
         max_bytes: 1 << 20,
         max_wait_ms: 0,
         auto_commit: false,
+        filter: Vec::new(),
+        match_unfiltered: false,
     }
 }
 

@@ -83,6 +83,8 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
         max_bytes: 1 << 20,
         max_wait_ms: 500,
         auto_commit: true,
+        filter: vec!["eu".into()],
+        match_unfiltered: true,
     };
     let poll_response = m::PollResponse {
         partitions: vec![m::PolledPartition {

@@ -31,6 +31,7 @@ use clap::{Args, Parser, Subcommand};
 use ringbroker::client::{Client, ConnectionString, Polled};
 use ringbroker::constants::BATCH_RECORDS_MAX;
 use ringbroker::protocol::batch::{BatchBuilder, BatchError, Compression, Message};
+use ringbroker::protocol::filter::Filter;
 use ringbroker::protocol::messages::{
     ConsumerRef, CreateUser, GroupInfo, GroupTarget, JoinGroup, PartitionStats, PartitionTarget,
     Partitioning, PollRequest, PollStrategy, PollTarget, ProduceResponse, Status, StreamInfo,
@@ -231,6 +232,9 @@ struct ProduceArgs {
     /// Compress batches: none, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: Compression,
+    /// Give every message of the run this filter value (consumers filter with `--filter`).
+    #[arg(long)]
+    filter_value: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -272,6 +276,23 @@ struct ConsumeArgs {
     /// without --partition, of the whole topic: partition i goes to member i % members).
     #[arg(long, value_name = "NAME", conflicts_with = "group")]
     single_active: Option<String>,
+    /// Print only messages with one of these filter values (comma-separated); the server skips
+    /// batches that hold none of them.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    filter: Vec<String>,
+    /// With --filter: print messages without a filter value too.
+    #[arg(long, requires = "filter")]
+    match_unfiltered: bool,
+}
+
+impl ConsumeArgs {
+    /// The exact filter to print with (none without `--filter`).
+    fn exact_filter(&self) -> CliResult<Option<Filter>> {
+        if self.filter.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Filter::new(&self.filter, self.match_unfiltered).map_err(|e| format!("--filter: {e}"))?))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -783,12 +804,14 @@ async fn stats(client: &Client, stream: Option<&str>, json: bool) -> CliResult {
     let server = &stats.server;
     let _ = writeln!(
         text,
-        "server: {} shards, {} connections, {} forwarded requests, {} bytes forwarded without copy, {} copied",
+        "server: {} shards, {} connections, {} forwarded requests, {} bytes forwarded without copy, {} copied, {} batches ({}) skipped by filters",
         server.shards,
         server.connections,
         server.forwarded_requests,
         server.forwarded_bytes_zero_copy,
-        server.forwarded_bytes_copied
+        server.forwarded_bytes_copied,
+        server.filtered_batches,
+        bytes_text(server.filtered_bytes)
     );
     emit(&text)
 }
@@ -822,11 +845,13 @@ async fn produce(client: &Client, args: ProduceArgs) -> CliResult {
     };
     let (sender, mut batches) = tokio::sync::mpsc::channel(PRODUCE_QUEUE_BATCHES);
     let key = args.key.clone().map(String::into_bytes);
+    let filter_value = args.filter_value.clone().map(String::into_bytes);
     let batch_lines = args.batch;
     let compression = args.compression;
-    std::thread::Builder::new()
-        .name("ringctl-stdin".to_string())
-        .spawn(move || read_batches(batch_lines, compression, key.as_deref(), &sender))?;
+    std::thread::Builder::new().name("ringctl-stdin".to_string()).spawn(move || {
+        let tags = Tags { key: key.as_deref(), filter_value: filter_value.as_deref() };
+        read_batches(batch_lines, compression, tags, &sender)
+    })?;
     let mut summary = ProduceSummary::default();
     while let Some(batch) = batches.recv().await {
         let (bytes, records) = batch?;
@@ -842,12 +867,19 @@ async fn produce(client: &Client, args: ProduceArgs) -> CliResult {
 /// A finished batch and its record count, or why stdin could not become batches.
 type BatchResult = Result<(Vec<u8>, u32), Failure>;
 
+/// What every message of a run carries besides its line.
+#[derive(Clone, Copy)]
+struct Tags<'a> {
+    key: Option<&'a [u8]>,
+    filter_value: Option<&'a [u8]>,
+}
+
 /// Runs on the stdin thread: one message per line (the line end removed), a batch sent after
 /// `batch_lines` lines or whenever no more input is buffered.
 fn read_batches(
     batch_lines: u32,
     compression: Compression,
-    key: Option<&[u8]>,
+    tags: Tags<'_>,
     sender: &tokio::sync::mpsc::Sender<BatchResult>,
 ) {
     let mut input = BufReader::with_capacity(STDIN_BUFFER_BYTES, std::io::stdin());
@@ -863,7 +895,7 @@ fn read_batches(
             Err(error) => break Err(format!("reading stdin: {error}").into()),
         }
         let payload = trim_line_end(&line);
-        if let Err(error) = push_line(&mut builder, sender, key, payload) {
+        if let Err(error) = push_line(&mut builder, sender, tags, payload) {
             break Err(format!("line {line_number}: {}", error.message).into());
         }
         if (builder.record_count() >= batch_lines || input.buffer().is_empty())
@@ -883,10 +915,10 @@ fn read_batches(
 fn push_line(
     builder: &mut BatchBuilder,
     sender: &tokio::sync::mpsc::Sender<BatchResult>,
-    key: Option<&[u8]>,
+    tags: Tags<'_>,
     payload: &[u8],
 ) -> CliResult {
-    let message = Message { key, ..Message::payload(payload) };
+    let message = Message { key: tags.key, filter_value: tags.filter_value, ..Message::payload(payload) };
     match builder.push(&message) {
         Err(BatchError::TooLarge { .. } | BatchError::TooManyRecords { .. }) if !builder.is_empty() => {
             if !send_batch(builder, sender) {
@@ -968,6 +1000,8 @@ struct Printer<W: Write> {
     remaining: Option<u64>,
     /// Output ended: stdout closed or --count reached.
     done: bool,
+    /// Print only what this filter wants.
+    filter: Option<Filter>,
 }
 
 impl<W: Write> Printer<W> {
@@ -980,6 +1014,9 @@ impl<W: Write> Printer<W> {
                 break;
             }
             let record = record?;
+            if self.filter.as_ref().is_some_and(|filter| !filter.matches(record.record.filter_value)) {
+                continue;
+            }
             let line = String::from_utf8_lossy(record.record.payload);
             let written = self.out.write_all(line.as_bytes()).and_then(|()| self.out.write_all(b"\n"));
             if !self.check(written)? {
@@ -1011,6 +1048,22 @@ impl<W: Write> Printer<W> {
     fn max_messages(&self) -> u32 {
         self.remaining.map_or(POLL_MESSAGES_MAX, |r| r.min(u64::from(POLL_MESSAGES_MAX)) as u32)
     }
+
+    /// Where each partition's reading stands after printing `polled`: past the last printed
+    /// message, or, when filtering and not stopped early, past everything the poll covered
+    /// (skipped batches and filtered-out messages included).
+    fn positions(&self, polled: &Polled, printed: BTreeMap<u32, u64>) -> BTreeMap<u32, u64> {
+        if self.filter.is_none() || self.done {
+            return printed;
+        }
+        let moved = polled.response.partitions.iter().filter(|p| p.next_offset > p.start_offset);
+        moved.map(|p| (p.partition, p.next_offset)).collect()
+    }
+}
+
+/// Whether a poll moved any position (with a filter, an answer without batches may).
+fn progressed(polled: &Polled) -> bool {
+    polled.response.partitions.iter().any(|p| p.next_offset > p.start_offset)
 }
 
 async fn consume(client: &Client, args: ConsumeArgs) -> CliResult {
@@ -1018,8 +1071,9 @@ async fn consume(client: &Client, args: ConsumeArgs) -> CliResult {
         return Ok(());
     }
     let stdout = std::io::stdout();
-    let mut printer =
-        Printer { out: std::io::BufWriter::new(stdout.lock()), remaining: args.count, done: false };
+    let filter = args.exact_filter()?;
+    let out = std::io::BufWriter::new(stdout.lock());
+    let mut printer = Printer { out, remaining: args.count, done: false, filter };
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     if args.subscribe || args.single_active.is_some() {
@@ -1076,19 +1130,22 @@ async fn consume_partition<W: Write>(
             max_bytes: POLL_BYTES_MAX,
             max_wait_ms: wait_ms(args),
             auto_commit: false,
+            filter: args.filter.clone(),
+            match_unfiltered: args.match_unfiltered,
         };
         let polled = tokio::select! {
             polled = client.poll(&request) => polled?,
             _ = stop.as_mut() => return Ok(()),
         };
         let printed = printer.print(&polled)?;
+        let printed = printer.positions(&polled, printed);
         if args.commit {
             for (&partition, &next) in &printed {
                 let consumer = ConsumerRef::Named(args.consumer.clone());
                 client.store_offset(&args.stream, &args.topic, partition, consumer, next).await?;
             }
         }
-        if printer.done || (polled.is_empty() && !args.follow) {
+        if printer.done || (!progressed(&polled) && !args.follow) {
             return Ok(());
         }
         if let Some(marks) = polled.response.partitions.iter().find(|p| p.partition == partition) {
@@ -1121,6 +1178,8 @@ async fn consume_group<W: Write>(
             max_bytes: POLL_BYTES_MAX,
             max_wait_ms: wait_ms(args),
             auto_commit: false,
+            filter: args.filter.clone(),
+            match_unfiltered: args.match_unfiltered,
         };
         let polled = tokio::select! {
             polled = client.poll(&request) => polled,
@@ -1134,11 +1193,12 @@ async fn consume_group<W: Write>(
             other => other?,
         };
         let printed = printer.print(&polled)?;
+        let printed = printer.positions(&polled, printed);
         for (&partition, &next) in &printed {
             let owner = ConsumerRef::Group(join.group.clone());
             client.store_offset(&args.stream, &args.topic, partition, owner, next).await?;
         }
-        if printer.done || (polled.is_empty() && !args.follow) {
+        if printer.done || (!progressed(&polled) && !args.follow) {
             return Ok(());
         }
         strategy = PollStrategy::Next;

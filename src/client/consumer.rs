@@ -61,6 +61,7 @@ pub use super::pushed::INITIAL_CREDIT_DEFAULT;
 use super::pushed::{Item, Pushing};
 use super::router::{RouterSource, ShardRouter};
 use super::subscription::ConsumerUpdateRequest;
+use crate::protocol::filter::{batch_may_match, Filter};
 use crate::protocol::messages::{
     ConsumerRef, GroupTarget, JoinGroup, Membership, PartitionTarget, PollRequest, PollTarget, Status,
     TopicConfig,
@@ -257,6 +258,8 @@ pub struct ConsumerBuilder {
     subscribe: Option<u32>,
     single_active: bool,
     on_update: Option<UpdateHook>,
+    filter: Vec<String>,
+    match_unfiltered: bool,
 }
 
 /// What a single-active hook learns about a hand-over.
@@ -387,11 +390,32 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Delivers only messages whose filter value is one of `values` (at most
+    /// [`FILTER_VALUES_MAX`](crate::constants::FILTER_VALUES_MAX) of at most
+    /// [`FILTER_VALUE_BYTES_MAX`](crate::constants::FILTER_VALUE_BYTES_MAX) bytes each). The broker
+    /// skips whole batches whose Bloom filter rules every value out; the consumer then drops
+    /// the other messages of the batches that do arrive (Bloom filters give false positives,
+    /// and a batch may mix values). Positions, and so commits, still move past what was
+    /// skipped. Skipping saves bytes only when batches are homogeneous in filter value (see the
+    /// README's "Filtering").
+    pub fn filter<V: Into<String>>(mut self, values: impl IntoIterator<Item = V>) -> Self {
+        self.filter = values.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With [`filter`](Self::filter): also deliver messages that carry no filter value
+    /// (default false).
+    pub fn match_unfiltered(mut self, yes: bool) -> Self {
+        self.match_unfiltered = yes;
+        self
+    }
+
     /// Checks the settings, finds the topic's partitions (retrying as
     /// [`init_retries`](Self::init_retries) says), joins the group if any, and starts the
     /// background tasks. Needs a tokio runtime.
     pub async fn build(self) -> Result<Consumer, ClientError> {
         let identity = self.check()?;
+        let filter = self.consumer_filter()?;
         let router = self.source.clone().into_router().await?;
         if let Some(partitions) = self.create_partitions {
             let base = router.base();
@@ -404,6 +428,7 @@ impl ConsumerBuilder {
             stream: self.stream.clone(),
             topic: self.topic.clone(),
             identity,
+            filter,
             auto_commit: self.auto_commit,
             session_timeout: self.session_timeout.clamp(SESSION_TIMEOUT_RANGE.0, SESSION_TIMEOUT_RANGE.1),
             state: Mutex::new(SharedState::default()),
@@ -426,9 +451,17 @@ impl ConsumerBuilder {
             assignment_refreshed: None,
             missing_since: None,
             push: self.subscribe.map(|credit| {
-                Pushing::new(credit, self.single_active, self.single_active && self.partition.is_none())
+                let whole_topic = self.single_active && self.partition.is_none();
+                Pushing::new(
+                    credit,
+                    self.single_active,
+                    whole_topic,
+                    (self.filter.clone(), self.match_unfiltered),
+                )
             }),
             on_update: self.on_update.clone(),
+            advances: Vec::new(),
+            progressed: false,
             shared: shared.clone(),
         };
         let mut tasks = Vec::new();
@@ -441,6 +474,7 @@ impl ConsumerBuilder {
         Ok(Consumer {
             shared,
             buffer: VecDeque::new(),
+            advances: Vec::new(),
             poller: Poller::Idle(Box::new(fetcher)),
             tasks,
             polling_interval,
@@ -476,6 +510,21 @@ impl ConsumerBuilder {
             return refuse("the auto-commit interval must be longer than zero");
         }
         Ok(identity)
+    }
+
+    /// The filter, checked against the broker's limits (none without values).
+    fn consumer_filter(&self) -> Result<Option<ConsumerFilter>, ClientError> {
+        if self.filter.is_empty() {
+            if self.match_unfiltered {
+                let reason =
+                    "consumer: match_unfiltered needs filter values (without them nothing is filtered)";
+                return Err(ClientError::InvalidRequest(reason.to_string()));
+            }
+            return Ok(None);
+        }
+        let exact = Filter::new(&self.filter, self.match_unfiltered)
+            .map_err(|e| ClientError::InvalidRequest(format!("consumer: {e}")))?;
+        Ok(Some(ConsumerFilter { values: self.filter.clone(), exact }))
     }
 
     /// Finds the partitions to read and joins the group, retrying while the stream or topic is
@@ -528,6 +577,9 @@ pub struct Consumer {
     shared: Arc<Shared>,
     /// Messages of the last poll answer not yet handed out.
     buffer: VecDeque<ReceivedMessage>,
+    /// Positions past filtered-out messages at the end of the last answer, per partition: they
+    /// count as consumed once `buffer` is drained.
+    advances: Vec<(u32, u64)>,
     poller: Poller,
     tasks: Vec<JoinHandle<()>>,
     /// The wait after a failed poll in [`Consumer::consume_messages`].
@@ -569,6 +621,8 @@ impl Consumer {
             subscribe: None,
             single_active: false,
             on_update: None,
+            filter: Vec::new(),
+            match_unfiltered: false,
         }
     }
 
@@ -656,8 +710,14 @@ impl Consumer {
                 return Err(ConsumeError::Handler { partition, offset, error });
             }
             self.shared.mark_consumed(partition, offset);
+            self.settle_advances();
             if self.shared.auto_commit == AutoCommit::AfterHandler {
-                self.shared.commit_partition(partition).await?;
+                // A filtering consumer also moves positions past skipped messages, maybe of
+                // other partitions: those are committed with it.
+                match self.shared.filter {
+                    Some(_) => self.shared.commit().await?,
+                    None => self.shared.commit_partition(partition).await?,
+                }
             }
         }
     }
@@ -675,7 +735,8 @@ impl Consumer {
         let Poller::Fetching(fetch) = &mut self.poller else {
             return Poll::Ready(Err(ClientError::InvalidRequest("the consumer lost its poller".to_string())));
         };
-        let (fetcher, result) = std::task::ready!(fetch.as_mut().poll(cx));
+        let (mut fetcher, result) = std::task::ready!(fetch.as_mut().poll(cx));
+        self.advances.append(&mut fetcher.advances);
         self.poller = Poller::Idle(fetcher);
         match result {
             Ok(messages) => {
@@ -683,13 +744,25 @@ impl Consumer {
                 match self.buffer.pop_front() {
                     Some(message) => Poll::Ready(Ok(message)),
                     None => {
-                        // Nothing came (the fetch already waited); poll again on the next turn.
+                        // Nothing came (the fetch already waited, unless it moved past filtered
+                        // messages); poll again on the next turn.
+                        self.settle_advances();
                         cx.waker().wake_by_ref();
                         Poll::Pending
                     }
                 }
             }
             Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    /// Once every fetched message was handed out, the positions move past the filtered-out
+    /// messages that followed them.
+    fn settle_advances(&mut self) {
+        if self.buffer.is_empty() {
+            for (partition, offset) in self.advances.drain(..) {
+                self.shared.advance_consumed(partition, offset);
+            }
         }
     }
 
@@ -710,6 +783,7 @@ impl Stream for Consumer {
         let message = std::task::ready!(this.poll_message(cx));
         if let Ok(message) = &message {
             this.shared.mark_consumed(message.partition, message.offset);
+            this.settle_advances();
         }
         Poll::Ready(Some(message))
     }
@@ -745,12 +819,20 @@ impl fmt::Debug for Consumer {
     }
 }
 
+/// A consumer's filter: the values as polls send them, and the exact test.
+struct ConsumerFilter {
+    values: Vec<String>,
+    exact: Filter,
+}
+
 /// State shared by the consumer, its poll in flight and its background tasks.
 struct Shared {
     router: ShardRouter,
     stream: String,
     topic: String,
     identity: Identity,
+    /// Deliver only the messages this filter wants.
+    filter: Option<ConsumerFilter>,
     auto_commit: AutoCommit,
     session_timeout: Duration,
     state: Mutex<SharedState>,
@@ -782,6 +864,19 @@ impl Shared {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The filter values polls send (empty: no filter).
+    fn filter_values(&self) -> Vec<String> {
+        self.filter.as_ref().map(|filter| filter.values.clone()).unwrap_or_default()
+    }
+
+    fn match_unfiltered(&self) -> bool {
+        self.filter.as_ref().is_some_and(|filter| filter.exact.match_unfiltered())
+    }
+
+    fn exact_filter(&self) -> Option<&Filter> {
+        self.filter.as_ref().map(|filter| &filter.exact)
+    }
+
     fn group(&self) -> Option<&str> {
         match &self.identity {
             Identity::Group(group) => Some(group),
@@ -794,6 +889,21 @@ impl Shared {
     /// offset.
     fn mark_consumed(&self, partition: u32, offset: u64) {
         self.state().consumed.insert(partition, offset.saturating_add(1));
+    }
+
+    /// Moves the consumed position of a partition this consumer reads forward to `next` (past
+    /// messages the filter dropped); never backwards.
+    fn advance_consumed(&self, partition: u32, next: u64) {
+        let mut state = self.state();
+        let held = match (&self.identity, &state.member) {
+            (Identity::Named(_), _) => true,
+            (Identity::Group(_), Some(member)) => member.partitions.binary_search(&partition).is_ok(),
+            (Identity::Group(_), None) => false,
+        };
+        if held {
+            let consumed = state.consumed.entry(partition).or_insert(next);
+            *consumed = (*consumed).max(next);
+        }
     }
 
     /// Joins the group (a fresh member id), replacing any membership held.
@@ -1019,12 +1129,18 @@ struct Fetcher {
     push: Option<Pushing>,
     /// The single-active hook.
     on_update: Option<UpdateHook>,
+    /// Filtering: positions past the messages dropped at the end of each partition's answer,
+    /// taken by the consumer with the fetched messages.
+    advances: Vec<(u32, u64)>,
+    /// The last fetch moved a position (maybe only past skipped batches).
+    progressed: bool,
 }
 
 impl Fetcher {
     /// One poll (or one sweep): the messages it brought, possibly none after waiting.
     async fn fetch(mut self: Box<Self>) -> (Box<Self>, Result<Vec<ReceivedMessage>, ClientError>) {
         let started = Instant::now();
+        self.progressed = false;
         let result = match (&self.shared.identity, self.shared.auto_commit) {
             (Identity::Group(_), AutoCommit::AfterPoll) => {
                 match self.shared.assignment(ASSIGNMENT_REFRESH_INTERVAL).await {
@@ -1039,7 +1155,9 @@ impl Fetcher {
             (Identity::Named(_), _) if self.push.is_some() => self.fetch_pushed().await,
             (Identity::Named(_), _) => self.fetch_partitions().await,
         };
-        if matches!(&result, Ok(messages) if messages.is_empty()) {
+        // A filtered answer may bring nothing but a position past skipped batches: more may
+        // follow at once, so there is no wait then.
+        if matches!(&result, Ok(messages) if messages.is_empty()) && !self.progressed {
             let rest = self.polling_interval.saturating_sub(started.elapsed());
             tokio::time::sleep(rest).await;
         }
@@ -1061,6 +1179,8 @@ impl Fetcher {
             max_bytes: self.max_bytes,
             max_wait_ms: millis(self.polling_interval),
             auto_commit: true,
+            filter: shared.filter_values(),
+            match_unfiltered: shared.match_unfiltered(),
         };
         let polled = match shared.router.base().poll(&request).await {
             Ok(polled) => polled,
@@ -1077,7 +1197,9 @@ impl Fetcher {
             Err(error) => return Err(error),
         };
         self.missing_since = None;
-        let Received { messages, stopped } = received_messages(&polled)?;
+        self.progressed |= polled.response.partitions.iter().any(|p| p.next_offset > p.start_offset);
+        let Received { messages, stopped, advances } = received_messages(&polled, shared.exact_filter())?;
+        self.advances.extend(advances);
         // The server stored the group's offsets past the whole answer when it answered, so a
         // partition cut short here is not read again by `Next`: the records before the bad batch
         // are delivered, and the batch is reported (as the error when nothing else came).
@@ -1307,6 +1429,8 @@ impl Fetcher {
             max_wait_ms: millis(wait),
             auto_commit: shared.auto_commit == AutoCommit::AfterPoll
                 && matches!(shared.identity, Identity::Named(_)),
+            filter: shared.filter_values(),
+            match_unfiltered: shared.match_unfiltered(),
         };
         client.poll(&request).await
     }
@@ -1346,7 +1470,8 @@ impl Fetcher {
             Err(error) => return Err(error),
         };
         self.missing_since = None;
-        let Received { messages, stopped } = received_messages(&polled)?;
+        let Received { messages, stopped, advances } =
+            received_messages(&polled, self.shared.exact_filter())?;
         if let Some(stopped) = stopped.into_iter().next() {
             // Deliver what came before the bad batch; the next poll starts at the bad batch and
             // reports it. With nothing before it, report it now and stay where we are.
@@ -1363,9 +1488,11 @@ impl Fetcher {
                     marks.partition
                 )));
             }
+            self.progressed |= marks.next_offset > marks.start_offset;
             self.positions.insert(partition, marks.next_offset);
             self.starts.remove(&partition);
         }
+        self.advances.extend(advances);
         Ok(messages)
     }
 
@@ -1412,6 +1539,9 @@ struct Stopped {
 struct Received {
     messages: Vec<ReceivedMessage>,
     stopped: Vec<Stopped>,
+    /// With a filter: each partition read to its `next_offset` (not stopped) and that offset,
+    /// the position past the messages the filter dropped.
+    advances: Vec<(u32, u64)>,
 }
 
 /// Copies a poll answer's records in `[start_offset, next_offset)` of each partition out as
@@ -1419,8 +1549,11 @@ struct Received {
 /// position moves on it. A batch that fails validation, or a compressed batch the client refused
 /// to inflate, ends its partition: the records before it are kept, and the partition is reported
 /// in [`Received::stopped`] with the error that names it.
-fn received_messages(polled: &Polled) -> Result<Received, ClientError> {
-    let mut received = Received { messages: Vec::new(), stopped: Vec::new() };
+///
+/// With a filter, only the records it wants are kept: batches whose header rules them all out
+/// are passed over unopened (not even inflated), the others are filtered record by record.
+fn received_messages(polled: &Polled, filter: Option<&Filter>) -> Result<Received, ClientError> {
+    let mut received = Received { messages: Vec::new(), stopped: Vec::new(), advances: Vec::new() };
     for partition in polled.partitions() {
         let info = partition.info;
         if info.next_offset < info.start_offset {
@@ -1431,6 +1564,7 @@ fn received_messages(polled: &Polled) -> Result<Received, ClientError> {
         }
         let messages = &mut received.messages;
         let before = messages.len();
+        let mut stopped = false;
         for batch in partition.batches() {
             let readable = batch
                 .map_err(|error| {
@@ -1439,12 +1573,17 @@ fn received_messages(polled: &Polled) -> Result<Received, ClientError> {
                         info.partition
                     ))
                 })
-                .and_then(|batch| partition.check_plain(batch));
+                .and_then(|batch| match filter {
+                    Some(filter) if !batch_may_match(batch.header(), filter) => Ok(None),
+                    _ => partition.check_plain(batch).map(Some),
+                });
             let batch = match readable {
-                Ok(batch) => batch,
+                Ok(Some(batch)) => batch,
+                Ok(None) => continue,
                 Err(error) => {
                     let resume_at = messages[before..].last().map(|last| last.offset + 1);
                     received.stopped.push(Stopped { partition: info.partition, resume_at, error });
+                    stopped = true;
                     break;
                 }
             };
@@ -1454,6 +1593,9 @@ fn received_messages(polled: &Polled) -> Result<Received, ClientError> {
             }
             for record in batch.records() {
                 if record.offset < info.start_offset || record.offset >= info.next_offset {
+                    continue;
+                }
+                if filter.is_some_and(|filter| !filter.matches(record.filter_value)) {
                     continue;
                 }
                 messages.push(ReceivedMessage {
@@ -1481,6 +1623,9 @@ fn received_messages(polled: &Polled) -> Result<Received, ClientError> {
                 info.start_offset,
                 info.next_offset
             )));
+        }
+        if filter.is_some() && !stopped && info.next_offset > info.start_offset {
+            received.advances.push((info.partition, info.next_offset));
         }
     }
     Ok(received)
@@ -1541,7 +1686,7 @@ mod tests {
         let one = stored_batch(0, 5, &["x"]);
         let response = PollResponse { partitions: vec![marks(0, 11, 14, &zero), marks(1, 0, 1, &one)] };
         let polled = Polled::new(response, Bytes::from([zero, one].concat())).expect("consistent");
-        let messages = received_messages(&polled).expect("valid").messages;
+        let messages = received_messages(&polled, None).expect("valid").messages;
         let seen: Vec<(u32, u64, u64, &[u8])> =
             messages.iter().map(|m| (m.partition, m.offset, m.append_timestamp_us, &m.payload[..])).collect();
         assert_eq!(seen, [(0, 11, 77, &b"b"[..]), (0, 12, 77, b"c"), (0, 13, 78, b"d"), (1, 0, 5, b"x")]);
@@ -1557,13 +1702,13 @@ mod tests {
         let batch = stored_batch(0, 1, &["a"]);
         let backwards = PollResponse { partitions: vec![marks(0, 5, 4, &batch)] };
         let polled = Polled::new(backwards, Bytes::from(batch.clone())).expect("lengths agree");
-        assert!(matches!(received_messages(&polled), Err(ClientError::Protocol(_))));
+        assert!(matches!(received_messages(&polled, None), Err(ClientError::Protocol(_))));
         let mut corrupt = batch.clone();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;
         let response = PollResponse { partitions: vec![marks(0, 0, 1, &corrupt)] };
         let polled = Polled::new(response, Bytes::from(corrupt.clone())).expect("lengths agree");
-        let received = received_messages(&polled).expect("the answer itself is consistent");
+        let received = received_messages(&polled, None).expect("the answer itself is consistent");
         assert!(received.messages.is_empty());
         assert!(matches!(
             received.stopped.as_slice(),
@@ -1582,10 +1727,41 @@ mod tests {
         let one = stored_batch(0, 1, &["x"]);
         let response = PollResponse { partitions: vec![marks(0, 0, 4, &zero), marks(1, 0, 1, &one)] };
         let polled = Polled::new(response, Bytes::from([zero, one].concat())).expect("consistent");
-        let received = received_messages(&polled).expect("consistent");
+        let received = received_messages(&polled, None).expect("consistent");
         let seen: Vec<(u32, u64)> = received.messages.iter().map(|m| (m.partition, m.offset)).collect();
         assert_eq!(seen, [(0, 0), (0, 1), (1, 0)]);
         assert!(matches!(received.stopped.as_slice(), [Stopped { partition: 0, resume_at: Some(2), .. }]));
+    }
+
+    #[test]
+    fn a_filter_keeps_exactly_the_wanted_records_and_moves_past_the_rest() {
+        let batch = |base: u64, values: &[Option<&str>]| {
+            let mut builder = BatchBuilder::new(0, 0);
+            for value in values {
+                let message = Message { filter_value: value.map(str::as_bytes), ..Message::payload(b"p") };
+                builder.push(&message).expect("push");
+            }
+            let mut bytes = builder.finish().expect("finish");
+            patch_server_fields(&mut bytes, base, 1);
+            bytes
+        };
+        let mut zero = batch(0, &[Some("eu"), None, Some("us")]);
+        zero.extend(batch(3, &[Some("us"), Some("us")]));
+        zero.extend(batch(5, &[None]));
+        let response = PollResponse { partitions: vec![marks(0, 0, 9, &zero)] };
+        let polled = Polled::new(response, Bytes::from(zero)).expect("consistent");
+        let offsets = |filter: &Filter| {
+            let received = received_messages(&polled, Some(filter)).expect("valid");
+            let offsets: Vec<u64> = received.messages.iter().map(|m| m.offset).collect();
+            (offsets, received.advances)
+        };
+        let eu = Filter::new(&["eu"], false).expect("filter");
+        assert_eq!(offsets(&eu), (vec![0], vec![(0, 9)]), "next_offset 9 covers batches skipped upstream");
+        let us = Filter::new(&["us", "apac"], false).expect("filter");
+        assert_eq!(offsets(&us).0, [2, 3, 4]);
+        let eu_and_plain = Filter::new(&["eu"], true).expect("filter");
+        assert_eq!(offsets(&eu_and_plain).0, [0, 1, 5]);
+        assert!(received_messages(&polled, None).expect("valid").advances.is_empty());
     }
 
     #[test]

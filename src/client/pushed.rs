@@ -55,6 +55,8 @@ pub(super) struct Pushing {
     initial_credit: u32,
     /// Subscribe as a single-active member.
     single_active: bool,
+    /// Filter values asked of the broker (empty: none) and whether unfiltered messages match.
+    filter: (Vec<String>, bool),
     /// One subscription for every partition (a single-active super-stream member) instead of
     /// one per partition.
     whole_topic: bool,
@@ -66,9 +68,22 @@ pub(super) struct Pushing {
 }
 
 impl Pushing {
-    pub(super) fn new(initial_credit: u32, single_active: bool, whole_topic: bool) -> Pushing {
+    pub(super) fn new(
+        initial_credit: u32,
+        single_active: bool,
+        whole_topic: bool,
+        filter: (Vec<String>, bool),
+    ) -> Pushing {
         let (sender, deliveries) = mpsc::channel(initial_credit.max(1) as usize);
-        Pushing { initial_credit, single_active, whole_topic, sender, deliveries, running: BTreeMap::new() }
+        Pushing {
+            initial_credit,
+            single_active,
+            filter,
+            whole_topic,
+            sender,
+            deliveries,
+            running: BTreeMap::new(),
+        }
     }
 
     /// Subscribes every partition in `partitions` that has no live subscription, starting at
@@ -101,6 +116,8 @@ impl Pushing {
                 credit: self.initial_credit,
                 consumer: consumer.to_string(),
                 single_active: self.single_active,
+                filter: self.filter.0.clone(),
+                match_unfiltered: self.filter.1,
             };
             let subscription = client.subscribe(&request).await?;
             let stop = watch::Sender::new(false);

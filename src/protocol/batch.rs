@@ -1088,6 +1088,14 @@ fn bloom_byte_and_mask(bit: u32) -> (usize, u8) {
     ((bit / 8) as usize, 1u8 << (bit % 8))
 }
 
+/// The Bloom filter of a batch whose only filter value is `value`: the bits every batch holding
+/// `value` has set (for precomputed matching, see [`super::filter`]).
+pub fn bloom_of(value: &[u8]) -> [u8; FILTER_BLOOM_BYTES] {
+    let mut bloom = [0; FILTER_BLOOM_BYTES];
+    bloom_insert(&mut bloom, value);
+    bloom
+}
+
 fn bloom_insert(bloom: &mut [u8; FILTER_BLOOM_BYTES], value: &[u8]) {
     for bit in bloom_bits(value) {
         let (byte, mask) = bloom_byte_and_mask(bit);

@@ -255,13 +255,16 @@ pub enum Status {
     NotASuperStream = 90,
     /// No partition of the super stream is bound to the routing key.
     NoRoute = 91,
+    /// A poll's filter has too many values or a value that is too long
+    /// ([`crate::constants::FILTER_VALUES_MAX`], [`crate::constants::FILTER_VALUE_BYTES_MAX`]).
+    InvalidFilter = 95,
     /// An unexpected server error.
     Internal = 99,
 }
 
 impl Status {
     /// Every status, for tables and tests.
-    pub const ALL: [Status; 37] = [
+    pub const ALL: [Status; 38] = [
         Status::Ok,
         Status::BadFrame,
         Status::UnknownKind,
@@ -298,6 +301,7 @@ impl Status {
         Status::TooManySubscriptions,
         Status::NotASuperStream,
         Status::NoRoute,
+        Status::InvalidFilter,
         Status::Internal,
     ];
 
@@ -834,6 +838,14 @@ pub struct PollRequest {
     pub max_wait_ms: u32,
     /// Store the offset after the last returned message as the consumer's (group's) offset.
     pub auto_commit: bool,
+    /// Filter values: when not empty, the owner skips whole batches whose header shows that no
+    /// record carries one of them (and batches without filter values, unless
+    /// `match_unfiltered`). At most [`crate::constants::FILTER_VALUES_MAX`] values of at most
+    /// [`crate::constants::FILTER_VALUE_BYTES_MAX`] bytes each. Skipped batches still move
+    /// `next_offset`; batches that are sent may hold other records too (filter exactly).
+    pub filter: Vec<String>,
+    /// With `filter`: records without a filter value are wanted too. Ignored without `filter`.
+    pub match_unfiltered: bool,
 }
 
 /// One partition's share of a poll answer.
@@ -1033,6 +1045,11 @@ pub struct PartitionStats {
     pub producer_evictions: u64,
     /// Duplicate batches acknowledged without being written, since start.
     pub duplicate_batches: u64,
+    /// Batches filtered polls skipped here (their headers ruled out every wanted value), since
+    /// start.
+    pub filtered_batches: u64,
+    /// Bytes of those batches.
+    pub filtered_bytes: u64,
 }
 
 /// Statistics of one topic.
@@ -1048,6 +1065,10 @@ pub struct TopicStats {
     pub messages: u64,
     /// Total bytes.
     pub bytes: u64,
+    /// Batches skipped by filtered polls, over the partitions.
+    pub filtered_batches: u64,
+    /// Bytes of those batches.
+    pub filtered_bytes: u64,
 }
 
 /// Statistics of one stream.
@@ -1083,6 +1104,10 @@ pub struct ServerCounters {
     pub deliveries: u64,
     /// Batch bytes in those frames.
     pub delivered_bytes: u64,
+    /// Batches filtered polls skipped (all shards, since start).
+    pub filtered_batches: u64,
+    /// Bytes of those batches: what filtering kept off the network.
+    pub filtered_bytes: u64,
 }
 
 /// Answer to [`Kind::Stats`].
@@ -1123,6 +1148,8 @@ mod tests {
             max_bytes: 1 << 20,
             max_wait_ms: 500,
             auto_commit: true,
+            filter: vec!["eu".into(), "us".into()],
+            match_unfiltered: true,
         };
         let bytes = encode(&request).expect("encode");
         assert_eq!(decode::<PollRequest>(&bytes).expect("decode"), request);

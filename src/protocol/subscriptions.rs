@@ -37,6 +37,11 @@ pub struct Subscribe {
     pub consumer: String,
     /// Join the single-active-consumer group of `consumer` on each subscribed partition.
     pub single_active: bool,
+    /// Deliver only batches that may hold one of these filter values (empty: everything), as a
+    /// filtered poll does (`docs/protocol.md` §9a); the client filters records exactly.
+    pub filter: Vec<String>,
+    /// With `filter`: also deliver messages without a filter value.
+    pub match_unfiltered: bool,
 }
 
 /// [`Kind::Credit`](super::messages::Kind::Credit): lets the server send `credit` more batches.
@@ -62,7 +67,8 @@ pub struct Deliver {
     /// The subscription.
     pub subscription_id: u32,
     /// The partition's marks, as a poll answers them: records below `start_offset` in the
-    /// first batch and from `next_offset` on are not part of the delivery.
+    /// first batch and from `next_offset` on are not part of the delivery. `start_offset` is
+    /// the previous delivery's `next_offset`, so batches a filter skipped in between are covered.
     pub partition: PolledPartition,
     /// Batches in the payload (each took one credit).
     pub batches: u32,

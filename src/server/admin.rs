@@ -492,12 +492,16 @@ async fn stats(context: &Context<'_>, request: StatsRequest) -> BrokerResult<Rep
                 groups: Vec::new(),
                 messages: 0,
                 bytes: 0,
+                filtered_batches: 0,
+                filtered_bytes: 0,
             };
             for partition in 0..topic.partitions {
                 let key = PartitionKey { stream_id: stream.id, topic_id: topic.id, partition };
                 if let Some(p) = partitions.remove(&key) {
                     stats.messages += p.messages;
                     stats.bytes += p.bytes;
+                    stats.filtered_batches += p.filtered_batches;
+                    stats.filtered_bytes += p.filtered_bytes;
                     stats.partitions.push(p);
                 }
             }

@@ -7,15 +7,18 @@
 //! polls read only the partitions the group assigns to the member.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::handlers::{reply, reply_parts, Context, Reply};
+use crate::constants::FILTER_SCAN_BYTES_MAX;
 use crate::metadata::auth::Right;
 use crate::metadata::catalog::{Stream, Topic};
+use crate::protocol::filter::Filter;
 use crate::protocol::frame::FrameHeader;
 use crate::protocol::messages::{
     ConsumerRef, GetOffset, GroupTarget, OffsetInfo, PartitionTarget, Partitioning, PollRequest,
-    PollResponse, PollTarget, ProduceRequest, ProduceResponse, Status, StoreOffset,
+    PollResponse, PollStrategy, PollTarget, ProduceRequest, ProduceResponse, Status, StoreOffset,
 };
 use crate::server::frame_pool::FrameBuf;
 use crate::shard::error::{BrokerError, BrokerResult};
@@ -98,14 +101,35 @@ pub(crate) async fn poll_partition(
     spec: PollSpec,
 ) -> BrokerResult<LocalPoll> {
     let owner = shard.table().owner(key.stream_id, key.topic_id, key.partition);
-    if owner == shard.id {
-        return shard.partitions.poll(key, &spec).await;
+    let outcome = if owner == shard.id {
+        shard.partitions.poll(key, &spec).await?
+    } else {
+        shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
+        let PollOutcome { partition, bytes, filtered } =
+            shard.mesh.ask(owner, |reply| ShardMessage::Poll { key, spec, reply }).await?;
+        let parts = if bytes.is_empty() { Vec::new() } else { vec![PayloadPart::Owned(bytes)] };
+        LocalPoll { partition, parts, filtered }
+    };
+    if outcome.filtered.batches > 0 {
+        shard.counters.filtered_batches.fetch_add(outcome.filtered.batches, Ordering::Relaxed);
+        shard.counters.filtered_bytes.fetch_add(outcome.filtered.bytes, Ordering::Relaxed);
     }
-    shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
-    let PollOutcome { partition, bytes } =
-        shard.mesh.ask(owner, |reply| ShardMessage::Poll { key, spec, reply }).await?;
-    let parts = if bytes.is_empty() { Vec::new() } else { vec![PayloadPart::Owned(bytes)] };
-    Ok(LocalPoll { partition, parts })
+    Ok(outcome)
+}
+
+/// The filter of a poll request, checked against the limits (none without values).
+fn poll_filter(request: &PollRequest) -> BrokerResult<Option<Arc<Filter>>> {
+    filter_of(&request.filter, request.match_unfiltered)
+}
+
+/// A poll's or subscription's filter, checked against the limits (none without values).
+pub(crate) fn filter_of(values: &[String], match_unfiltered: bool) -> BrokerResult<Option<Arc<Filter>>> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    let filter = Filter::new(values, match_unfiltered)
+        .map_err(|e| BrokerError::new(Status::InvalidFilter, e.to_string()))?;
+    Ok(Some(Arc::new(filter)))
 }
 
 /// Checks a consumer or group name.
@@ -121,6 +145,7 @@ pub async fn poll(context: &Context<'_>, request: PollRequest) -> BrokerResult<R
     let catalog = shard.catalog();
     let (stream, topic) = catalog.topic(&request.stream, &request.topic)?;
     let max_wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(shard.config.max_poll_wait);
+    let filter = poll_filter(&request)?;
     let spec = |consumer_key: String, max_wait: Duration| PollSpec {
         strategy: request.strategy,
         consumer_key,
@@ -129,6 +154,7 @@ pub async fn poll(context: &Context<'_>, request: PollRequest) -> BrokerResult<R
         max_batches: u32::MAX,
         max_wait,
         auto_commit: request.auto_commit,
+        filter: filter.clone(),
     };
     let outcomes = match &request.target {
         PollTarget::Partition(PartitionTarget { partition, consumer }) => {
@@ -163,7 +189,9 @@ pub async fn poll(context: &Context<'_>, request: PollRequest) -> BrokerResult<R
 }
 
 /// Polls each assigned partition in turn within the message and byte budget; when none has data,
-/// tries again every few milliseconds until `max_wait` has passed.
+/// tries again every few milliseconds until `max_wait` has passed. A filtered partition that
+/// skipped batches in one round goes on from there in the next, and its answer keeps the start
+/// of its first round.
 async fn poll_group(
     shard: &Shard,
     keys: &[PartitionKey],
@@ -171,23 +199,39 @@ async fn poll_group(
     max_wait: Duration,
 ) -> BrokerResult<Vec<LocalPoll>> {
     let deadline = Instant::now() + max_wait;
+    // Per partition: (where its first round began, where the next round goes on).
+    let mut resume: Vec<Option<(u64, u64)>> = vec![None; keys.len()];
     loop {
         let mut outcomes = Vec::with_capacity(keys.len());
-        let (mut messages, mut bytes) = (0_u64, 0_usize);
-        for &key in keys {
+        let (mut messages, mut bytes, mut skipped) = (0_u64, 0_usize, 0_u64);
+        for (&key, resume) in keys.iter().zip(resume.iter_mut()) {
             let mut partition_spec = spec.clone();
             partition_spec.max_messages = spec.max_messages.saturating_sub(messages as u32).max(1);
             partition_spec.max_bytes = (spec.max_bytes as usize).saturating_sub(bytes).max(1) as u32;
-            let outcome = poll_partition(shard, key, partition_spec).await?;
-            messages += outcome.partition.next_offset.saturating_sub(outcome.partition.start_offset);
-            bytes += outcome.partition.payload_bytes as usize;
+            if let Some((_, at)) = *resume {
+                partition_spec.strategy = PollStrategy::Offset(at);
+            }
+            let mut outcome = poll_partition(shard, key, partition_spec).await?;
+            let marks = &mut outcome.partition;
+            let read = marks.next_offset.saturating_sub(marks.start_offset);
+            messages += read.saturating_sub(outcome.filtered.records);
+            bytes += marks.payload_bytes as usize;
+            skipped += outcome.filtered.bytes;
+            if marks.next_offset > marks.start_offset {
+                let began = resume.map_or(marks.start_offset, |(began, _)| began);
+                *resume = Some((began, marks.next_offset));
+            }
+            if let Some((began, _)) = *resume {
+                marks.start_offset = began;
+            }
             outcomes.push(outcome);
             if messages >= u64::from(spec.max_messages) || bytes >= spec.max_bytes as usize {
                 break;
             }
         }
         let now = Instant::now();
-        if bytes > 0 || now >= deadline {
+        // A round that skipped a scan budget's worth answers, so the member sees its progress.
+        if bytes > 0 || now >= deadline || skipped >= FILTER_SCAN_BYTES_MAX as u64 {
             return Ok(outcomes);
         }
         glommio::timer::sleep(GROUP_POLL_STEP.min(deadline - now)).await;

@@ -27,16 +27,18 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
 use futures::FutureExt;
 
 use super::connection::{Response, Session};
-use super::data::{partition_key, poll_partition};
+use super::data::{filter_of, partition_key, poll_partition};
 use super::handlers::{reply, Context, Reply};
 use crate::metadata::auth::Right;
 use crate::protocol::batch::BatchHeader;
+use crate::protocol::filter::Filter;
 use crate::protocol::frame::encode_head;
 use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollStrategy, Status};
 use crate::protocol::subscriptions::{
@@ -74,6 +76,8 @@ struct Subscription {
     /// Its partitions (one, or every partition of the topic).
     keys: Vec<PartitionKey>,
     consumer_key: String,
+    /// Batches its filter rules out are skipped on the owner (none: everything is delivered).
+    filter: Option<Arc<Filter>>,
     /// Its single-active group, if it joined one.
     group: Option<SacKey>,
     /// Per partition, the generation of the pump allowed to deliver (a single-active member's
@@ -90,6 +94,7 @@ impl Subscription {
     fn new(
         request: &Subscribe,
         keys: Vec<PartitionKey>,
+        filter: Option<Arc<Filter>>,
         group: Option<SacKey>,
         shard: &Shard,
     ) -> Subscription {
@@ -98,6 +103,7 @@ impl Subscription {
         Subscription {
             keys,
             consumer_key: format!("c:{}", request.consumer),
+            filter,
             group,
             generations: RefCell::new(HashMap::new()),
             credit: Cell::new(request.credit),
@@ -230,6 +236,7 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
     } else if request.offset == PollStrategy::Next {
         return Err(BrokerError::new(Status::InvalidArgument, "offset Next needs a consumer name"));
     }
+    let filter = filter_of(&request.filter, request.match_unfiltered)?;
     if request.credit > SUBSCRIPTION_CREDIT_MAX {
         return Err(credit_overflow(u64::from(request.credit)));
     }
@@ -259,7 +266,7 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
                 format!("this connection holds --max-subscriptions {} subscriptions", subscriptions.len()),
             ));
         }
-        let subscription = Rc::new(Subscription::new(&request, keys, group.clone(), context.shard));
+        let subscription = Rc::new(Subscription::new(&request, keys, filter, group.clone(), context.shard));
         subscriptions.insert(request.subscription_id, subscription.clone());
         subscription
     };
@@ -307,6 +314,7 @@ fn start_pump(
         strategy,
         consumer_key: subscription.consumer_key.clone(),
         generation: subscription.next_generation(key.partition),
+        delivered_to: None,
     };
     glommio::spawn_local(pump.run()).detach();
 }
@@ -370,6 +378,9 @@ struct Pump {
     strategy: PollStrategy,
     consumer_key: String,
     generation: u64,
+    /// Where the last delivery ended: the next one's marks start there, so the batches a filter
+    /// skipped in between are covered and the client's position moves past them.
+    delivered_to: Option<u64>,
 }
 
 impl Pump {
@@ -408,14 +419,19 @@ impl Pump {
                 max_batches: self.subscription.credit.get(),
                 max_wait: PUMP_WAIT,
                 auto_commit: false,
+                filter: self.subscription.filter.clone(),
             };
-            let polled = match poll_partition(&self.push.shard, self.key, spec).await {
+            let mut polled = match poll_partition(&self.push.shard, self.key, spec).await {
                 Ok(polled) => polled,
                 Err(error) => return self.fail(&error),
             };
             self.strategy = PollStrategy::Offset(polled.partition.next_offset);
             if polled.partition.payload_bytes == 0 || !self.live() {
                 continue;
+            }
+            if let Some(delivered_to) = self.delivered_to.replace(polled.partition.next_offset) {
+                debug_assert!(delivered_to <= polled.partition.start_offset);
+                polled.partition.start_offset = delivered_to;
             }
             let batches = polled.parts.iter().map(|part| batch_count(part.bytes())).sum::<u32>();
             let credit = self.subscription.credit.get();

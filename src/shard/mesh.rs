@@ -18,6 +18,7 @@ use super::groups::{Assignment, GroupKey, GroupSnapshot};
 use super::leases::{Holder, LeaseInfo, TopicKey};
 use super::producers::ProducerState;
 use crate::metadata::catalog::{Catalog, MetadataOp};
+use crate::protocol::filter::Filter;
 use crate::protocol::messages::{
     AccessMode, BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition,
 };
@@ -72,6 +73,28 @@ pub struct PollSpec {
     pub max_wait: Duration,
     /// Store `next_offset` as the consumer's offset after reading.
     pub auto_commit: bool,
+    /// Skip batches whose header rules out every wanted filter value (none: read everything).
+    pub filter: Option<Arc<Filter>>,
+}
+
+/// What a filtered poll skipped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilterTally {
+    /// Whole batches skipped.
+    pub batches: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Their records at or after the poll's start.
+    pub records: u64,
+}
+
+impl FilterTally {
+    /// Adds `other`.
+    pub fn add(&mut self, other: FilterTally) {
+        self.batches += other.batches;
+        self.bytes += other.bytes;
+        self.records += other.records;
+    }
 }
 
 /// One partition's poll result: its marks and a copy of its batches.
@@ -81,6 +104,8 @@ pub struct PollOutcome {
     pub partition: PolledPartition,
     /// Whole batches.
     pub bytes: Vec<u8>,
+    /// What a filtered poll skipped.
+    pub filtered: FilterTally,
 }
 
 /// Offset operations on a partition's owner.

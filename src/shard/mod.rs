@@ -52,6 +52,10 @@ pub struct SharedCounters {
     pub deliveries: AtomicU64,
     /// Batch bytes in those frames.
     pub delivered_bytes: AtomicU64,
+    /// Batches filtered polls skipped.
+    pub filtered_batches: AtomicU64,
+    /// Their bytes.
+    pub filtered_bytes: AtomicU64,
 }
 
 impl SharedCounters {
@@ -66,6 +70,8 @@ impl SharedCounters {
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
             deliveries: self.deliveries.load(Ordering::Relaxed),
             delivered_bytes: self.delivered_bytes.load(Ordering::Relaxed),
+            filtered_batches: self.filtered_batches.load(Ordering::Relaxed),
+            filtered_bytes: self.filtered_bytes.load(Ordering::Relaxed),
         }
     }
 }

@@ -18,7 +18,8 @@ use event_listener::Event;
 use futures::FutureExt;
 
 use super::error::{BrokerError, BrokerResult};
-use super::mesh::{OffsetOp, PartitionKey, PollOutcome, PollSpec};
+use super::mesh::{FilterTally, OffsetOp, PartitionKey, PollOutcome, PollSpec};
+use crate::constants::FILTER_SCAN_BYTES_MAX;
 use crate::io::dma::DmaIo;
 use crate::metadata::catalog::Catalog;
 use crate::metadata::table::ShardTable;
@@ -33,6 +34,7 @@ use super::producers::{NamedBatch, ProducerTable};
 pub use super::tail::PayloadPart;
 use crate::storage::producers::ProducerLog;
 
+mod filtered;
 mod named;
 use super::tail::{TailBudget, TailCache};
 use crate::server::frame_pool::FrameBuf;
@@ -43,6 +45,8 @@ pub struct LocalPoll {
     pub partition: PolledPartition,
     /// Whole batches, in offset order.
     pub parts: Vec<PayloadPart>,
+    /// What a filtered poll skipped.
+    pub filtered: FilterTally,
 }
 
 impl LocalPoll {
@@ -53,7 +57,7 @@ impl LocalPoll {
         for part in &self.parts {
             bytes.extend_from_slice(part.bytes());
         }
-        PollOutcome { partition: self.partition, bytes }
+        PollOutcome { partition: self.partition, bytes, filtered: self.filtered }
     }
 }
 
@@ -89,6 +93,8 @@ pub struct Partition {
     named_floors: RefCell<BTreeMap<u64, u32>>,
     /// When the producer table was last snapshotted.
     producer_snapshot_at: Cell<Instant>,
+    /// Batches and bytes filtered polls skipped here, since the partition was opened.
+    filtered: Cell<FilterTally>,
 }
 
 /// A read of up to `--prefetch-bytes` from `offset`, running on the owner shard.
@@ -171,6 +177,7 @@ impl PartitionManager {
                 producer_log: async_lock::Mutex::new(producer_log),
                 named_floors: RefCell::new(BTreeMap::new()),
                 producer_snapshot_at: Cell::new(Instant::now()),
+                filtered: Cell::new(FilterTally::default()),
             });
             if partition.log.write_behind() {
                 glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();
@@ -264,27 +271,54 @@ impl PartitionManager {
     /// Reads what `spec` asks for, waiting up to `spec.max_wait` for data when there is none.
     /// The result holds the segment read buffers themselves; [`LocalPoll::into_outcome`] copies
     /// them once for a poll that another shard asked for.
+    ///
+    /// A filtered poll that skipped everything up to the end keeps waiting from where it got to
+    /// (so a long poll wakes its consumer only for wanted data, or at the deadline) and answers
+    /// with `start_offset` where it began and `next_offset` past everything skipped. It answers
+    /// at once when it has looked at [`FILTER_SCAN_BYTES_MAX`] bytes without finding any.
     pub async fn poll(&self, key: PartitionKey, spec: &PollSpec) -> BrokerResult<LocalPoll> {
         let partition = self.get(key)?;
         let deadline = Instant::now() + spec.max_wait;
+        // Filtered polls that skipped to the end: (where the poll began, where it goes on).
+        let mut resume: Option<(u64, u64)> = None;
+        let mut skipped = FilterTally::default();
         loop {
             let listener = partition.data.listen();
-            let start = self.start_offset(&partition, spec).await?;
-            let outcome = read_from(&partition, start, spec, self.config.prefetch_bytes).await?;
+            let start = match resume {
+                Some((_, at)) => at,
+                None => self.start_offset(&partition, spec).await?,
+            };
+            let mut outcome = match &spec.filter {
+                None => read_from(&partition, start, spec, self.config.prefetch_bytes).await?,
+                Some(filter) => {
+                    let scan_left = (FILTER_SCAN_BYTES_MAX as u64).saturating_sub(skipped.bytes) as usize;
+                    let prefetch = self.config.prefetch_bytes;
+                    filtered::read(&partition, start, spec, filter, scan_left, prefetch).await?
+                }
+            };
+            skipped.add(outcome.filtered);
+            outcome.filtered = skipped;
+            if let Some((began, _)) = resume {
+                outcome.partition.start_offset = began;
+            }
+            let marks = outcome.partition.clone();
+            let scanned_enough = skipped.bytes >= FILTER_SCAN_BYTES_MAX as u64;
             let now = Instant::now();
-            if outcome.partition.payload_bytes > 0 || now >= deadline {
-                if spec.auto_commit && outcome.partition.next_offset > start {
+            if marks.payload_bytes > 0 || now >= deadline || scanned_enough {
+                if spec.auto_commit && marks.next_offset > marks.start_offset {
                     let what = format!("auto-commit on partition {}", key.partition);
-                    let next = outcome.partition.next_offset;
                     partition
                         .offsets
                         .lock()
                         .await
-                        .store(&spec.consumer_key, next)
+                        .store(&spec.consumer_key, marks.next_offset)
                         .await
                         .map_err(|e| offset_error(&what, e))?;
                 }
                 return Ok(outcome);
+            }
+            if marks.next_offset > start {
+                resume = Some((marks.start_offset, marks.next_offset));
             }
             let wait = glommio::timer::sleep(deadline - now).fuse();
             let arrived = listener.fuse();
@@ -378,6 +412,8 @@ impl PartitionManager {
                     producers: p.producers.borrow().len() as u32,
                     producer_evictions: p.producers.borrow().evictions,
                     duplicate_batches: p.producers.borrow().duplicates,
+                    filtered_batches: p.filtered.get().batches,
+                    filtered_bytes: p.filtered.get().bytes,
                 };
                 (p.key, stats)
             })
@@ -604,5 +640,5 @@ async fn read_from(
         high_watermark,
         payload_bytes: total as u32,
     };
-    Ok(LocalPoll { partition: partition_info, parts })
+    Ok(LocalPoll { partition: partition_info, parts, filtered: FilterTally::default() })
 }

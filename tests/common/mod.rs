@@ -362,6 +362,8 @@ impl Conn {
             max_bytes,
             max_wait_ms: 0,
             auto_commit: false,
+            filter: Vec::new(),
+            match_unfiltered: false,
         };
         self.request(Kind::Poll, &request, &[])
     }

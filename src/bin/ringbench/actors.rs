@@ -28,6 +28,7 @@ use ringbroker::protocol::messages::{
     GroupTarget, JoinGroup, PartitionTarget, PollRequest, PollStrategy, PollTarget,
 };
 
+use crate::filtered;
 use crate::named::NamedLane;
 use crate::produce::{produce, ProducePlan};
 use crate::report::{self, ActorResult, Role};
@@ -370,7 +371,10 @@ async fn consume_partition(
         max_bytes: poll_bytes(settings),
         max_wait_ms: LONG_POLL_WAIT_MS,
         auto_commit: false,
+        filter: settings.consume_filter.clone(),
+        match_unfiltered: false,
     };
+    let exact = filtered::exact(settings)?;
     let (mut next, mut high_watermark) = (0_u64, 0_u64);
     let mut progress_at = started;
     // Set once a poll began after every producer had finished: its high watermark is final.
@@ -391,7 +395,14 @@ async fn consume_partition(
         }
         request.strategy = PollStrategy::Offset(next);
         let polled_at = Instant::now();
-        let polled = client.poll(&request).await.map_err(|error| format!("consumer {id}: {error}"))?;
+        let (polled, wire) = match &exact {
+            None => (client.poll(&request).await, 0),
+            Some(_) => match filtered::poll(client, &request).await {
+                Ok((polled, wire)) => (Ok(polled), wire),
+                Err(error) => (Err(error), 0),
+            },
+        };
+        let polled = polled.map_err(|error| format!("consumer {id}: {error}"))?;
         let answered_at = Instant::now();
         let received_us = now_us();
         settled |= producers_done;
@@ -399,12 +410,20 @@ async fn consume_partition(
             continue;
         };
         high_watermark = high_watermark.max(info.high_watermark);
-        let count = info.next_offset.saturating_sub(info.start_offset);
+        let mut count = info.next_offset.saturating_sub(info.start_offset);
         next = next.max(info.next_offset);
         if count == 0 {
             continue;
         }
         progress_at = answered_at;
+        if let Some(exact) = &exact {
+            // Filtered: count the wanted messages that came, and the bytes that came.
+            result.wire_bytes_all += wire;
+            if answered_at >= measured_from {
+                result.wire_bytes += wire;
+            }
+            count = filtered::wanted(&polled, exact).map_err(|error| format!("consumer {id}: {error}"))?;
+        }
         if answered_at < measured_from {
             continue;
         }
@@ -454,6 +473,8 @@ async fn consume_group(
         max_bytes: poll_bytes(settings),
         max_wait_ms: LONG_POLL_WAIT_MS,
         auto_commit: true,
+        filter: Vec::new(),
+        match_unfiltered: false,
     };
     let (mut progress_at, mut heartbeat_at) = (started, started);
     let mut seen = consumed.load(Ordering::SeqCst);

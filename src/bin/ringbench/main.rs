@@ -20,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod actors;
+mod filtered;
 mod loopback;
 mod named;
 mod payload;
@@ -34,6 +35,7 @@ use clap::{Args, Parser, Subcommand};
 use ringbroker::client::{Client, ClientError};
 use ringbroker::constants::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
 use ringbroker::protocol::batch::Compression;
+use ringbroker::protocol::filter::Filter;
 use ringbroker::protocol::messages::{Status, TopicConfig};
 
 use crate::payload::Payload;
@@ -46,6 +48,8 @@ const STREAMS_MAX: u32 = 1024;
 const PARTITIONS_MAX: u32 = 4096;
 /// The topic every bench stream gets.
 const TOPIC: &str = "t";
+/// Most distinct filter values `--filter-values` spreads batches over.
+const FILTER_VALUES_SPREAD_MAX: i64 = 1000;
 /// Per-record overhead allowed for when sizing a batch against `BATCH_BYTES_MAX` (record
 /// header and batch header, generously).
 const RECORD_OVERHEAD_BYTES: u64 = 64;
@@ -200,6 +204,15 @@ struct Options {
     /// Message bodies: random bytes, or compressible JSON-like order records.
     #[arg(long, value_enum, default_value = "random")]
     payload: Payload,
+    /// Producers give every message of a batch one filter value, `v0` .. `v<N-1>` in turn
+    /// batch by batch (homogeneous batches, each value used evenly; fills too).
+    #[arg(long, value_name = "N", conflicts_with = "producer_name", value_parser = clap::value_parser!(u32).range(1..=FILTER_VALUES_SPREAD_MAX))]
+    filter_values: Option<u32>,
+    /// Consumers poll with these filter values (comma-separated, e.g. `v3`): the broker skips
+    /// the other batches. MB/s counts the messages received; the report adds the bytes received
+    /// and the bytes the broker skipped for them.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', num_args = 1..)]
+    consume_filter: Vec<String>,
 }
 
 /// Core ids for `--cores`, in the order given.
@@ -271,6 +284,10 @@ pub struct Settings {
     pub producer_name: Option<String>,
     /// What the message bodies are.
     pub payload: Payload,
+    /// Producers spread their batches over this many filter values, if set.
+    pub filter_values: Option<u32>,
+    /// The filter values consumers poll with (empty: no filter).
+    pub consume_filter: Vec<String>,
 }
 
 fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
@@ -289,6 +306,10 @@ impl Settings {
         };
         let batch_bytes =
             u64::from(options.batch) * (u64::from(options.message_size) + RECORD_OVERHEAD_BYTES);
+        if !options.consume_filter.is_empty() {
+            Filter::new(&options.consume_filter, false)
+                .map_err(|error| format!("--consume-filter: {error}"))?;
+        }
         if batch_bytes > BATCH_BYTES_MAX as u64 {
             return Err(format!(
                 "a batch of {} messages of {} bytes exceeds the {BATCH_BYTES_MAX}-byte batch limit",
@@ -316,6 +337,8 @@ impl Settings {
             compression: options.compression,
             producer_name: options.producer_name.clone(),
             payload: options.payload,
+            filter_values: options.filter_values,
+            consume_filter: options.consume_filter.clone(),
         })
     }
 
@@ -425,6 +448,8 @@ fn main() -> ExitCode {
 
 /// Runs the workload and prints (and writes) the report.
 fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) -> Result<(), String> {
+    let filtering = !settings.consume_filter.is_empty() && workload != Workload::Loopback;
+    let skipped_before = filtering.then(|| filtered::skipped_bytes(settings)).transpose()?;
     let results = if workload == Workload::Loopback {
         loopback::run(settings)?
     } else {
@@ -432,10 +457,17 @@ fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) 
         setup(settings)?;
         actors::run(workload, settings)?
     };
+    let skipped_after = filtering.then(|| filtered::skipped_bytes(settings)).transpose()?;
     let summary = report::Summary::new(workload, settings, results)?;
     print!("{}", summary.table());
+    let mut document = summary.json();
+    if let (Some(before), Some(after)) = (skipped_before, skipped_after) {
+        let tally = filtered::Tally::of(summary.actors(), after.saturating_sub(before));
+        print!("{}", tally.line(settings));
+        document["filter"] = tally.json();
+    }
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&summary.json()).map_err(|error| format!("JSON: {error}"))?;
+        let text = serde_json::to_string_pretty(&document).map_err(|error| format!("JSON: {error}"))?;
         std::fs::write(path, text + "\n")
             .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     }

@@ -8,7 +8,9 @@
 //! are compressible, order-like records with repeated field names and small varying numbers; a
 //! batch whose sequences are rewritten still passes `validate` (checked in debug builds).
 
-use ringbroker::protocol::batch::{crc32_of, BatchBuilder, BatchHeader, Compression, BATCH_HEADER_BYTES};
+use ringbroker::protocol::batch::{
+    crc32_of, BatchBuilder, BatchHeader, Compression, Message, BATCH_HEADER_BYTES,
+};
 
 use crate::actors::STAMP_BYTES;
 
@@ -68,12 +70,13 @@ impl Bodies {
 }
 
 /// One batch of every body, stamped with the time now (its first [`STAMP_BYTES`]) when `stamp`;
-/// a named producer's batch starts at `first_sequence`.
+/// a named producer's batch starts at `first_sequence`; every record carries `filter_value`.
 pub fn build_batch(
     bodies: &mut Bodies,
     stamp: bool,
     header: HeaderStamp,
     first_sequence: u64,
+    filter_value: Option<&[u8]>,
 ) -> Result<Vec<u8>, String> {
     let capacity = bodies.count * (bodies.size + RECORD_OVERHEAD_BYTES);
     let mut builder = BatchBuilder::with_capacity(header.producer_id, first_sequence, capacity);
@@ -86,7 +89,8 @@ pub fn build_batch(
                 head.copy_from_slice(&ringbroker::model::now_us().to_le_bytes());
             }
         }
-        builder.push_payload(body).map_err(|error| format!("building a batch: {error}"))?;
+        let message = Message { filter_value, ..Message::payload(body) };
+        builder.push(&message).map_err(|error| format!("building a batch: {error}"))?;
     }
     builder.finish().map_err(|error| format!("building a batch: {error}"))
 }
@@ -187,9 +191,9 @@ mod tests {
 
         let stamp = HeaderStamp { compression: Compression::Zstd, ..HeaderStamp::default() };
         let json =
-            build_batch(&mut Bodies::new(Payload::Json, 1000, 1000, 7), false, stamp, 0).expect("json");
-        let random =
-            build_batch(&mut Bodies::new(Payload::Random, 1000, 1000, 7), false, stamp, 0).expect("random");
+            build_batch(&mut Bodies::new(Payload::Json, 1000, 1000, 7), false, stamp, 0, None).expect("json");
+        let random = build_batch(&mut Bodies::new(Payload::Random, 1000, 1000, 7), false, stamp, 0, None)
+            .expect("random");
         assert!(json.len() * 3 < 1_000_000, "json compresses at least 3x: {} bytes", json.len());
         assert!(random.len() > 1_000_000, "random bodies do not compress: {} bytes", random.len());
         assert!(!validate(&random).expect("valid").is_compressed(), "stored plain when it does not shrink");
@@ -199,7 +203,7 @@ mod tests {
     fn rewritten_sequences_keep_the_batch_valid() {
         let stamp = HeaderStamp { producer_id: 9, epoch: 4, compression: Compression::Lz4 };
         let mut bodies = Bodies::new(Payload::Json, 200, 50, 1);
-        let mut batch = build_batch(&mut bodies, true, stamp, 0).expect("build");
+        let mut batch = build_batch(&mut bodies, true, stamp, 0, None).expect("build");
         set_sequences(&mut batch, 1_000).expect("rewrite");
         let header = *validate(&batch).expect("valid after the rewrite").header();
         assert_eq!((header.first_sequence, header.last_sequence), (1_000, 1_049));

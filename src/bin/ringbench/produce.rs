@@ -59,7 +59,19 @@ pub async fn produce(
     };
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0_u64;
-    let prebuilt = if plan.stamp { None } else { Some(Rc::new(build_batch(&mut bodies, false, header, 0)?)) };
+    // With `--filter-values N`, batch `i` carries value `v{i % N}` (one prebuilt batch each).
+    let values: Vec<Vec<u8>> =
+        (0..settings.filter_values.unwrap_or(0)).map(|v| format!("v{v}").into_bytes()).collect();
+    let value_of =
+        |sent: u64| (!values.is_empty()).then(|| values[(sent % values.len() as u64) as usize].as_slice());
+    let prebuilt = match plan.stamp {
+        true => Vec::new(),
+        false if values.is_empty() => vec![Rc::new(build_batch(&mut bodies, false, header, 0, None)?)],
+        false => values
+            .iter()
+            .map(|value| build_batch(&mut bodies, false, header, 0, Some(value)).map(Rc::new))
+            .collect::<Result<_, _>>()?,
+    };
     // Named producers' rewritten copies of the prebuilt batch, back from their acknowledgement.
     let mut spare: Vec<Vec<u8>> = Vec::new();
     loop {
@@ -77,14 +89,19 @@ pub async fn produce(
                     let (stream, partition) = &targets[index];
                     let first_sequence =
                         named.as_mut().map_or(0, |lane| lane.take_sequences(index, settings.batch));
-                    let batch = match (&prebuilt, named.is_some()) {
+                    let prebuilt = prebuilt.get((sent % prebuilt.len().max(1) as u64) as usize);
+                    let batch = match (prebuilt, named.is_some()) {
                         (Some(prebuilt), false) => prebuilt.clone(),
                         (Some(prebuilt), true) => {
+                            // `--producer-name` excludes `--filter-values`: one prebuilt batch.
                             let mut copy = spare.pop().unwrap_or_else(|| prebuilt.to_vec());
                             set_sequences(&mut copy, first_sequence)?;
                             Rc::new(copy)
                         }
-                        (None, _) => Rc::new(build_batch(&mut bodies, true, header, first_sequence)?),
+                        (None, _) => {
+                            let value = value_of(sent);
+                            Rc::new(build_batch(&mut bodies, true, header, first_sequence, value)?)
+                        }
                     };
                     in_flight.push(send_batch(&clients[index], stream, *partition, batch));
                     sent += 1;
@@ -112,7 +129,7 @@ pub async fn produce(
         }
         result.bytes_all += batch_bytes;
         result.wire_bytes_all += batch.len() as u64;
-        if named.is_some() && prebuilt.is_some() {
+        if named.is_some() && !prebuilt.is_empty() {
             spare.extend(Rc::try_unwrap(batch).ok());
         }
     }

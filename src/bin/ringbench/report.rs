@@ -186,6 +186,11 @@ impl Summary {
         })
     }
 
+    /// Every actor's result.
+    pub fn actors(&self) -> &[ActorResult] {
+        &self.actors
+    }
+
     /// The human report: totals, latency percentiles, one line per actor.
     pub fn table(&self) -> String {
         let mut out = String::new();

@@ -141,10 +141,11 @@ pub(super) async fn produce_named(client: &Client, args: ProduceArgs, name: Stri
     let producer = builder.build().await?;
     let (sender, mut chunks) = tokio::sync::mpsc::channel(PRODUCE_QUEUE_BATCHES);
     let key = args.key.clone().map(Bytes::from);
+    let filter_value = args.filter_value.clone().map(Bytes::from);
     let batch_lines = args.batch;
     std::thread::Builder::new()
         .name("ringctl-stdin".to_string())
-        .spawn(move || read_chunks(batch_lines, key, &sender))?;
+        .spawn(move || read_chunks(batch_lines, (key, filter_value), &sender))?;
     let mut summary = NamedSummary::default();
     let outcome: CliResult = async {
         while let Some(chunk) = chunks.recv().await {
@@ -165,7 +166,12 @@ pub(super) async fn produce_named(client: &Client, args: ProduceArgs, name: Stri
 
 /// Runs on the stdin thread: one message per line (the line end removed), a chunk sent after
 /// `batch_lines` lines or whenever no more input is buffered.
-fn read_chunks(batch_lines: u32, key: Option<Bytes>, sender: &tokio::sync::mpsc::Sender<ChunkResult>) {
+/// Every message gets `key` and `filter_value`, when given.
+fn read_chunks(
+    batch_lines: u32,
+    (key, filter_value): (Option<Bytes>, Option<Bytes>),
+    sender: &tokio::sync::mpsc::Sender<ChunkResult>,
+) {
     let mut input = BufReader::with_capacity(STDIN_BUFFER_BYTES, std::io::stdin());
     let mut chunk = Vec::new();
     let mut bytes = 0_usize;
@@ -182,7 +188,8 @@ fn read_chunks(batch_lines: u32, key: Option<Bytes>, sender: &tokio::sync::mpsc:
         }
         let payload = Bytes::copy_from_slice(trim_line_end(&line));
         bytes += payload.len();
-        chunk.push(ProducerMessage { key: key.clone(), ..ProducerMessage::new(payload) });
+        let filter_value = filter_value.clone();
+        chunk.push(ProducerMessage { key: key.clone(), filter_value, ..ProducerMessage::new(payload) });
         if chunk.len() >= batch_lines as usize || input.buffer().is_empty() {
             if sender.blocking_send(Ok((std::mem::take(&mut chunk), bytes))).is_err() {
                 return; // The sender is gone: it failed and reports why.

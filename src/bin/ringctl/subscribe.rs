@@ -47,6 +47,8 @@ pub(super) async fn consume_subscribed<W: Write>(
         credit: args.credits,
         consumer: consumer.clone(),
         single_active,
+        filter: args.filter.clone(),
+        match_unfiltered: args.match_unfiltered,
     };
     let mut subscription = client.subscribe(&request).await?;
     let mut printed_to = std::collections::BTreeMap::<u32, u64>::new();
