@@ -315,3 +315,30 @@ async fn a_filtered_group_member_reads_exactly_and_the_group_moves_on() {
     }
     consumer.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_group_member_does_not_rescan_what_it_skipped() {
+    let broker = common::Broker::start(2, &["--fsync", "always"]);
+    let mut conn = broker.root();
+    conn.create_stream("s");
+    conn.create_topic("s", "t", 1);
+    let unwanted: Vec<Vec<u8>> = (0..3).map(|_| batch(&[Some("us"); 2], Compression::None)).collect();
+    conn.produce("s", "t", Partitioning::Partition(0), &unwanted).expect("produce");
+    let client = connect(&broker).await;
+    let mut consumer = Consumer::builder(&client, "s", "t")
+        .group("g")
+        .polling_strategy(SdkStrategy::First)
+        .polling_interval(Duration::from_millis(20))
+        .filter(["eu"])
+        .build()
+        .await
+        .expect("consumer");
+    // Many polls: each answers at its deadline, having moved past the unwanted batches.
+    let nothing = tokio::time::timeout(Duration::from_millis(500), consumer.next()).await;
+    assert!(nothing.is_err(), "nothing wanted is there: {nothing:?}");
+    let stats = client.stats(None).await.expect("stats");
+    assert_eq!(stats.server.filtered_batches, 3, "each unwanted batch is skipped once, not once per poll");
+    let info = client.get_offset("s", "t", 0, ConsumerRef::Group("g".into())).await.expect("offset");
+    assert_eq!(info.stored, Some(6));
+    consumer.shutdown().await.expect("shutdown");
+}

@@ -1197,7 +1197,11 @@ impl Fetcher {
             Err(error) => return Err(error),
         };
         self.missing_since = None;
-        self.progressed |= polled.response.partitions.iter().any(|p| p.next_offset > p.start_offset);
+        let moved = polled.response.partitions.iter().any(|p| p.next_offset > p.start_offset);
+        self.progressed |= moved;
+        // A filtered answer may only move past skipped batches; the server stored that place,
+        // so later polls continue with `Next` instead of rescanning from the strategy's start.
+        self.group_polled |= moved && shared.filter.is_some();
         let Received { messages, stopped, advances } = received_messages(&polled, shared.exact_filter())?;
         self.advances.extend(advances);
         // The server stored the group's offsets past the whole answer when it answered, so a

@@ -92,6 +92,9 @@ pub fn check(workload: Workload, settings: &Settings) -> Result<(), String> {
             "end-to-end needs --message-size of at least {STAMP_BYTES} bytes (the send stamp)"
         ));
     }
+    if workload == Workload::BalancedConsumerGroup && !settings.consume_filter.is_empty() {
+        return Err("--consume-filter is for partition consumers (pinned-consumer, end-to-end)".to_string());
+    }
     Ok(())
 }
 

@@ -208,7 +208,8 @@ struct Options {
     /// batch by batch (homogeneous batches, each value used evenly; fills too).
     #[arg(long, value_name = "N", conflicts_with = "producer_name", value_parser = clap::value_parser!(u32).range(1..=FILTER_VALUES_SPREAD_MAX))]
     filter_values: Option<u32>,
-    /// Consumers poll with these filter values (comma-separated, e.g. `v3`): the broker skips
+    /// Partition consumers poll with these filter values (comma-separated, e.g. `v3`; not for
+    /// balanced-consumer-group): the broker skips
     /// the other batches. MB/s counts the messages received; the report adds the bytes received
     /// and the bytes the broker skipped for them.
     #[arg(long, value_name = "LIST", value_delimiter = ',', num_args = 1..)]
