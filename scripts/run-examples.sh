@@ -21,6 +21,8 @@ examples=(
   producers_at_runtime
   consumer_group
   filter_by_region
+  single_active
+  super_stream
 )
 if [ $# -gt 0 ]; then
   examples=("$@")
