@@ -26,6 +26,7 @@ mod payload;
 mod plot;
 mod produce;
 mod report;
+mod subscribe;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -91,7 +92,8 @@ enum WorkloadCommand {
     BalancedProducer(Options),
     /// Fill the partitions, then a consumer group reads everything (auto-commit).
     BalancedConsumerGroup(Options),
-    /// Producers stamp each message; consumers (long poll) record receive minus send.
+    /// Producers stamp each message; consumers (long poll, or push with --subscribe) record
+    /// receive minus send.
     EndToEnd(Options),
     /// No broker: raw loopback TCP bandwidth between tokio senders and receivers.
     Loopback(Options),
@@ -200,6 +202,11 @@ struct Options {
     /// Message bodies: random bytes, or compressible JSON-like order records.
     #[arg(long, value_enum, default_value = "random")]
     payload: Payload,
+    /// Partition consumers read by push subscription with this initial credit (batches),
+    /// granting each delivery's batches back on arrival, instead of by long poll.
+    #[arg(long, value_name = "CREDITS", num_args = 0..=1, default_missing_value = subscribe::CREDITS_DEFAULT,
+          value_parser = subscribe::parse_credits)]
+    subscribe: Option<u32>,
 }
 
 /// Core ids for `--cores`, in the order given.
@@ -271,6 +278,8 @@ pub struct Settings {
     pub producer_name: Option<String>,
     /// What the message bodies are.
     pub payload: Payload,
+    /// Initial credit of subscribing consumers (`--subscribe`); `None`: they long-poll.
+    pub subscribe_credits: Option<u32>,
 }
 
 fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
@@ -316,6 +325,7 @@ impl Settings {
             compression: options.compression,
             producer_name: options.producer_name.clone(),
             payload: options.payload,
+            subscribe_credits: options.subscribe,
         })
     }
 
@@ -429,6 +439,7 @@ fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) 
         loopback::run(settings)?
     } else {
         actors::check(workload, settings)?;
+        subscribe::check(workload, settings)?;
         setup(settings)?;
         actors::run(workload, settings)?
     };
