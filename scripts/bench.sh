@@ -275,6 +275,11 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # The named entry is the 1 KB producer as a named, deduplicated producer (ids, epochs, sequences
 # checked per batch); the json entries send compressible JSON-like records, plain and zstd, and
 # record the data directory's size (MB/s counts the uncompressed payload in both).
+# The -subscribe entries are their long-poll neighbours with consumers reading by push
+# subscription (`--subscribe 10`: 10 batches of initial credit, each delivery's batches granted
+# back on arrival); each runs right after its long-poll entry so the pair meets the same machine.
+# Their latency is the same (per message for end-to-end; for the consumer entry, the wait per
+# delivery instead of the poll round trip).
 n=$pinned_actors
 suite=(
     "pinned-producer-1KB|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000"
@@ -283,8 +288,11 @@ suite=(
     "pinned-producer-1KB-json|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json|du"
     "pinned-producer-1KB-json-zstd|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json --compression zstd|du"
     "pinned-consumer-1KB|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "pinned-consumer-1KB-subscribe|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --subscribe 10"
     "end-to-end-1KB|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "end-to-end-1KB-subscribe|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --subscribe 10"
     "end-to-end-1KB-paced-800MBps|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n))"
+    "end-to-end-1KB-paced-800MBps-subscribe|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n)) --subscribe 10"
     "pinned-producer-100B|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 100"
     "balanced-producer-8x8-1KB|never|producer|duration|balanced-producer --producers 8 --streams 1 --partitions 8 --message-size 1000"
     "pinned-producer-1KB-fsync-always-1p|always|producer|duration|pinned-producer --producers 1 --streams 1 --partitions 1 --message-size 1000 --in-flight 2"
