@@ -5,7 +5,8 @@
 # dd, 4 KiB O_DIRECT write latency with and without O_DSYNC, loopback TCP with `ringbench
 # loopback`), then runs a fixed suite: for each entry a broker on a fresh data directory and a
 # free loopback port, one `ringbench --json` run, SIGTERM. The broker's RSS is sampled during each
-# run. Entries marked `du` also record the broker data directory's size after the run (du -sb),
+# run, and its block-device reads and writes over the run (/proc/PID/io) are recorded (reads
+# show consumers served from disk instead of the tail cache). Entries marked `du` also record the broker data directory's size after the run (du -sb),
 # so that a compressed run's bytes on disk can be read against the payload it stored. Writes
 # results/<UTC timestamp>.json (entries + ceilings + machine), .md (table with every throughput as
 # a fraction of its ceiling) and .svg (`ringbench plot`, plotters); logs go to
@@ -242,6 +243,9 @@ start_sampler() { # max RSS (KiB) of the broker into $1, every 200 ms
     ) &
     sampler_pid=$!
 }
+proc_io() { # "<read_bytes> <write_bytes>" of process $1 (empty if unreadable)
+    awk '/^read_bytes/ { r = $2 } /^write_bytes/ { w = $2 } END { if (r != "" && w != "") print r, w }' "/proc/$1/io" 2>/dev/null || true
+}
 stop_sampler() { kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=; }
 
 run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
@@ -318,6 +322,7 @@ for spec in "${suite[@]}"; do
         continue
     fi
     start_sampler "$rss_file"
+    io_before=$(proc_io "$broker_pid")
     if ((!have_ringbench)); then
         sleep 1
         status=skipped
@@ -341,6 +346,15 @@ for spec in "${suite[@]}"; do
         fi
     fi
     stop_sampler
+    # The broker's block-device traffic during the entry (/proc/PID/io; O_DIRECT counts): reads
+    # show consumers served from disk rather than from the tail cache.
+    read -r r0 w0 <<<"$io_before"
+    read -r r1 w1 <<<"$(proc_io "$broker_pid")"
+    disk_read=null disk_written=null
+    if [[ $r0$r1$w0$w1 =~ ^[0-9]+$ ]]; then
+        disk_read=$((r1 - r0)) disk_written=$((w1 - w0))
+        log "   broker disk: read $((disk_read / 1000000)) MB, written $((disk_written / 1000000)) MB"
+    fi
     data_bytes=null
     if [[ ${measure:-} == du ]]; then
         # After the run, before the broker stops (stop_broker removes the directory).
@@ -358,10 +372,11 @@ for spec in "${suite[@]}"; do
     jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" --arg kind "$kind" \
         --arg note "$note" --arg stop "$stopped" --argjson rss "${max_rss:-0}" \
         --arg cores "$broker_cores" --argjson shards "$shards" --argjson wall "$elapsed" \
-        --argjson data "$data_bytes" \
+        --argjson data "$data_bytes" --argjson dread "$disk_read" --argjson dwritten "$disk_written" \
         --arg cmd "ringbench ${args[*]} ${client_args[*]} --fsync-hint fsync=$fsync" --argjson result "$res" \
         '{name: $name, status: $status, fsync: $fsync, ceiling: $kind, note: $note,
-          broker: {cores: $cores, shards: $shards, stop: $stop, max_rss_kib: $rss, data_bytes: $data},
+          broker: {cores: $cores, shards: $shards, stop: $stop, max_rss_kib: $rss, data_bytes: $data,
+                   disk_read_bytes: $dread, disk_written_bytes: $dwritten},
           command: $cmd, wall_s: $wall, result: $result}' >>"$entries"
 done
 
