@@ -191,11 +191,11 @@ free_port_block() {
 
 broker_port=
 broker_data=
-start_broker() { # $1 = name, $2 = fsync policy
+start_broker() { # $1 = name, $2 = fsync policy, rest = extra broker flags
     broker_port=$(free_port_block "$shards") || { log "no free ports"; return 1; }
     broker_data=$(mktemp -d "$work/data-$1.XXXXXX")
     "$broker_bin" --data-dir "$broker_data" --listen "127.0.0.1:$broker_port" "${broker_core_args[@]}" \
-        --fsync "$2" >"$logs/$1.broker.log" 2>&1 &
+        --fsync "$2" "${@:3}" >"$logs/$1.broker.log" 2>&1 &
     broker_pid=$!
     local i
     for i in $(seq 150); do # up to 15 s
@@ -268,7 +268,7 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # ---------------------------------------------------------------------------------------- suite
 # Pinned: actor i owns partition i of one stream's topic (partitions spread over the shards).
 # name | fsync | ceiling kind (producer/consumer/both) | bound (duration/fill) | workload and flags
-#   [| du: record the data directory's bytes on disk after the run]
+#   [| du: record the data directory's bytes on disk after the run [| extra broker flags]]
 # Producers keep ringbench's default of one batch in flight (on 2 shared cores more pipelining
 # only queues: lower throughput, higher latency), except the single fsync-always producer, which
 # needs a second batch in flight to overlap its network transfer with the previous fdatasync.
@@ -305,15 +305,16 @@ suite=(
 
 failures=0
 for spec in "${suite[@]}"; do
-    IFS='|' read -r name fsync kind bound flags measure <<<"$spec"
+    IFS='|' read -r name fsync kind bound flags measure broker_flags <<<"$spec"
     read -ra args <<<"$flags"
-    log "== $name (--fsync $fsync): ${args[*]}"
+    read -ra broker_extra <<<"${broker_flags:-}"
+    log "== $name (--fsync $fsync${broker_flags:+ $broker_flags}): ${args[*]}"
     status=ok
     note=""
     result=$work/$name.json
     rss_file=$work/$name.rss
     started=$(date +%s)
-    if ! start_broker "$name" "$fsync"; then
+    if ! start_broker "$name" "$fsync" "${broker_extra[@]}"; then
         status=broker-start-failed
         if [[ -n $broker_pid ]]; then stop_broker; fi
         failures=$((failures + 1))
@@ -372,10 +373,11 @@ for spec in "${suite[@]}"; do
     jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" --arg kind "$kind" \
         --arg note "$note" --arg stop "$stopped" --argjson rss "${max_rss:-0}" \
         --arg cores "$broker_cores" --argjson shards "$shards" --argjson wall "$elapsed" \
+        --arg bflags "${broker_flags:-}" \
         --argjson data "$data_bytes" --argjson dread "$disk_read" --argjson dwritten "$disk_written" \
         --arg cmd "ringbench ${args[*]} ${client_args[*]} --fsync-hint fsync=$fsync" --argjson result "$res" \
         '{name: $name, status: $status, fsync: $fsync, ceiling: $kind, note: $note,
-          broker: {cores: $cores, shards: $shards, stop: $stop, max_rss_kib: $rss, data_bytes: $data,
+          broker: {cores: $cores, shards: $shards, flags: $bflags, stop: $stop, max_rss_kib: $rss, data_bytes: $data,
                    disk_read_bytes: $dread, disk_written_bytes: $dwritten},
           command: $cmd, wall_s: $wall, result: $result}' >>"$entries"
 done
