@@ -5,7 +5,8 @@
 # dd, 4 KiB O_DIRECT write latency with and without O_DSYNC, loopback TCP with `ringbench
 # loopback`), then runs a fixed suite: for each entry a broker on a fresh data directory and a
 # free loopback port, one `ringbench --json` run, SIGTERM. The broker's RSS is sampled during each
-# run. Entries marked `du` also record the broker data directory's size after the run (du -sb),
+# run, and its block-device reads and writes over the run (/proc/PID/io) are recorded (reads
+# show consumers served from disk instead of the tail cache). Entries marked `du` also record the broker data directory's size after the run (du -sb),
 # so that a compressed run's bytes on disk can be read against the payload it stored. Writes
 # results/<UTC timestamp>.json (entries + ceilings + machine), .md (table with every throughput as
 # a fraction of its ceiling) and .svg (`ringbench plot`, plotters); logs go to
@@ -190,11 +191,11 @@ free_port_block() {
 
 broker_port=
 broker_data=
-start_broker() { # $1 = name, $2 = fsync policy
+start_broker() { # $1 = name, $2 = fsync policy, rest = extra broker flags
     broker_port=$(free_port_block "$shards") || { log "no free ports"; return 1; }
     broker_data=$(mktemp -d "$work/data-$1.XXXXXX")
     "$broker_bin" --data-dir "$broker_data" --listen "127.0.0.1:$broker_port" "${broker_core_args[@]}" \
-        --fsync "$2" >"$logs/$1.broker.log" 2>&1 &
+        --fsync "$2" "${@:3}" >"$logs/$1.broker.log" 2>&1 &
     broker_pid=$!
     local i
     for i in $(seq 150); do # up to 15 s
@@ -242,6 +243,9 @@ start_sampler() { # max RSS (KiB) of the broker into $1, every 200 ms
     ) &
     sampler_pid=$!
 }
+proc_io() { # "<read_bytes> <write_bytes>" of process $1 (empty if unreadable)
+    awk '/^read_bytes/ { r = $2 } /^write_bytes/ { w = $2 } END { if (r != "" && w != "") print r, w }' "/proc/$1/io" 2>/dev/null || true
+}
 stop_sampler() { kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=; }
 
 run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
@@ -264,7 +268,7 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # ---------------------------------------------------------------------------------------- suite
 # Pinned: actor i owns partition i of one stream's topic (partitions spread over the shards).
 # name | fsync | ceiling kind (producer/consumer/both) | bound (duration/fill) | workload and flags
-#   [| du: record the data directory's bytes on disk after the run]
+#   [| du: record the data directory's bytes on disk after the run [| extra broker flags]]
 # Producers keep ringbench's default of one batch in flight (on 2 shared cores more pipelining
 # only queues: lower throughput, higher latency), except the single fsync-always producer, which
 # needs a second batch in flight to overlap its network transfer with the previous fdatasync.
@@ -278,6 +282,11 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # The filtered entry fills batches tagged with 10 filter values in turn (homogeneous batches) and
 # reads one of them: MB/s counts the wanted messages, and the report adds the share of the
 # stream's bytes the consumers were sent (target: at most 12%).
+# The -subscribe entries are their long-poll neighbours with consumers reading by push
+# subscription (`--subscribe 10`: 10 batches of initial credit, each delivery's batches granted
+# back on arrival); each runs right after its long-poll entry so the pair meets the same machine.
+# Their latency is the same (per message for end-to-end; for the consumer entry, the wait per
+# delivery instead of the poll round trip).
 n=$pinned_actors
 suite=(
     "pinned-producer-1KB|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000"
@@ -287,8 +296,11 @@ suite=(
     "pinned-producer-1KB-json-zstd|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json --compression zstd|du"
     "pinned-consumer-1KB|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
     "pinned-consumer-1KB-filter-1-of-10|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --filter-values 10 --consume-filter v3"
+    "pinned-consumer-1KB-subscribe|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --subscribe 10"
     "end-to-end-1KB|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "end-to-end-1KB-subscribe|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --subscribe 10"
     "end-to-end-1KB-paced-800MBps|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n))"
+    "end-to-end-1KB-paced-800MBps-subscribe|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n)) --subscribe 10"
     "pinned-producer-100B|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 100"
     "balanced-producer-8x8-1KB|never|producer|duration|balanced-producer --producers 8 --streams 1 --partitions 8 --message-size 1000"
     "pinned-producer-1KB-fsync-always-1p|always|producer|duration|pinned-producer --producers 1 --streams 1 --partitions 1 --message-size 1000 --in-flight 2"
@@ -297,15 +309,16 @@ suite=(
 
 failures=0
 for spec in "${suite[@]}"; do
-    IFS='|' read -r name fsync kind bound flags measure <<<"$spec"
+    IFS='|' read -r name fsync kind bound flags measure broker_flags <<<"$spec"
     read -ra args <<<"$flags"
-    log "== $name (--fsync $fsync): ${args[*]}"
+    read -ra broker_extra <<<"${broker_flags:-}"
+    log "== $name (--fsync $fsync${broker_flags:+ $broker_flags}): ${args[*]}"
     status=ok
     note=""
     result=$work/$name.json
     rss_file=$work/$name.rss
     started=$(date +%s)
-    if ! start_broker "$name" "$fsync"; then
+    if ! start_broker "$name" "$fsync" "${broker_extra[@]}"; then
         status=broker-start-failed
         if [[ -n $broker_pid ]]; then stop_broker; fi
         failures=$((failures + 1))
@@ -314,6 +327,7 @@ for spec in "${suite[@]}"; do
         continue
     fi
     start_sampler "$rss_file"
+    io_before=$(proc_io "$broker_pid")
     if ((!have_ringbench)); then
         sleep 1
         status=skipped
@@ -337,6 +351,15 @@ for spec in "${suite[@]}"; do
         fi
     fi
     stop_sampler
+    # The broker's block-device traffic during the entry (/proc/PID/io; O_DIRECT counts): reads
+    # show consumers served from disk rather than from the tail cache.
+    read -r r0 w0 <<<"$io_before"
+    read -r r1 w1 <<<"$(proc_io "$broker_pid")"
+    disk_read=null disk_written=null
+    if [[ $r0$r1$w0$w1 =~ ^[0-9]+$ ]]; then
+        disk_read=$((r1 - r0)) disk_written=$((w1 - w0))
+        log "   broker disk: read $((disk_read / 1000000)) MB, written $((disk_written / 1000000)) MB"
+    fi
     data_bytes=null
     if [[ ${measure:-} == du ]]; then
         # After the run, before the broker stops (stop_broker removes the directory).
@@ -354,10 +377,12 @@ for spec in "${suite[@]}"; do
     jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" --arg kind "$kind" \
         --arg note "$note" --arg stop "$stopped" --argjson rss "${max_rss:-0}" \
         --arg cores "$broker_cores" --argjson shards "$shards" --argjson wall "$elapsed" \
-        --argjson data "$data_bytes" \
+        --arg bflags "${broker_flags:-}" \
+        --argjson data "$data_bytes" --argjson dread "$disk_read" --argjson dwritten "$disk_written" \
         --arg cmd "ringbench ${args[*]} ${client_args[*]} --fsync-hint fsync=$fsync" --argjson result "$res" \
         '{name: $name, status: $status, fsync: $fsync, ceiling: $kind, note: $note,
-          broker: {cores: $cores, shards: $shards, stop: $stop, max_rss_kib: $rss, data_bytes: $data},
+          broker: {cores: $cores, shards: $shards, flags: $bflags, stop: $stop, max_rss_kib: $rss, data_bytes: $data,
+                   disk_read_bytes: $dread, disk_written_bytes: $dwritten},
           command: $cmd, wall_s: $wall, result: $result}' >>"$entries"
 done
 

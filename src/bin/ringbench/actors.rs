@@ -13,10 +13,12 @@
 //! End-to-end producers stamp every message, so they build every batch. Named producers
 //! (`--producer-name`, module `named`) send copies of the prebuilt batch whose sequence range
 //! and CRC are rewritten per send (module `payload`); the copies are reused once acknowledged.
+//! With `--subscribe`, partition consumers read by push subscription (module `subscribe`).
 //!
 //! Invariants: every loop ends (by batch count, deadline, the stop flag, or an error when a
 //! consumer sees no progress for [`IDLE_TIMEOUT`]); at most `--in-flight` produce requests
-//! of one producer are in flight; consumers have one poll in flight.
+//! of one producer are in flight; consumers have one poll in flight (subscribing consumers: at most
+//! their credit of batches).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -32,6 +34,7 @@ use crate::filtered;
 use crate::named::NamedLane;
 use crate::produce::{produce, ProducePlan};
 use crate::report::{self, ActorResult, Role};
+use crate::subscribe;
 use crate::{current_thread_runtime, Bound, Settings, Workload, ACTORS_MAX, BATCHES_DEFAULT, TOPIC};
 
 /// A consumer that expects data but gets none for this long fails the run.
@@ -85,6 +88,13 @@ pub struct Shared {
     consumed: Vec<AtomicU64>,
 }
 
+impl Shared {
+    /// Whether every producer of the phase has finished.
+    pub fn producers_done(&self) -> bool {
+        self.producers_running.load(Ordering::SeqCst) == 0
+    }
+}
+
 /// Checks what only some workloads require, before anything is set up.
 pub fn check(workload: Workload, settings: &Settings) -> Result<(), String> {
     if workload == Workload::EndToEnd && (settings.message_size as usize) < STAMP_BYTES {
@@ -94,6 +104,9 @@ pub fn check(workload: Workload, settings: &Settings) -> Result<(), String> {
     }
     if workload == Workload::BalancedConsumerGroup && !settings.consume_filter.is_empty() {
         return Err("--consume-filter is for partition consumers (pinned-consumer, end-to-end)".to_string());
+    }
+    if settings.subscribe_credits.is_some() && !settings.consume_filter.is_empty() {
+        return Err("--consume-filter polls; it does not combine with --subscribe yet".to_string());
     }
     Ok(())
 }
@@ -339,7 +352,13 @@ async fn execute(shared: &Shared, prepared: Prepared) -> Result<ActorResult, Str
             outcome
         }
         Prepared::PollPartition { task: Task::PollPartition { id, stream, partition, stamp }, client } => {
-            consume_partition(shared, id, &client, &stream, partition, stamp).await
+            match shared.settings.subscribe_credits {
+                Some(credits) => {
+                    let plan = subscribe::Plan { id, stream: &stream, partition, stamp, credits };
+                    subscribe::consume_partition(shared, &client, &plan).await
+                }
+                None => consume_partition(shared, id, &client, &stream, partition, stamp).await,
+            }
         }
         Prepared::PollGroup {
             task: Task::PollGroup { id, stream, stream_index, total },
@@ -350,7 +369,7 @@ async fn execute(shared: &Shared, prepared: Prepared) -> Result<ActorResult, Str
     }
 }
 
-/// Reads one partition by offset; one latency sample per non-empty poll (or, with `stamp`, one
+/// Reads one partition by offset (long poll; module `subscribe` reads by push instead); one latency sample per non-empty poll (or, with `stamp`, one
 /// per message: receive time minus the stamped send time).
 async fn consume_partition(
     shared: &Shared,
@@ -548,7 +567,7 @@ pub fn new_result(role: Role, id: u32, measured_from: Instant) -> Result<ActorRe
     })
 }
 
-fn deadline_of(settings: &Settings, started: Instant) -> Option<Instant> {
+pub fn deadline_of(settings: &Settings, started: Instant) -> Option<Instant> {
     match settings.bound {
         Bound::Duration(duration) => Some(started + duration),
         Bound::Batches(_) => None,

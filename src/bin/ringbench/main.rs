@@ -27,6 +27,7 @@ mod payload;
 mod plot;
 mod produce;
 mod report;
+mod subscribe;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -95,7 +96,8 @@ enum WorkloadCommand {
     BalancedProducer(Options),
     /// Fill the partitions, then a consumer group reads everything (auto-commit).
     BalancedConsumerGroup(Options),
-    /// Producers stamp each message; consumers (long poll) record receive minus send.
+    /// Producers stamp each message; consumers (long poll, or push with --subscribe) record
+    /// receive minus send.
     EndToEnd(Options),
     /// No broker: raw loopback TCP bandwidth between tokio senders and receivers.
     Loopback(Options),
@@ -214,6 +216,11 @@ struct Options {
     /// and the bytes the broker skipped for them.
     #[arg(long, value_name = "LIST", value_delimiter = ',', num_args = 1..)]
     consume_filter: Vec<String>,
+    /// Partition consumers read by push subscription with this initial credit (batches),
+    /// granting each delivery's batches back on arrival, instead of by long poll.
+    #[arg(long, value_name = "CREDITS", num_args = 0..=1, default_missing_value = subscribe::CREDITS_DEFAULT,
+          value_parser = subscribe::parse_credits)]
+    subscribe: Option<u32>,
 }
 
 /// Core ids for `--cores`, in the order given.
@@ -289,6 +296,8 @@ pub struct Settings {
     pub filter_values: Option<u32>,
     /// The filter values consumers poll with (empty: no filter).
     pub consume_filter: Vec<String>,
+    /// Initial credit of subscribing consumers (`--subscribe`); `None`: they long-poll.
+    pub subscribe_credits: Option<u32>,
 }
 
 fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
@@ -340,6 +349,7 @@ impl Settings {
             payload: options.payload,
             filter_values: options.filter_values,
             consume_filter: options.consume_filter.clone(),
+            subscribe_credits: options.subscribe,
         })
     }
 
@@ -455,6 +465,7 @@ fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) 
         loopback::run(settings)?
     } else {
         actors::check(workload, settings)?;
+        subscribe::check(workload, settings)?;
         setup(settings)?;
         actors::run(workload, settings)?
     };

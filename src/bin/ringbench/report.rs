@@ -224,13 +224,16 @@ impl Summary {
         }
         let latency_name = match self.workload {
             Workload::EndToEnd => "end-to-end per message",
+            Workload::PinnedConsumer if self.settings.subscribe_credits.is_some() => "delivery wait",
             Workload::PinnedConsumer | Workload::BalancedConsumerGroup => "poll response",
             Workload::Loopback => "loopback chunk write",
             _ => "produce ack",
         };
         out.push_str(&latency_line(latency_name, &self.latency));
         if let Some(consumer) = &self.consumer_latency {
-            out.push_str(&latency_line("poll response", consumer));
+            let name =
+                if self.settings.subscribe_credits.is_some() { "delivery wait" } else { "poll response" };
+            out.push_str(&latency_line(name, consumer));
         }
         let _ = writeln!(
             out,
