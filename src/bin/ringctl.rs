@@ -813,6 +813,13 @@ async fn stats(client: &Client, stream: Option<&str>, json: bool) -> CliResult {
         server.filtered_batches,
         bytes_text(server.filtered_bytes)
     );
+    let _ = writeln!(
+        text,
+        "subscriptions: {} open, {} deliveries ({}) pushed",
+        server.subscriptions,
+        server.deliveries,
+        bytes_text(server.delivered_bytes)
+    );
     emit(&text)
 }
 
