@@ -12,8 +12,7 @@
 //! gives back the same bytes: validate → rebuild is the identity.
 
 use ringbroker::protocol::batch::{
-    self, crc32_of, patch_server_fields, validate, Batch, BatchBuilder, BatchHeader, Message,
-    BATCH_BYTES_MIN, BATCH_HEADER_BYTES,
+    self, crc32_of, patch_server_fields, validate, Batch, BatchBuilder, BatchHeader, Message, BATCH_BYTES_MIN,
 };
 
 /// Flag bit: rewrite each batch's CRC before validating.

@@ -17,6 +17,7 @@
 use ringbroker::protocol::batch;
 use ringbroker::protocol::frame::{pad16, FrameHeader, FRAME_HEADER_BYTES};
 use ringbroker::protocol::messages::{self as m, Kind};
+use ringbroker::protocol::subscriptions as s;
 
 /// Number of body types the selector byte chooses from.
 pub const BODY_TYPES: u8 = 33;
@@ -102,6 +103,18 @@ pub fn decode_request(kind: Kind, body: &[u8]) {
         Kind::GroupJoin => check::<m::JoinGroup>(body),
         Kind::GroupLeave | Kind::GroupHeartbeat => check::<m::MemberRef>(body),
         Kind::Stats => check::<m::StatsRequest>(body),
+        Kind::ProducerDeclare => check::<m::ProducerDeclare>(body),
+        Kind::ProducerSequence | Kind::ProducerDelete => check::<m::ProducerRef>(body),
+        Kind::ProducerHeartbeat | Kind::ProducerClose => check::<m::ProducerHeartbeat>(body),
+        Kind::ProducerList => check::<m::ProducerListRequest>(body),
+        Kind::Subscribe => check::<s::Subscribe>(body),
+        Kind::Credit => check::<s::Credit>(body),
+        Kind::Unsubscribe => check::<s::Unsubscribe>(body),
+        Kind::Deliver => check::<s::Deliver>(body),
+        Kind::ConsumerUpdate => check::<s::ConsumerUpdateAnswer>(body),
+        Kind::SuperStreamCreate => check::<m::SuperStreamCreate>(body),
+        Kind::SuperStreamDelete | Kind::SuperStreamPartitions => check::<m::SuperStreamRef>(body),
+        Kind::SuperStreamRoute => check::<m::SuperStreamRoute>(body),
     }
 }
 

@@ -209,7 +209,7 @@ pub fn sample_batch() -> Vec<u8> {
     build(0x0102_0304_0506_0708, 9, &messages)
 }
 
-fn build(producer_id: u64, sequence: u32, messages: &[Message<'_>]) -> Vec<u8> {
+fn build(producer_id: u64, sequence: u64, messages: &[Message<'_>]) -> Vec<u8> {
     let mut builder = BatchBuilder::new(producer_id, sequence);
     for message in messages {
         builder.push(message).expect("push a seed message");
