@@ -58,7 +58,7 @@ use super::connection::Client;
 use super::error::ClientError;
 use super::polled::Polled;
 pub use super::pushed::INITIAL_CREDIT_DEFAULT;
-use super::pushed::{Item, Pushing};
+use super::pushed::{Item, Pushing, WHOLE_TOPIC};
 use super::router::{RouterSource, ShardRouter};
 use super::subscription::ConsumerUpdateRequest;
 use crate::protocol::filter::{batch_may_match, Filter};
@@ -1308,6 +1308,16 @@ impl Fetcher {
             }
             Err(error) if error.is_connection_error() => {
                 tracing::debug!(task, %error, "subscription lost; subscribing again");
+                return Ok(Vec::new());
+            }
+            Err(error) if error.status() == Some(Status::OffsetOutOfRange) => {
+                // Retention removed the position, as for a poll: start over at the first offset.
+                tracing::warn!(task, %error, "subscription position is gone; restarting at the first offset");
+                let partitions = if task == WHOLE_TOPIC { self.partitions.clone() } else { vec![task] };
+                for partition in partitions {
+                    self.positions.remove(&partition);
+                    self.starts.insert(partition, PollStrategy::First);
+                }
                 return Ok(Vec::new());
             }
             Err(error) => return Err(error),
