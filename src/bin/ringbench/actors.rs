@@ -450,16 +450,7 @@ async fn consume_partition(
             continue;
         }
         if stamp {
-            for record in polled.records() {
-                let record = record.map_err(|error| format!("consumer {id}: {error}"))?;
-                let sent_us = stamp_of(record.record.payload).ok_or_else(|| {
-                    format!(
-                        "consumer {id}: a message of {} bytes has no send stamp",
-                        record.record.payload.len()
-                    )
-                })?;
-                report::record(&mut result.latency, received_us.saturating_sub(sent_us));
-            }
+            record_stamps(&mut result, &polled, received_us, id)?;
         } else {
             report::record(&mut result.latency, micros(answered_at - polled_at));
         }
@@ -565,6 +556,24 @@ pub fn new_result(role: Role, id: u32, measured_from: Instant) -> Result<ActorRe
         finished_at: measured_from,
         latency: report::histogram()?,
     })
+}
+
+/// Records send → receive latency of every stamped message in `polled`, received at
+/// `received_us`.
+pub fn record_stamps(
+    result: &mut ActorResult,
+    polled: &ringbroker::client::Polled,
+    received_us: u64,
+    id: u32,
+) -> Result<(), String> {
+    for record in polled.records() {
+        let record = record.map_err(|error| format!("consumer {id}: {error}"))?;
+        let sent_us = stamp_of(record.record.payload).ok_or_else(|| {
+            format!("consumer {id}: a message of {} bytes has no send stamp", record.record.payload.len())
+        })?;
+        report::record(&mut result.latency, received_us.saturating_sub(sent_us));
+    }
+    Ok(())
 }
 
 pub fn deadline_of(settings: &Settings, started: Instant) -> Option<Instant> {

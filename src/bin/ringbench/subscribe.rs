@@ -33,7 +33,7 @@ use ringbroker::model::now_us;
 use ringbroker::protocol::messages::{ConsumerRef, PollStrategy};
 use ringbroker::protocol::subscriptions::{Subscribe, SUBSCRIPTION_CREDIT_MAX};
 
-use crate::actors::{deadline_of, micros, new_result, stamp_of, Shared, IDLE_TIMEOUT};
+use crate::actors::{deadline_of, micros, new_result, record_stamps, Shared, IDLE_TIMEOUT};
 use crate::report::{self, ActorResult, Role};
 use crate::{Settings, Workload, TOPIC};
 
@@ -194,16 +194,7 @@ async fn receive(
             continue;
         }
         if plan.stamp {
-            for record in delivery.polled.records() {
-                let record = record.map_err(|error| format!("consumer {id}: {error}"))?;
-                let sent_us = stamp_of(record.record.payload).ok_or_else(|| {
-                    format!(
-                        "consumer {id}: a message of {} bytes has no send stamp",
-                        record.record.payload.len()
-                    )
-                })?;
-                report::record(&mut result.latency, received_us.saturating_sub(sent_us));
-            }
+            record_stamps(&mut result, &delivery.polled, received_us, id)?;
         } else {
             report::record(&mut result.latency, micros(arrived_at - waited_from));
         }
