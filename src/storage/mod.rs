@@ -26,6 +26,7 @@ pub mod index;
 mod log;
 pub mod offsets;
 pub mod producers;
+pub mod ranges;
 mod segment;
 #[cfg(test)]
 mod tests;
