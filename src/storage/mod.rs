@@ -21,6 +21,7 @@ use crate::io::IoError;
 use crate::model::Offset;
 use crate::protocol::batch::BatchError;
 
+pub mod acks;
 mod appender;
 pub mod index;
 mod log;
