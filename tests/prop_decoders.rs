@@ -166,6 +166,7 @@ fn create_topic() -> impl Strategy<Value = m::CreateTopic> {
                 retention_max_bytes: bytes,
                 segment_bytes: segment,
             },
+            policy: Default::default(),
             if_missing,
         })
 }

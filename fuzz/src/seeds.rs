@@ -137,6 +137,7 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
                     stream: "orders".into(),
                     name: "created".into(),
                     config: topic_config,
+                    policy: Default::default(),
                     if_missing: true,
                 }),
                 &[],

@@ -81,7 +81,8 @@ impl Client {
         config: TopicConfig,
         if_missing: bool,
     ) -> Result<TopicInfo, ClientError> {
-        let request = CreateTopic { stream: stream.to_string(), name: name.to_string(), config, if_missing };
+        let policy = crate::protocol::durable::TopicPolicy::default();
+        let request = CreateTopic { stream: stream.to_string(), name: name.to_string(), config, policy, if_missing };
         Ok(self.request(Kind::TopicCreate, &request, &[]).await?.0)
     }
 
@@ -386,6 +387,13 @@ mod tests {
             Kind::SuperStreamDelete => "delete_super_stream",
             Kind::SuperStreamRoute => "route_super_stream",
             Kind::SuperStreamPartitions => "super_stream_partitions",
+            Kind::TopicState => "topic_state",
+            Kind::ConsumerCreate => "create_consumer",
+            Kind::ConsumerDelete => "delete_consumer",
+            Kind::ConsumerInfo => "consumer_info",
+            Kind::ConsumerList => "list_consumers",
+            Kind::Fetch => "fetch",
+            Kind::Ack => "ack",
         }
     }
 

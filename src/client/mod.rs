@@ -34,6 +34,7 @@
 mod api;
 mod connection;
 pub mod consumer;
+pub mod durable;
 mod error;
 mod polled;
 pub mod producer;
@@ -49,6 +50,7 @@ pub use connection::Client;
 pub use consumer::{
     AutoCommit, ConsumeError, Consumer, ConsumerBuilder, HandlerError, MessageConsumer, ReceivedMessage,
 };
+pub use durable::{Fetched, FetchedMessage};
 pub use error::ClientError;
 pub use polled::{
     PartitionRecords, Polled, PolledPartitionData, PolledRecord, RefusedBatch, INFLATED_BATCH_BYTES_MAX,

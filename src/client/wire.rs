@@ -247,6 +247,7 @@ mod tests {
             stream: "orders".into(),
             name: "created".into(),
             config: TopicConfig { partitions: 3, retention_max_age_us: Some(7), ..Default::default() },
+            policy: Default::default(),
             if_missing: true,
         };
         let body = messages::encode(&request).expect("encode");

@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use super::durable::{CreateConsumerOp, CreateTopicPolicyOp, DeleteConsumerOp, Durable};
 use super::super_stream::{CreateSuperStreamOp, SuperStream};
+use crate::protocol::durable::TopicPolicy;
 use super::table::ShardTable;
 use super::{auth, validate_name, MetadataError};
 use crate::constants::{IO_ALIGNMENT_BYTES, SEGMENT_BYTES_MAX};
@@ -117,6 +119,10 @@ pub struct Topic {
     pub groups: BTreeSet<String>,
     /// Set when the topic is a super stream ([`super::super_stream`]).
     pub super_stream: Option<SuperStream>,
+    /// Retention policy ([`super::durable`]).
+    pub policy: TopicPolicy,
+    /// Durable consumers by name.
+    pub consumers: BTreeMap<String, Durable>,
 }
 
 /// A user.
@@ -178,6 +184,12 @@ pub enum MetadataOp {
     CreateSuperStream(Box<CreateSuperStreamOp>),
     /// Delete a topic that is a super stream (refused for a plain topic).
     DeleteSuperStream(TopicOp),
+    /// Create a topic with a retention policy (boxed, as `CreateSuperStream`).
+    CreateTopicWithPolicy(Box<CreateTopicPolicyOp>),
+    /// Create a durable consumer on a topic.
+    CreateConsumer(Box<CreateConsumerOp>),
+    /// Delete a durable consumer.
+    DeleteConsumer(Box<DeleteConsumerOp>),
 }
 
 /// [`MetadataOp::CreateStream`].
@@ -307,6 +319,9 @@ impl Catalog {
             MetadataOp::DeleteGroup(op) => self.delete_group(op)?,
             MetadataOp::CreateSuperStream(op) => self.create_super_stream(op)?,
             MetadataOp::DeleteSuperStream(op) => self.delete_super_stream(op)?,
+            MetadataOp::CreateTopicWithPolicy(op) => self.create_topic_with_policy(op)?,
+            MetadataOp::CreateConsumer(op) => self.create_consumer(op)?,
+            MetadataOp::DeleteConsumer(op) => self.delete_consumer(op)?,
         }
         self.revision += 1;
         #[cfg(debug_assertions)]
@@ -402,6 +417,8 @@ impl Catalog {
             groups: topic.groups.iter().cloned().collect(),
             created_us: topic.created_us,
             super_stream: topic.super_stream.as_ref().map(SuperStream::info),
+            policy: topic.policy.clone(),
+            consumers: topic.consumers.keys().cloned().collect(),
         }
     }
 
@@ -441,7 +458,7 @@ impl Catalog {
         Ok(())
     }
 
-    fn create_topic(&mut self, op: &CreateTopicOp) -> Result<(), MetadataError> {
+    pub(super) fn create_topic(&mut self, op: &CreateTopicOp) -> Result<(), MetadataError> {
         let total = self.partition_count();
         let stream = self.stream(&op.stream)?;
         validate_name(&op.name)?;
@@ -462,6 +479,8 @@ impl Catalog {
             partitions: op.config.partitions,
             groups: BTreeSet::new(),
             super_stream: None,
+            policy: TopicPolicy::default(),
+            consumers: BTreeMap::new(),
         };
         let stream = self.stream_mut(&op.stream)?;
         stream.topics.insert(op.name.clone(), topic);
@@ -592,7 +611,7 @@ impl Catalog {
         self.streams.get_mut(name).ok_or_else(|| MetadataError::UnknownStream(name.to_string()))
     }
 
-    fn topic_mut(&mut self, stream: &str, topic: &str) -> Result<&mut Topic, MetadataError> {
+    pub(super) fn topic_mut(&mut self, stream: &str, topic: &str) -> Result<&mut Topic, MetadataError> {
         let unknown = || MetadataError::UnknownTopic { stream: stream.to_string(), topic: topic.to_string() };
         self.stream_mut(stream)?.topics.get_mut(topic).ok_or_else(unknown)
     }

@@ -30,6 +30,7 @@ use crate::storage::StorageError;
 
 pub mod auth;
 pub mod catalog;
+pub mod durable;
 pub mod log;
 pub mod super_stream;
 pub mod table;
@@ -103,6 +104,17 @@ pub enum MetadataError {
         /// Topic name.
         topic: String,
     },
+    /// No durable consumer by that name on the topic.
+    UnknownConsumer {
+        /// Stream name.
+        stream: String,
+        /// Topic name.
+        topic: String,
+        /// Consumer name.
+        name: String,
+    },
+    /// A work-queue consumer's filter overlaps another's.
+    FilterOverlap(String),
     /// An argument is out of range or inconsistent (limits, last admin, malformed hash).
     InvalidArgument(String),
     /// The metadata log failed.
@@ -129,6 +141,8 @@ impl MetadataError {
             MetadataError::AlreadyExists { .. } => Status::AlreadyExists,
             MetadataError::InvalidName { .. } => Status::InvalidName,
             MetadataError::InvalidArgument(_) => Status::InvalidArgument,
+            MetadataError::UnknownConsumer { .. } => Status::UnknownConsumer,
+            MetadataError::FilterOverlap(_) => Status::FilterOverlap,
             MetadataError::NotASuperStream { .. } => Status::NotASuperStream,
             MetadataError::Storage(error) => match error {
                 StorageError::Poisoned { .. } => Status::PartitionPoisoned,
@@ -160,6 +174,10 @@ impl fmt::Display for MetadataError {
                 write!(f, "invalid name `{}`: {reason}", name.escape_debug())
             }
             MetadataError::InvalidArgument(reason) => write!(f, "invalid argument: {reason}"),
+            MetadataError::UnknownConsumer { stream, topic, name } => {
+                write!(f, "durable consumer `{name}` does not exist in topic `{stream}/{topic}`")
+            }
+            MetadataError::FilterOverlap(reason) => f.write_str(reason),
             MetadataError::NotASuperStream { stream, topic } => {
                 write!(f, "topic `{topic}` in stream `{stream}` is not a super stream")
             }

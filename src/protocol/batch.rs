@@ -75,6 +75,14 @@ pub const ATTRIBUTE_CODEC_MASK: u16 = 0b0111;
 /// Attribute bit 3: at least one record carries a filter value.
 pub const ATTRIBUTE_HAS_FILTER_VALUES: u16 = 0b1000;
 
+/// Attribute bit 4: at least one record carries a TTL header ([`TTL_HEADER_KEY`]).
+pub const ATTRIBUTE_HAS_TTL: u16 = 0b1_0000;
+
+/// The record header key of a message's time to live (ASCII decimal milliseconds); batches
+/// holding one have [`ATTRIBUTE_HAS_TTL`] set, so the broker refuses them cheaply on topics
+/// without TTLs.
+pub const TTL_HEADER_KEY: &[u8] = b"ringbroker-ttl-ms";
+
 /// Codec 0: the records are stored as they are.
 pub const CODEC_NONE: u8 = 0;
 
@@ -92,8 +100,8 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// The capacity [`BatchBuilder::new`] reserves up front.
 pub const BUILDER_CAPACITY_DEFAULT_BYTES: usize = 64 * 1024;
 
-/// Attribute bits 4-15 are reserved and must be zero.
-const ATTRIBUTE_RESERVED_MASK: u16 = !(ATTRIBUTE_CODEC_MASK | ATTRIBUTE_HAS_FILTER_VALUES);
+/// Attribute bits 5-15 are reserved and must be zero.
+const ATTRIBUTE_RESERVED_MASK: u16 = !(ATTRIBUTE_CODEC_MASK | ATTRIBUTE_HAS_FILTER_VALUES | ATTRIBUTE_HAS_TTL);
 
 const RECORD_FLAG_KEY: u8 = 0b01;
 const RECORD_FLAG_FILTER_VALUE: u8 = 0b10;
@@ -510,6 +518,11 @@ impl BatchHeader {
         self.attributes & ATTRIBUTE_HAS_FILTER_VALUES != 0
     }
 
+    /// Whether at least one record carries a TTL header.
+    pub fn has_ttl(&self) -> bool {
+        self.attributes & ATTRIBUTE_HAS_TTL != 0
+    }
+
     /// Whether some record may carry the filter value `value`. `false` is definite (no record
     /// carries it, and for a validated batch never wrong); `true` may be a false positive.
     pub fn might_contain_filter(&self, value: &[u8]) -> bool {
@@ -635,6 +648,9 @@ pub fn validate(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     if summary.filter_bloom != header.filter_bloom {
         return Err(BatchError::Invalid("the filter bloom disagrees with the records"));
     }
+    if summary.has_ttl != header.has_ttl() {
+        return Err(BatchError::Invalid("the TTL attribute bit disagrees with the records"));
+    }
     Ok(Batch { header, bytes })
 }
 
@@ -643,6 +659,7 @@ struct RecordsSummary {
     max_timestamp_us: TimestampUs,
     has_filter_values: bool,
     filter_bloom: [u8; FILTER_BLOOM_BYTES],
+    has_ttl: bool,
 }
 
 /// Parses every record of a batch whose header and length are already checked.
@@ -651,6 +668,7 @@ fn walk_records(bytes: &[u8], header: &BatchHeader) -> Result<RecordsSummary, Ba
         max_timestamp_us: header.first_timestamp_us,
         has_filter_values: false,
         filter_bloom: [0; FILTER_BLOOM_BYTES],
+        has_ttl: false,
     };
     let mut at = header.header_bytes();
     for index in 0..header.record_count {
@@ -667,6 +685,11 @@ fn walk_records(bytes: &[u8], header: &BatchHeader) -> Result<RecordsSummary, Ba
         if let Some(value) = record.filter_value {
             summary.has_filter_values = true;
             bloom_insert(&mut summary.filter_bloom, value);
+        }
+        if record.header_count > 0 && !summary.has_ttl {
+            let mut headers =
+                HeaderIter { reader: Reader { bytes: record.headers, at: 0 }, remaining: record.header_count };
+            summary.has_ttl = headers.any(|(key, _)| key == TTL_HEADER_KEY);
         }
         debug_assert!(record.end > at);
         at = record.end;
@@ -1184,6 +1207,7 @@ pub struct BatchBuilder {
     max_timestamp_us: TimestampUs,
     filter_bloom: [u8; FILTER_BLOOM_BYTES],
     has_filter_values: bool,
+    has_ttl: bool,
 }
 
 impl BatchBuilder {
@@ -1211,6 +1235,7 @@ impl BatchBuilder {
             max_timestamp_us: 0,
             filter_bloom: [0; FILTER_BLOOM_BYTES],
             has_filter_values: false,
+            has_ttl: false,
         }
     }
 
@@ -1269,6 +1294,9 @@ impl BatchBuilder {
         if let Some(value) = message.filter_value {
             self.has_filter_values = true;
             bloom_insert(&mut self.filter_bloom, value);
+        }
+        if message.headers.iter().any(|(key, _)| *key == TTL_HEADER_KEY) {
+            self.has_ttl = true;
         }
         self.record_count += 1;
         Ok(())
@@ -1343,7 +1371,8 @@ impl BatchBuilder {
             .map_err(|_| BatchError::TooLarge { bytes: self.buffer.len(), bytes_max: BATCH_BYTES_MAX })?;
         let mut header = BatchHeader {
             version: BATCH_FORMAT_VERSION,
-            attributes: if self.has_filter_values { ATTRIBUTE_HAS_FILTER_VALUES } else { 0 },
+            attributes: if self.has_filter_values { ATTRIBUTE_HAS_FILTER_VALUES } else { 0 }
+                | if self.has_ttl { ATTRIBUTE_HAS_TTL } else { 0 },
             length,
             crc32: 0,
             base_offset: 0,
@@ -1397,6 +1426,7 @@ impl BatchBuilder {
         self.max_timestamp_us = 0;
         self.filter_bloom = [0; FILTER_BLOOM_BYTES];
         self.has_filter_values = false;
+        self.has_ttl = false;
     }
 
     /// The timestamp a message gets and its delta from the first record's.

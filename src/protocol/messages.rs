@@ -59,6 +59,9 @@ pub enum Kind {
     TopicGet = 33,
     /// [`AddPartitions`] → [`TopicInfo`].
     PartitionsAdd = 34,
+    /// [`TopicRef`] → [`TopicState`](super::durable::TopicState): live messages, bytes and
+    /// offsets per partition.
+    TopicState = 35,
     /// [`ProduceRequest`] + payload of whole batches → [`ProduceResponse`].
     Produce = 40,
     /// [`PollRequest`] → [`PollResponse`] + payload of whole batches.
@@ -119,11 +122,25 @@ pub enum Kind {
     SuperStreamRoute = 92,
     /// [`SuperStreamRef`] → [`SuperStreamPartitions`]: the partitions and their binding keys.
     SuperStreamPartitions = 93,
+    /// [`DurableCreate`](super::durable::DurableCreate) → [`DurableInfo`](super::durable::DurableInfo).
+    ConsumerCreate = 100,
+    /// [`DurableRef`](super::durable::DurableRef) → [`Empty`].
+    ConsumerDelete = 101,
+    /// [`DurableRef`](super::durable::DurableRef) → [`DurableInfo`](super::durable::DurableInfo)
+    /// with its state per partition.
+    ConsumerInfo = 102,
+    /// [`TopicRef`] → [`DurableList`](super::durable::DurableList).
+    ConsumerList = 103,
+    /// [`FetchRequest`](super::durable::FetchRequest) →
+    /// [`FetchResponse`](super::durable::FetchResponse) + payload of whole batches.
+    Fetch = 104,
+    /// [`AckRequest`](super::durable::AckRequest) → [`AckResponse`](super::durable::AckResponse).
+    Ack = 105,
 }
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 43] = [
+    pub const ALL: [Kind; 50] = [
         Kind::Ping,
         Kind::Login,
         Kind::Metadata,
@@ -140,6 +157,7 @@ impl Kind {
         Kind::TopicList,
         Kind::TopicGet,
         Kind::PartitionsAdd,
+        Kind::TopicState,
         Kind::Produce,
         Kind::Poll,
         Kind::OffsetStore,
@@ -167,6 +185,12 @@ impl Kind {
         Kind::SuperStreamDelete,
         Kind::SuperStreamRoute,
         Kind::SuperStreamPartitions,
+        Kind::ConsumerCreate,
+        Kind::ConsumerDelete,
+        Kind::ConsumerInfo,
+        Kind::ConsumerList,
+        Kind::Fetch,
+        Kind::Ack,
     ];
 
     /// The kind with this wire value.
@@ -258,13 +282,23 @@ pub enum Status {
     /// A poll's filter has too many values or a value that is too long
     /// ([`crate::constants::FILTER_VALUES_MAX`], [`crate::constants::FILTER_VALUE_BYTES_MAX`]).
     InvalidFilter = 95,
+    /// No durable consumer of that name on the topic.
+    UnknownConsumer = 100,
+    /// A work-queue topic refuses a consumer whose filter overlaps another consumer's.
+    FilterOverlap = 101,
+    /// An acknowledgement names an offset that was never delivered to the consumer.
+    NotDelivered = 102,
+    /// The topic is at a limit and discards new messages: nothing of the request was written.
+    TopicFull = 103,
+    /// A record carries a TTL header and the topic does not allow TTLs.
+    TtlNotAllowed = 104,
     /// An unexpected server error.
     Internal = 99,
 }
 
 impl Status {
     /// Every status, for tables and tests.
-    pub const ALL: [Status; 38] = [
+    pub const ALL: [Status; 43] = [
         Status::Ok,
         Status::BadFrame,
         Status::UnknownKind,
@@ -302,6 +336,11 @@ impl Status {
         Status::NotASuperStream,
         Status::NoRoute,
         Status::InvalidFilter,
+        Status::UnknownConsumer,
+        Status::FilterOverlap,
+        Status::NotDelivered,
+        Status::TopicFull,
+        Status::TtlNotAllowed,
         Status::Internal,
     ];
 
@@ -531,6 +570,10 @@ pub struct TopicInfo {
     pub created_us: u64,
     /// Set when the topic is a super stream: its routing and binding keys.
     pub super_stream: Option<SuperStreamInfo>,
+    /// Retention policy, message limit, discard and TTLs.
+    pub policy: super::durable::TopicPolicy,
+    /// Durable consumers, by name.
+    pub consumers: Vec<String>,
 }
 
 /// A stream, as described.
@@ -562,6 +605,8 @@ pub struct CreateTopic {
     pub name: String,
     /// Settings.
     pub config: TopicConfig,
+    /// Retention policy, message limit, discard and TTLs.
+    pub policy: super::durable::TopicPolicy,
     /// Succeed (returning the existing topic) when it exists already.
     pub if_missing: bool,
 }

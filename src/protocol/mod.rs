@@ -8,8 +8,10 @@
 
 pub mod batch;
 pub mod compression;
+pub mod durable;
 pub mod filter;
 pub mod frame;
 pub mod messages;
+pub mod subject;
 pub mod subscriptions;
 pub mod super_stream;

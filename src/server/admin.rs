@@ -284,6 +284,13 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
         | Kind::SuperStreamDelete
         | Kind::SuperStreamRoute
         | Kind::SuperStreamPartitions => super::super_streams::dispatch(context, kind, body).await,
+        Kind::TopicState
+        | Kind::ConsumerCreate
+        | Kind::ConsumerDelete
+        | Kind::ConsumerInfo
+        | Kind::ConsumerList
+        | Kind::Fetch
+        | Kind::Ack => super::durable::dispatch(context, kind, body).await,
         Kind::Deliver => Err(BrokerError::new(Status::InvalidArgument, "Deliver is sent by the server only")),
         Kind::Ping
         | Kind::Login
@@ -360,8 +367,14 @@ async fn create_topic(context: &Context<'_>, request: CreateTopic) -> BrokerResu
     let catalog = if existing && request.if_missing {
         context.shard.catalog()
     } else {
-        let op =
+        let mut op =
             MetadataOp::create_topic(&request.stream, &request.name, request.config, crate::model::now_us())?;
+        if request.policy != crate::protocol::durable::TopicPolicy::default() {
+            if let MetadataOp::CreateTopic(topic) = op {
+                let policy = request.policy;
+                op = MetadataOp::CreateTopicWithPolicy(Box::new(crate::metadata::durable::CreateTopicPolicyOp { topic, policy }));
+            }
+        }
         context.shard.commit(op).await?
     };
     topic_reply(context, &catalog, &request.stream, &request.name)

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod data;
+pub mod durable;
 pub mod frame_pool;
 pub mod handlers;
 mod ops;

@@ -301,6 +301,15 @@ pub enum ShardMessage {
         /// The answer.
         reply: oneshot::Sender<BrokerResult<OffsetInfo>>,
     },
+    /// A durable-consumer or retention operation on an owned partition.
+    Durable {
+        /// The partition.
+        key: PartitionKey,
+        /// What to do.
+        op: super::durable::ops::DurableOp,
+        /// The answer (batches copied into one buffer).
+        reply: oneshot::Sender<BrokerResult<super::durable::ops::SentReply>>,
+    },
     /// Statistics of every owned partition.
     Stats {
         /// The answer.

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub mod controller;
+pub mod durable;
 pub mod error;
 pub mod groups;
 pub mod leases;
@@ -247,6 +248,10 @@ async fn serve(shard: &Rc<Shard>, message: ShardMessage) {
         }
         ShardMessage::Offset { key, consumer_key, op, reply } => {
             let _ = reply.send(shard.partitions.offset(key, &consumer_key, op).await);
+        }
+        ShardMessage::Durable { key, op, reply } => {
+            let result = durable::ops::run(&shard, key, op).await.map(durable::ops::DurableReply::into_sent);
+            let _ = reply.send(result);
         }
         ShardMessage::Stats { reply } => {
             let _ = reply.send(shard.partitions.stats());

@@ -30,7 +30,9 @@ use crate::server::config::ServerConfig;
 use crate::storage::offsets::{OffsetError, OffsetStore};
 use crate::storage::{LogRead, PartitionLog, StorageResult};
 
+use super::durable::Retention;
 use super::producers::{NamedBatch, ProducerTable};
+use crate::storage::acks::AckLog;
 pub use super::tail::PayloadPart;
 use crate::storage::producers::ProducerLog;
 
@@ -95,6 +97,10 @@ pub struct Partition {
     producer_snapshot_at: Cell<Instant>,
     /// Batches and bytes filtered polls skipped here, since the partition was opened.
     filtered: Cell<FilterTally>,
+    /// Retention policy state and durable consumers ([`super::durable`]).
+    pub retention: RefCell<Retention>,
+    /// Their log: ack floors, done sets, the first offset and the deleted-set.
+    pub acks: async_lock::Mutex<AckLog<DmaIo>>,
 }
 
 /// A read of up to `--prefetch-bytes` from `offset`, running on the owner shard.
@@ -134,7 +140,7 @@ impl PartitionManager {
                 for partition in 0..topic.partitions {
                     if table.owner(stream.id, topic.id, partition) == self.shard {
                         let key = PartitionKey { stream_id: stream.id, topic_id: topic.id, partition };
-                        wanted.insert(key, self.config.log_config(&topic.config));
+                        wanted.insert(key, (self.config.log_config(&topic.config), topic));
                     }
                 }
             }
@@ -147,8 +153,17 @@ impl PartitionManager {
         for partition in gone {
             self.remove(partition).await;
         }
-        for (key, log_config) in wanted {
-            if self.partitions.borrow().contains_key(&key) {
+        for (key, (log_config, topic)) in wanted {
+            let open = self.partitions.borrow().get(&key).cloned();
+            if let Some(partition) = open {
+                if partition.retention.borrow().consumers.len() != topic.consumers.len()
+                    || partition.retention.borrow().consumers.keys().any(|k| !topic.consumers.contains_key(k))
+                {
+                    let synced = super::durable::open::sync_consumers(&partition.log, topic, &partition.retention).await;
+                    let what = format!("shard {} adding durable consumers", self.shard);
+                    synced.map_err(|e| BrokerError::storage(&what, e))?;
+                    partition.data.notify(usize::MAX);
+                }
                 continue;
             }
             let dir = self.dir(key);
@@ -164,6 +179,12 @@ impl PartitionManager {
                 .map_err(|e| BrokerError::storage(&what, e))?;
             let offsets = async_lock::Mutex::new(offsets);
             let (producer_log, producers) = self.open_producers(&log, &dir).await?;
+            let (acks, persisted) = AckLog::open(self.io.clone(), &dir, self.config.fsync)
+                .await
+                .map_err(|e| BrokerError::storage(&what, e))?;
+            let retention = super::durable::open::build(&log, topic, persisted)
+                .await
+                .map_err(|e| BrokerError::storage(&what, e))?;
             let partition = Rc::new(Partition {
                 key,
                 log,
@@ -178,6 +199,8 @@ impl PartitionManager {
                 named_floors: RefCell::new(BTreeMap::new()),
                 producer_snapshot_at: Cell::new(Instant::now()),
                 filtered: Cell::new(FilterTally::default()),
+                retention: RefCell::new(retention),
+                acks: async_lock::Mutex::new(acks),
             });
             if partition.log.write_behind() {
                 glommio::spawn_local(write_behind(self.shard, partition.clone())).detach();
@@ -196,6 +219,7 @@ impl PartitionManager {
         }
         let _ = partition.offsets.lock().await.close().await;
         let _ = partition.producer_log.lock().await.close().await;
+        let _ = partition.acks.lock().await.close().await;
         partition.data.notify(usize::MAX);
         if let Err(error) = std::fs::remove_dir_all(&dir) {
             tracing::warn!(shard = self.shard, dir = %dir.display(), %error, "removing a deleted partition");
@@ -227,6 +251,11 @@ impl PartitionManager {
     ) -> BrokerResult<Vec<BatchAck>> {
         let partition = self.get(key)?;
         let bounds = split_batches(&frame[payload.clone()], batch_count)?;
+        {
+            let body = &frame[payload.clone()];
+            let batches = bounds.iter().map(|(start, end, _)| &body[*start..*end]);
+            super::durable::admit(&partition.retention.borrow(), partition.log.high_watermark(), batches)?;
+        }
         if bounds.iter().any(|(_, _, named)| named.is_some()) {
             return self.produce_named(&partition, frame, payload, &bounds).await;
         }
@@ -250,6 +279,11 @@ impl PartitionManager {
                 return Err(BrokerError::storage(&what, error));
             }
         };
+        {
+            let body = &frame[payload.clone()];
+            let batches = bounds.iter().map(|(start, end, _)| &body[*start..*end]);
+            super::durable::appended(&mut partition.retention.borrow_mut(), batches);
+        }
         if let (Some(first), Some(last)) = (infos.first(), infos.last()) {
             let epoch = partition.log.rollback_epoch();
             let (first, next) = (first.base_offset, last.last_offset + 1);
@@ -332,7 +366,7 @@ impl PartitionManager {
 
     async fn start_offset(&self, partition: &Partition, spec: &PollSpec) -> BrokerResult<u64> {
         let log = &partition.log;
-        let first = log.offsets().start;
+        let first = log.offsets().start.max(partition.retention.borrow().first);
         let end = log.high_watermark();
         let start = match spec.strategy {
             PollStrategy::Offset(offset) => offset,
@@ -447,6 +481,7 @@ impl PartitionManager {
             };
             self.report_interval_sync(&partition, "interval fsync of stored offsets failed", synced);
             self.maintain_producers(&partition).await;
+            self.maintain_retention(&partition).await;
             if retention {
                 match partition.log.enforce_retention(now_us()).await {
                     Ok(0) => {}
@@ -462,6 +497,36 @@ impl PartitionManager {
         }
     }
 
+    /// Applies TTLs and message limits, persists the ack state's changes, and deletes segments
+    /// wholly below the first live offset.
+    async fn maintain_retention(&self, partition: &Rc<Partition>) {
+        let next = partition.log.high_watermark();
+        let log_start = partition.log.offsets().start;
+        let gone = {
+            let mut retention = partition.retention.borrow_mut();
+            retention.set_first(log_start);
+            retention.enforce(now_us(), next)
+        };
+        if gone > 0 {
+            partition.data.notify(usize::MAX);
+        }
+        if partition.retention.borrow().has_changes() {
+            if let Err(error) = super::durable::fetch::save(partition, false).await {
+                tracing::warn!(shard = self.shard, %error, "saving acknowledgements failed");
+                return;
+            }
+        }
+        let first = partition.retention.borrow().first;
+        if first > log_start {
+            // The first offset is durable (saved above) before the segments below it go.
+            match partition.log.delete_segments_before(first).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::debug!(shard = self.shard, partition = partition.key.partition, deleted, "removed segments"),
+                Err(error) => tracing::warn!(shard = self.shard, %error, "deleting removed segments failed"),
+            }
+        }
+    }
+
     /// Flushes, fsyncs and closes every partition.
     pub async fn close_all(&self) {
         let all: Vec<Rc<Partition>> = self.partitions.borrow_mut().drain().map(|(_, p)| p).collect();
@@ -470,6 +535,10 @@ impl PartitionManager {
                 tracing::error!(shard = self.shard, partition = partition.key.partition, %error, "close failed");
             }
             self.close_producers(&partition).await;
+            if let Err(error) = super::durable::fetch::save(&partition, false).await {
+                tracing::error!(shard = self.shard, %error, "saving acknowledgements at close failed");
+            }
+            let _ = partition.acks.lock().await.close().await;
             let _ = partition.offsets.lock().await.close().await;
             partition.data.notify(usize::MAX);
         }
@@ -549,7 +618,7 @@ fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, u
 /// Reads batches from `start` within the spec's message and byte limits: the rest of the last
 /// read, the tail cache, the prefetched read, then the disk. When the answer came from disk for
 /// a sequential reader, starts a prefetch of up to `prefetch_bytes` where the answer ends.
-async fn read_from(
+pub(crate) async fn read_from(
     partition: &Rc<Partition>,
     start: u64,
     spec: &PollSpec,

@@ -310,7 +310,13 @@ impl Conn {
 
     pub fn create_topic(&mut self, stream: &str, topic: &str, partitions: u32) -> TopicInfo {
         let config = TopicConfig { partitions, ..TopicConfig::default() };
-        let request = CreateTopic { stream: stream.into(), name: topic.into(), config, if_missing: false };
+        let request = CreateTopic {
+            stream: stream.into(),
+            name: topic.into(),
+            config,
+            policy: Default::default(),
+            if_missing: false,
+        };
         self.call(Kind::TopicCreate, &request).expect("create topic")
     }
 

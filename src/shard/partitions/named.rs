@@ -176,6 +176,11 @@ impl PartitionManager {
                 },
             );
         admission.stored(placed.collect::<Vec<_>>().into_iter());
+        {
+            let body = &frame[payload.clone()];
+            let batches = appending.iter().map(|(start, end)| &body[*start..*end]);
+            crate::shard::durable::appended(&mut partition.retention.borrow_mut(), batches);
+        }
         if appending.len() == bounds.len() {
             if let (Some(first), Some(last)) = (infos.first(), infos.last()) {
                 let epoch = partition.log.rollback_epoch();
