@@ -29,6 +29,11 @@
 //! |   4 | `Drop`     | consumer | nothing                                              |
 //! |   5 | `Removed`  | empty    | 1 to [`ACK_RANGES_PER_RECORD_MAX`] pairs `start, end` |
 //! |   6 | `First`    | empty    | `first`                                              |
+//! |   7 | (restore)  | consumer | `start`, `floor`                                     |
+//!
+//! Tag 7 is written by compaction only and is not an [`AckChange`]: it creates the consumer
+//! with `start` and `floor` (nothing done) when it is absent, and only raises a present
+//! consumer's floor to `floor` (it never resets, unlike `Start`).
 //!
 //! A pair is the half-open range `start..end` with `start < end`; empty ranges of a change are
 //! not written, and a `Done` or `Removed` change with no non-empty range writes no record. Any
@@ -42,16 +47,29 @@
 //! Once the log holds more than `max(`[`COMPACTION_RECORDS_MIN`]`, 4 × state size)` records
 //! (state size: consumers + removed ranges + every consumer's done ranges), the log rolls, a
 //! snapshot is appended to the fresh segment, made durable, and every segment before it is
-//! deleted. The snapshot is a `First`, the removed ranges as `Removed` records, and per
-//! consumer `Start`, `Floor`, `Done` (in that order: `Start` resets a consumer). A crash
-//! anywhere in between is harmless: until the snapshot is durable nothing is deleted; segments
-//! are deleted oldest first, so what remains before the snapshot is a suffix of the history.
-//! Replaying that suffix from an empty state gives, for a consumer not in the snapshot, its
-//! last word `Drop`; for one in it, something that `Start` resets; a `first` no higher than the
-//! snapshot's (it never moves down); and removed ranges that are a subset of the snapshot's
-//! (they only grow, and are only dropped below `first`). The snapshot then sets each exactly.
-//! A compaction that fails is logged and retried after as many records again; the append that
-//! triggered it was already stored and is reported as such.
+//! deleted, oldest first. The snapshot is a `First`, the removed ranges as `Removed` records,
+//! and per consumer a restore record (tag 7) and its done ranges as `Done` records.
+//!
+//! Why a restore record and not `Start`: a snapshot spans several batches, so a crash or a
+//! failed write can leave a *partial* snapshot in the log, with later appends after it. Had
+//! it `Start` (which resets) followed by only some of the consumer's `Done` records, replay
+//! would lose done offsets. Every snapshot record instead only adds to what replay already
+//! holds, so a partial snapshot is harmless, and a complete one sets the state exactly:
+//!
+//! Call a replayed state *below* the true one when `first` is no higher, `removed` is a
+//! subset, and every consumer present has the true `start`, a floor no higher and done offsets
+//! that are done in truth (a consumer may be absent). Replaying any suffix of the log from an
+//! empty state stays below the truth: a consumer only appears through `Start` (then it is
+//! exact) or a restore record (its true start and floor at that snapshot); later changes keep
+//! "below" (`Floor` and `First` raise, `Done` and `Removed` add, `Drop` removes on both sides);
+//! and a snapshot's records repeat the truth. A complete snapshot lifts a state below the truth
+//! to the truth exactly: `First` and the restore records raise to the true values (creating
+//! missing consumers), `Removed` and `Done` add the missing ranges; a consumer present in the
+//! replay but not in the snapshot cannot be: it was dropped later, and that `Drop` is replayed
+//! too. So a crash anywhere is harmless: until a snapshot is durable nothing is deleted, and
+//! what remains before it is always a suffix of the history. A compaction that fails is logged
+//! and retried after as many records again; the append that triggered it was already stored
+//! and is reported as such.
 //!
 //! Invariants: the mirror equals the replay of the log; an acknowledged append is as durable
 //! as the fsync policy promises, and with `sync` durable whatever the policy (under `--fsync
@@ -105,6 +123,8 @@ const TAG_FLOOR: u8 = 3;
 const TAG_DROP: u8 = 4;
 const TAG_REMOVED: u8 = 5;
 const TAG_FIRST: u8 = 6;
+/// Written by compaction only: create the consumer if absent, else raise its floor.
+const TAG_RESTORE: u8 = 7;
 
 /// Bytes of one encoded range: start and end.
 const RANGE_BYTES: usize = 16;
@@ -204,6 +224,19 @@ impl RetentionState {
                     self.first = *first;
                     self.removed.remove_below(*first);
                 }
+            }
+        }
+    }
+
+    /// Applies a snapshot's restore record: creates `consumer` with `start` and `floor`
+    /// (nothing done) when absent; raises its floor otherwise (never resets).
+    fn restore(&mut self, consumer: &str, start: u64, floor: u64) {
+        match self.consumers.get_mut(consumer) {
+            Some(acks) => acks.raise_floor(floor),
+            None => {
+                let mut acks = ConsumerAcks::new(start);
+                acks.raise_floor(floor);
+                self.consumers.insert(consumer.to_owned(), acks);
             }
         }
     }
@@ -321,7 +354,12 @@ impl<I: Io> AckLog<I> {
             for found in batch::batches(read.bytes()) {
                 let found = found?;
                 for record in found.records() {
-                    self.state.apply(&decode(&record)?);
+                    match decode(&record)? {
+                        Replayed::Change(change) => self.state.apply(&change),
+                        Replayed::Restore { consumer, start, floor } => {
+                            self.state.restore(&consumer, start, floor)
+                        }
+                    }
                     self.log_records += 1;
                 }
                 offset = found.header().next_offset();
@@ -411,27 +449,7 @@ impl<I: Io> AckLog<I> {
     /// module documentation). Runs by itself from [`append`](Self::append); callable directly,
     /// for example before a planned shutdown.
     pub async fn compact(&mut self) -> StorageResult<()> {
-        // Seals (and fsyncs) everything before the snapshot; the snapshot starts a segment.
-        self.log.roll().await?;
-        let snapshot_base = self.log.offsets().dirty_next;
-        let mut batches = Batches::new();
-        batches.push_u64(&[], TAG_FIRST, self.state.first)?;
-        batches.push_ranges(&[], TAG_REMOVED, self.state.removed.ranges())?;
-        append_finished(&self.log, &mut batches).await?;
-        for (consumer, acks) in &self.state.consumers {
-            let key = consumer.as_bytes();
-            batches.push_u64(key, TAG_START, acks.start)?;
-            batches.push_u64(key, TAG_FLOOR, acks.floor)?;
-            batches.push_ranges(key, TAG_DONE, acks.done.ranges())?;
-            append_finished(&self.log, &mut batches).await?;
-        }
-        let records = batches.records();
-        for mut bytes in batches.finish()? {
-            self.log.append(&mut bytes).await?;
-        }
-        let snapshot_next = self.log.offsets().dirty_next;
-        assert_eq!(snapshot_next - snapshot_base, records, "the snapshot's records are dense");
-        assert_eq!(records, snapshot_records(&self.state), "the snapshot holds the whole state");
+        let (snapshot_base, records) = self.append_snapshot().await?;
         if self.log.config().fsync != FsyncPolicy::Always {
             self.log.sync().await?;
         }
@@ -447,6 +465,32 @@ impl<I: Io> AckLog<I> {
         );
         self.log_records = records;
         Ok(())
+    }
+
+    /// Rolls the log and appends a snapshot of the state to the fresh segment (durable as the
+    /// policy's appends are). Returns the snapshot's first offset and its record count.
+    async fn append_snapshot(&mut self) -> StorageResult<(u64, u64)> {
+        // Seals (and fsyncs) everything before the snapshot; the snapshot starts a segment.
+        self.log.roll().await?;
+        let snapshot_base = self.log.offsets().dirty_next;
+        let mut batches = Batches::new();
+        batches.push_fields(&[], TAG_FIRST, &[self.state.first])?;
+        batches.push_ranges(&[], TAG_REMOVED, self.state.removed.ranges())?;
+        append_finished(&self.log, &mut batches).await?;
+        for (consumer, acks) in &self.state.consumers {
+            let key = consumer.as_bytes();
+            batches.push_fields(key, TAG_RESTORE, &[acks.start, acks.floor])?;
+            batches.push_ranges(key, TAG_DONE, acks.done.ranges())?;
+            append_finished(&self.log, &mut batches).await?;
+        }
+        let records = batches.records();
+        for mut bytes in batches.finish()? {
+            self.log.append(&mut bytes).await?;
+        }
+        let snapshot_next = self.log.offsets().dirty_next;
+        assert_eq!(snapshot_next - snapshot_base, records, "the snapshot's records are dense");
+        assert_eq!(records, snapshot_records(&self.state), "the snapshot holds the whole state");
+        Ok((snapshot_base, records))
     }
 
     /// Flushes and fsyncs every change so far, whatever the policy.
@@ -478,7 +522,7 @@ async fn append_finished<I: Io>(log: &PartitionLog<I>, batches: &mut Batches) ->
 /// The records a snapshot of `state` has.
 fn snapshot_records(state: &RetentionState) -> u64 {
     let records_of = |set: &RangeSet| set.range_count().div_ceil(ACK_RANGES_PER_RECORD_MAX) as u64;
-    let consumers: u64 = state.consumers.values().map(|acks| 2 + records_of(&acks.done)).sum();
+    let consumers: u64 = state.consumers.values().map(|acks| 1 + records_of(&acks.done)).sum();
     1 + records_of(&state.removed) + consumers
 }
 
@@ -508,26 +552,30 @@ impl Batches {
     /// Pushes the record(s) of one change.
     fn push_change(&mut self, change: &AckChange) -> StorageResult<()> {
         match change {
-            AckChange::Start { consumer, start } => self.push_u64(consumer.as_bytes(), TAG_START, *start),
+            AckChange::Start { consumer, start } => {
+                self.push_fields(consumer.as_bytes(), TAG_START, &[*start])
+            }
             AckChange::Done { consumer, ranges } => {
                 self.push_ranges(consumer.as_bytes(), TAG_DONE, ranges.iter().cloned())
             }
-            AckChange::Floor { consumer, floor } => self.push_u64(consumer.as_bytes(), TAG_FLOOR, *floor),
+            AckChange::Floor { consumer, floor } => {
+                self.push_fields(consumer.as_bytes(), TAG_FLOOR, &[*floor])
+            }
             AckChange::Drop { consumer } => {
                 self.payload.clear();
                 self.payload.push(TAG_DROP);
                 self.push_payload(consumer.as_bytes())
             }
             AckChange::Removed { ranges } => self.push_ranges(&[], TAG_REMOVED, ranges.iter().cloned()),
-            AckChange::First { first } => self.push_u64(&[], TAG_FIRST, *first),
+            AckChange::First { first } => self.push_fields(&[], TAG_FIRST, &[*first]),
         }
     }
 
-    /// Pushes a record of a tag and one `u64`.
-    fn push_u64(&mut self, key: &[u8], tag: u8, value: u64) -> StorageResult<()> {
+    /// Pushes a record of a tag and `u64` fields.
+    fn push_fields(&mut self, key: &[u8], tag: u8, fields: &[u64]) -> StorageResult<()> {
         self.payload.clear();
         self.payload.push(tag);
-        self.payload.extend_from_slice(&value.to_le_bytes());
+        fields.iter().for_each(|field| self.payload.extend_from_slice(&field.to_le_bytes()));
         self.push_payload(key)
     }
 
@@ -594,8 +642,16 @@ impl Batches {
     }
 }
 
-/// The change a replayed record holds.
-fn decode(record: &Record<'_>) -> StorageResult<AckChange> {
+/// What a replayed record holds.
+enum Replayed {
+    /// A change appended through [`AckLog::append`] (or repeated by a snapshot).
+    Change(AckChange),
+    /// A snapshot's restore record.
+    Restore { consumer: String, start: u64, floor: u64 },
+}
+
+/// Decodes a replayed record.
+fn decode(record: &Record<'_>) -> StorageResult<Replayed> {
     let corrupt = |reason: &'static str| {
         tracing::error!(offset = record.offset, "ack log: {reason}");
         StorageError::Corrupt { position: record.offset, reason }
@@ -620,6 +676,14 @@ fn decode(record: &Record<'_>) -> StorageResult<AckChange> {
         <[u8; 8]>::try_from(fields)
             .map(u64::from_le_bytes)
             .map_err(|_| corrupt("ack record payload is not a tag and 8 bytes"))
+    };
+    let pair = || -> StorageResult<(u64, u64)> {
+        let pair = <[u8; 16]>::try_from(fields)
+            .map_err(|_| corrupt("ack restore payload is not a tag and 16 bytes"))?;
+        let (start, floor) = pair.split_at(8);
+        let start = u64::from_le_bytes(start.try_into().map_err(|_| corrupt("ack restore start"))?);
+        let floor = u64::from_le_bytes(floor.try_into().map_err(|_| corrupt("ack restore floor"))?);
+        Ok((start, floor))
     };
     let ranges = || -> StorageResult<Vec<Range<u64>>> {
         let pairs = fields.len() / RANGE_BYTES;
@@ -652,15 +716,20 @@ fn decode(record: &Record<'_>) -> StorageResult<AckChange> {
             partition()?;
             AckChange::First { first: value()? }
         }
+        TAG_RESTORE => {
+            let (start, floor) = pair()?;
+            return Ok(Replayed::Restore { consumer: consumer()?, start, floor });
+        }
         _ => return Err(corrupt("ack record with an unknown tag")),
     };
-    Ok(change)
+    Ok(Replayed::Change(change))
 }
 
 #[cfg(test)]
 // Lists of one range are what the tests mean, not a mistyped `Vec` of offsets.
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::PathBuf;
     use std::time::Duration;
 
@@ -925,8 +994,8 @@ mod tests {
         assert_eq!(acks.state(), &expected);
         assert_eq!(expected.consumers["big"].done.range_count(), 5_000);
         block_on(acks.compact()).expect("compact");
-        // First, 3 Removed (2995 ranges), big: Start, Floor, 5 Done; small: Start, Floor.
-        assert_eq!(acks.log_records, 1 + 3 + 2 + 5 + 2);
+        // First, 3 Removed (2995 ranges), big: restore, 5 Done; small: restore.
+        assert_eq!(acks.log_records, 1 + 3 + 1 + 5 + 1);
         assert_eq!(acks.log.offsets().dirty_next - acks.log.offsets().start, acks.log_records);
         assert_eq!(acks.log.size().1, 1, "the snapshot alone remains");
         for (records, bytes) in raw_batches(&acks) {
@@ -939,7 +1008,7 @@ mod tests {
         assert_eq!(acks.state(), &expected, "the snapshot was made durable");
         append(&mut acks, &[drop_consumer("big")], true);
         block_on(acks.compact()).expect("compact again");
-        assert_eq!(acks.log_records, 1 + 3 + 2);
+        assert_eq!(acks.log_records, 1 + 3 + 1);
         block_on(acks.close()).expect("close");
         let mut expected = expected;
         expected.apply(&drop_consumer("big"));
@@ -1034,6 +1103,93 @@ mod tests {
         assert_eq!(open(&io, FsyncPolicy::Always).state().consumers[&longest], ConsumerAcks::new(3));
     }
 
+    #[test]
+    fn restore_creates_or_only_raises_the_floor() {
+        let mut state = applied(&[start("a", 5), done("a", &[8..9]), floor("a", 6)]);
+        state.restore("a", 5, 7);
+        state.restore("a", 5, 6);
+        let a = &state.consumers["a"];
+        assert_eq!((a.start, a.floor), (5, 7), "a present consumer's floor only rises");
+        assert_eq!(a.done.ranges().collect::<Vec<_>>(), [8..9], "restore never resets");
+        state.restore("b", 3, 4);
+        assert_eq!(state.consumers["b"], ConsumerAcks { start: 3, floor: 4, done: RangeSet::new() });
+    }
+
+    /// A state whose snapshot spans two batches, one consumer's records straddling them.
+    fn state_of_several_batches() -> Vec<AckChange> {
+        let mut changes = vec![
+            AckChange::First { first: 100 },
+            removed(&(0..3_000u64).map(|i| 100 + 2 * i..101 + 2 * i).collect::<Vec<_>>()),
+        ];
+        for c in 0..4u64 {
+            let name = format!("consumer-{c}");
+            let ranges: Vec<Range<u64>> = (0..6_000u64).map(|i| 200 + 3 * i..201 + 3 * i + c % 2).collect();
+            changes.extend([start(&name, 100), done(&name, &ranges), floor(&name, 150 + c)]);
+        }
+        changes
+    }
+
+    /// Every file of the ack log with its bytes.
+    fn files(io: &FaultIo) -> BTreeMap<PathBuf, Vec<u8>> {
+        let dir = partition_dir().join(ACKS_DIR_NAME);
+        let paths = io.list_paths().into_iter().filter(|path| path.starts_with(&dir));
+        paths.map(|path| (path.clone(), io.file_bytes(&path).expect("a listed file"))).collect()
+    }
+
+    /// A crash while a snapshot is being written leaves a partial snapshot (its segment cut at
+    /// any byte: the batches before the cut survive). Neither that, nor more appends after it
+    /// and a later compaction interrupted between its segment deletions (emulated by restoring
+    /// a suffix of the deleted segments), loses anything.
+    #[test]
+    fn a_partial_snapshot_is_harmless() {
+        let io = FaultIo::new();
+        let mut acks = open(&io, FsyncPolicy::Never);
+        append(&mut acks, &state_of_several_batches(), true);
+        let truth = acks.state().clone();
+        let (base, records) = block_on(acks.append_snapshot()).expect("append a snapshot");
+        block_on(acks.log.flush()).expect("write the snapshot");
+        let snapshot_path = partition_dir().join(ACKS_DIR_NAME).join(format!("{base:020}.log"));
+        let snapshot = io.file_bytes(&snapshot_path).expect("the snapshot's segment");
+        let mut partial = 0;
+        for cut in (0..snapshot.len()).step_by(snapshot.len() / 9) {
+            let io = process_crash_image(&io);
+            io.set_file_bytes(&snapshot_path, &snapshot[..cut]);
+            let mut acks = open(&io, FsyncPolicy::Never);
+            assert_eq!(acks.state(), &truth, "cut at {cut}: reopened");
+            let kept = acks.log.offsets().dirty_next.saturating_sub(base);
+            partial += usize::from(kept > 0 && kept < records);
+
+            let later = [
+                drop_consumer("consumer-0"),
+                done("consumer-1", &[150..210, 20_000..20_005]),
+                floor("consumer-2", 1_000),
+                start("consumer-3", 500),
+                done("consumer-3", &[600..601]),
+                start("late", 7),
+                AckChange::First { first: 2_000 },
+            ];
+            append(&mut acks, &later, true);
+            let truth = acks.state().clone();
+            let before = files(&io);
+            block_on(acks.compact()).expect("compact");
+            let after = files(&io);
+            let mut deleted: Vec<PathBuf> =
+                before.keys().filter(|path| !after.contains_key(*path)).cloned().collect();
+            deleted.sort_by_key(|path| path.file_stem().map(|stem| stem.to_owned()));
+            assert!(!deleted.is_empty(), "cut at {cut}: the compaction deleted segments");
+            for keep_from in 0..=deleted.len() {
+                let image = process_crash_image(&io);
+                for path in &deleted[keep_from..] {
+                    image.set_file_bytes(path, &before[path]);
+                }
+                let reopened = open(&image, FsyncPolicy::Never);
+                let restored = deleted.len() - keep_from;
+                assert_eq!(reopened.state(), &truth, "cut at {cut}: {restored} deleted files restored");
+            }
+        }
+        assert!(partial >= 2, "{partial} cuts left a partial snapshot");
+    }
+
     /// Appends one raw record straight to the ack log, as a bug or tampering would.
     fn append_raw(io: &FaultIo, key: Option<&[u8]>, payload: &[u8]) {
         let config = LogConfig { segment_bytes: ACKS_SEGMENT_BYTES, ..LogConfig::default() };
@@ -1071,6 +1227,8 @@ mod tests {
             (Some(b""), with_tag(TAG_REMOVED, &pair(6, 2)), "empty range"),
             (Some(b"c"), with_tag(TAG_FIRST, &[0; 8]), "non-empty key"),
             (Some(b"c"), with_tag(TAG_REMOVED, &pair(1, 2)), "non-empty key"),
+            (Some(b"c"), with_tag(TAG_RESTORE, &[0; 8]), "16 bytes"),
+            (Some(b""), with_tag(TAG_RESTORE, &[0; 16]), "key length"),
         ];
         for (key, payload, expected) in cases {
             let io = FaultIo::new();
