@@ -93,6 +93,7 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
             next_offset: 7,
             high_watermark: 9,
             payload_bytes: 0,
+            removed: vec![[5, 6]],
         }],
     };
     let permissions =

@@ -1609,6 +1609,9 @@ fn received_messages(polled: &Polled, filter: Option<&Filter>) -> Result<Receive
                 if record.offset < info.start_offset || record.offset >= info.next_offset {
                     continue;
                 }
+                if crate::protocol::messages::is_removed(&info.removed, record.offset) {
+                    continue;
+                }
                 if filter.is_some_and(|filter| !filter.matches(record.filter_value)) {
                     continue;
                 }
@@ -1690,6 +1693,7 @@ mod tests {
             next_offset,
             high_watermark: next_offset,
             payload_bytes: bytes.len() as u32,
+            removed: Vec::new(),
         }
     }
 

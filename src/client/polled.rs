@@ -261,7 +261,9 @@ impl<'a> Iterator for PartitionRecords<'a> {
                     if record.offset >= info.next_offset {
                         break;
                     }
-                    if record.offset >= info.start_offset {
+                    if record.offset >= info.start_offset
+                        && !crate::protocol::messages::is_removed(&info.removed, record.offset)
+                    {
                         return Some(Ok(PolledRecord { partition: info.partition, record }));
                     }
                 }
@@ -316,6 +318,7 @@ mod tests {
             next_offset,
             high_watermark: next_offset,
             payload_bytes: bytes.len() as u32,
+            removed: Vec::new(),
         }
     }
 

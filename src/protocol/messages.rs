@@ -906,6 +906,15 @@ pub struct PolledPartition {
     pub high_watermark: u64,
     /// Bytes of this partition's batches in the payload.
     pub payload_bytes: u32,
+    /// Offset ranges `[from, to)` in `[start_offset, next_offset)` removed one by one (acknowledged
+    /// on a work queue, no longer of interest, expired): their records are in the batches but are
+    /// not part of the answer. Empty on limits topics.
+    pub removed: Vec<[u64; 2]>,
+}
+
+/// Whether `offset` lies in one of a poll answer's removed ranges ([`PolledPartition::removed`]).
+pub fn is_removed(removed: &[[u64; 2]], offset: u64) -> bool {
+    removed.iter().any(|[from, to]| (*from..*to).contains(&offset))
 }
 
 /// Answer to [`Kind::Poll`]: the payload holds each partition's batches in the listed order.

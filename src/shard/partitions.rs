@@ -332,6 +332,18 @@ impl PartitionManager {
             };
             skipped.add(outcome.filtered);
             outcome.filtered = skipped;
+            {
+                let retention = partition.retention.borrow();
+                let marks = &mut outcome.partition;
+                if !retention.removed.is_empty() && marks.next_offset > marks.start_offset {
+                    marks.removed = retention
+                        .removed
+                        .ranges()
+                        .filter(|r| r.end > marks.start_offset && r.start < marks.next_offset)
+                        .map(|r| [r.start.max(marks.start_offset), r.end.min(marks.next_offset)])
+                        .collect();
+                }
+            }
             if let Some((began, _)) = resume {
                 outcome.partition.start_offset = began;
             }
@@ -708,6 +720,7 @@ pub(crate) async fn read_from(
         next_offset: offset,
         high_watermark,
         payload_bytes: total as u32,
+        removed: Vec::new(),
     };
     Ok(LocalPoll { partition: partition_info, parts, filtered: FilterTally::default() })
 }

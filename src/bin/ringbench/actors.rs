@@ -71,6 +71,8 @@ enum Task {
     },
     /// Read one partition from offset 0 until caught up after the producers have finished.
     PollPartition { id: u32, stream: String, partition: u32, stamp: bool },
+    /// Fetch one partition through the durable consumer and acknowledge (module `acking`).
+    FetchPartition { id: u32, stream: String, partition: u32 },
     /// Join the group of `stream` and read until the group has consumed `total` messages.
     PollGroup { id: u32, stream: String, stream_index: usize, total: u64 },
 }
@@ -117,7 +119,7 @@ pub fn run(workload: Workload, settings: &Settings) -> Result<Vec<ActorResult>, 
         Bound::Batches(batches) => batches,
         Bound::Duration(_) => BATCHES_DEFAULT,
     };
-    if matches!(workload, Workload::PinnedConsumer | Workload::BalancedConsumerGroup) {
+    if matches!(workload, Workload::PinnedConsumer | Workload::BalancedConsumerGroup | Workload::AckConsumer) {
         fill(settings, fill_batches)?;
     }
     let producer = |id: u32, targets: Vec<(String, u32)>| Task::Produce {
@@ -136,6 +138,8 @@ pub fn run(workload: Workload, settings: &Settings) -> Result<Vec<ActorResult>, 
         partition: id % settings.partitions,
         stamp: workload == Workload::EndToEnd,
     };
+    let fetcher =
+        |id: u32| Task::FetchPartition { id, stream: settings.stream_of(id), partition: id % settings.partitions };
     let mut tasks = Vec::new();
     match workload {
         Workload::PinnedProducer => {
@@ -158,6 +162,11 @@ pub fn run(workload: Workload, settings: &Settings) -> Result<Vec<ActorResult>, 
                 stream_index: (id % settings.streams) as usize,
                 total,
             }));
+        }
+        Workload::AckConsumer => tasks.extend((0..settings.consumers).map(fetcher)),
+        Workload::Workqueue => {
+            tasks.extend((0..settings.producers).map(|id| producer(id, pinned_target(id))));
+            tasks.extend((0..settings.consumers).map(fetcher));
         }
         Workload::Loopback => return Err("loopback needs no broker".to_string()),
     }
@@ -309,7 +318,7 @@ async fn prepare(settings: &Settings, task: Task) -> Result<Prepared, String> {
             };
             Ok(Prepared::Produce { task, clients, named })
         }
-        Task::PollPartition { stream, partition, .. } => {
+        Task::PollPartition { stream, partition, .. } | Task::FetchPartition { stream, partition, .. } => {
             let client = route(stream.clone(), *partition).await?;
             Ok(Prepared::PollPartition { task, client })
         }
@@ -359,6 +368,9 @@ async fn execute(shared: &Shared, prepared: Prepared) -> Result<ActorResult, Str
                 }
                 None => consume_partition(shared, id, &client, &stream, partition, stamp).await,
             }
+        }
+        Prepared::PollPartition { task: Task::FetchPartition { id, stream, partition }, client } => {
+            crate::acking::consume(shared, id, &client, &stream, partition).await
         }
         Prepared::PollGroup {
             task: Task::PollGroup { id, stream, stream_index, total },
@@ -584,7 +596,7 @@ pub fn deadline_of(settings: &Settings, started: Instant) -> Option<Instant> {
 }
 
 /// `max_bytes` of a poll: two batches' worth, within [`POLL_BYTES_MIN`]..=[`POLL_BYTES_MAX`].
-fn poll_bytes(settings: &Settings) -> u32 {
+pub fn poll_bytes(settings: &Settings) -> u32 {
     let wanted =
         2 * u64::from(settings.batch) * (u64::from(settings.message_size) + crate::RECORD_OVERHEAD_BYTES);
     u32::try_from(wanted.clamp(POLL_BYTES_MIN, POLL_BYTES_MAX)).unwrap_or(u32::MAX)

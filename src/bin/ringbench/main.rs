@@ -19,6 +19,7 @@
 #![warn(rust_2018_idioms)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod acking;
 mod actors;
 mod filtered;
 mod loopback;
@@ -36,6 +37,7 @@ use clap::{Args, Parser, Subcommand};
 use ringbroker::client::{Client, ClientError};
 use ringbroker::constants::{BATCH_BYTES_MAX, BATCH_RECORDS_MAX};
 use ringbroker::protocol::batch::Compression;
+use ringbroker::protocol::durable::{AckPolicy, Retention, TopicPolicy};
 use ringbroker::protocol::filter::Filter;
 use ringbroker::protocol::messages::{Status, TopicConfig};
 
@@ -99,6 +101,12 @@ enum WorkloadCommand {
     /// Producers stamp each message; consumers (long poll, or push with --subscribe) record
     /// receive minus send.
     EndToEnd(Options),
+    /// Fill the partitions, then consumer i fetches partition i through a durable consumer and
+    /// acknowledges every fetch (one Ack request per fetch; `--ack all`: one AckAll).
+    AckConsumer(Options),
+    /// Pinned producers and acknowledging durable-consumer fetchers at once on a work-queue
+    /// topic (or `--retention interest`): the broker removes what is acknowledged.
+    Workqueue(Options),
     /// No broker: raw loopback TCP bandwidth between tokio senders and receivers.
     Loopback(Options),
     /// Draw a scripts/bench.sh result file (results/<timestamp>.json) as an SVG bar chart.
@@ -126,6 +134,10 @@ pub enum Workload {
     BalancedConsumerGroup,
     /// See [`WorkloadCommand::EndToEnd`].
     EndToEnd,
+    /// See [`WorkloadCommand::AckConsumer`].
+    AckConsumer,
+    /// See [`WorkloadCommand::Workqueue`].
+    Workqueue,
     /// See [`WorkloadCommand::Loopback`].
     Loopback,
 }
@@ -140,6 +152,8 @@ impl Workload {
             Workload::BalancedProducer => "balanced-producer",
             Workload::BalancedConsumerGroup => "balanced-consumer-group",
             Workload::EndToEnd => "end-to-end",
+            Workload::AckConsumer => "ack-consumer",
+            Workload::Workqueue => "workqueue",
             Workload::Loopback => "loopback",
         }
     }
@@ -221,6 +235,31 @@ struct Options {
     #[arg(long, value_name = "CREDITS", num_args = 0..=1, default_missing_value = subscribe::CREDITS_DEFAULT,
           value_parser = subscribe::parse_credits)]
     subscribe: Option<u32>,
+    /// Topic retention: limits, interest or workqueue [default: workqueue for `workqueue`,
+    /// limits otherwise].
+    #[arg(long, value_parser = parse_retention)]
+    retention: Option<Retention>,
+    /// Ack policy of the durable consumer of `ack-consumer` and `workqueue`: explicit (every
+    /// fetched offset acknowledged, in one request per fetch) or all (one AckAll per fetch).
+    #[arg(long, default_value = "explicit", value_parser = parse_ack)]
+    ack: AckPolicy,
+}
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    match text {
+        "limits" => Ok(Retention::Limits),
+        "interest" => Ok(Retention::Interest),
+        "workqueue" => Ok(Retention::WorkQueue),
+        _ => Err(format!("retention {text:?}: expected limits, interest or workqueue")),
+    }
+}
+
+fn parse_ack(text: &str) -> Result<AckPolicy, String> {
+    match text {
+        "explicit" => Ok(AckPolicy::Explicit),
+        "all" => Ok(AckPolicy::All),
+        _ => Err(format!("ack {text:?}: expected explicit or all")),
+    }
 }
 
 /// Core ids for `--cores`, in the order given.
@@ -298,6 +337,16 @@ pub struct Settings {
     pub consume_filter: Vec<String>,
     /// Initial credit of subscribing consumers (`--subscribe`); `None`: they long-poll.
     pub subscribe_credits: Option<u32>,
+    /// Topic retention asked for (`--retention`).
+    #[serde(serialize_with = "serialize_debug")]
+    pub retention: Option<Retention>,
+    /// Ack policy of durable-consumer workloads.
+    #[serde(serialize_with = "serialize_debug")]
+    pub ack: AckPolicy,
+}
+
+fn serialize_debug<T: std::fmt::Debug, S: serde::Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format!("{value:?}"))
 }
 
 fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
@@ -350,6 +399,8 @@ impl Settings {
             filter_values: options.filter_values,
             consume_filter: options.consume_filter.clone(),
             subscribe_credits: options.subscribe,
+            retention: options.retention,
+            ack: options.ack,
         })
     }
 
@@ -439,6 +490,8 @@ fn main() -> ExitCode {
         WorkloadCommand::BalancedProducer(options) => (Workload::BalancedProducer, options),
         WorkloadCommand::BalancedConsumerGroup(options) => (Workload::BalancedConsumerGroup, options),
         WorkloadCommand::EndToEnd(options) => (Workload::EndToEnd, options),
+        WorkloadCommand::AckConsumer(options) => (Workload::AckConsumer, options),
+        WorkloadCommand::Workqueue(options) => (Workload::Workqueue, options),
         WorkloadCommand::Loopback(options) => (Workload::Loopback, options),
         WorkloadCommand::Plot { source, target } => {
             return match plot::run(source, target) {
@@ -466,7 +519,7 @@ fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) 
     } else {
         actors::check(workload, settings)?;
         subscribe::check(workload, settings)?;
-        setup(settings)?;
+        setup(settings, workload)?;
         actors::run(workload, settings)?
     };
     let skipped_after = filtering.then(|| filtered::skipped_bytes(settings)).transpose()?;
@@ -487,7 +540,7 @@ fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) 
 }
 
 /// Deletes and recreates each bench stream with its topic, so runs are independent.
-fn setup(settings: &Settings) -> Result<(), String> {
+fn setup(settings: &Settings, workload: Workload) -> Result<(), String> {
     let runtime = current_thread_runtime()?;
     runtime.block_on(async {
         let client = settings.connect().await.map_err(|error| format!("{}: {error}", settings.server))?;
@@ -508,10 +561,18 @@ fn setup(settings: &Settings) -> Result<(), String> {
                 retention_max_bytes: None,
                 segment_bytes: None,
             };
+            let retention = acking::retention_of(settings, workload);
+            let policy = TopicPolicy { retention, ..TopicPolicy::default() };
             client
-                .create_topic(&stream, TOPIC, config, false)
+                .create_topic_with_policy(&stream, TOPIC, config, policy, false)
                 .await
                 .map_err(|error| format!("creating topic {stream}/{TOPIC}: {error}"))?;
+            if matches!(workload, Workload::AckConsumer | Workload::Workqueue) {
+                client
+                    .create_consumer(&stream, TOPIC, acking::consumer_config(settings), false)
+                    .await
+                    .map_err(|error| format!("creating the durable consumer of {stream}/{TOPIC}: {error}"))?;
+            }
         }
         Ok(())
     })

@@ -26,6 +26,10 @@ use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::mesh::PollSpec;
 use crate::shard::partitions::{read_from, Partition, PayloadPart};
 
+/// The most batch bytes one fetch answers with (a larger `max_bytes` is cut to it): a read
+/// buffer's worth, as polls get.
+pub const FETCH_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 /// A fetch's answer on the owner shard: the body and the batches.
 pub struct FetchOutcome {
     /// The body.
@@ -75,7 +79,7 @@ pub async fn fetch(partition: &Rc<Partition>, request: &FetchRequest, prefetch_b
 /// One round of a fetch: due redeliveries, then new messages, within the request's budget.
 async fn fetch_once(partition: &Rc<Partition>, request: &FetchRequest, prefetch_bytes: usize) -> BrokerResult<FetchOutcome> {
     let max_messages = request.max_messages.max(1) as usize;
-    let max_bytes = (request.max_bytes as usize).max(1);
+    let max_bytes = (request.max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
     let now_us = crate::model::now_us();
     let mut messages: Vec<Delivered> = Vec::new();
     let mut parts: Vec<PayloadPart> = Vec::new();

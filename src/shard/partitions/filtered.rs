@@ -70,6 +70,7 @@ pub(super) async fn read(
         next_offset: offset,
         high_watermark,
         payload_bytes: walk.kept_bytes as u32,
+        removed: Vec::new(),
     };
     Ok(LocalPoll { partition: marks, parts, filtered: walk.skipped })
 }
