@@ -139,7 +139,8 @@ async fn scan(log: &PartitionLog<DmaIo>, retention: &mut Retention) -> StorageRe
                 if at < offset {
                     continue;
                 }
-                let ledger = retention.ledger.as_mut().expect("tracked");
+                // Called only for tracked policies, which have a ledger.
+                let Some(ledger) = retention.ledger.as_mut() else { return Ok(()) };
                 ledger.push(at, bytes.unwrap_or(per_record), subject.as_deref(), append_us, expires_us);
                 if retention.removed.contains(at) {
                     ledger.remove(at);
