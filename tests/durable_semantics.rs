@@ -482,7 +482,7 @@ async fn max_messages_with_discard_new_refuses_whole_requests() {
     let t = setup(1, 1, full).await;
     let one = || batch(&[(None, &[])]);
     let three = batch(&[(None, &[]), (None, &[]), (None, &[])]);
-    assert_eq!(t.produce_on(0, &[three.clone()]).await.expect("3 fit"), vec![0, 1, 2]);
+    assert_eq!(t.produce_on(0, std::slice::from_ref(&three)).await.expect("3 fit"), vec![0, 1, 2]);
     assert_eq!(status(t.produce_on(0, &[three]).await), Status::TopicFull, "3 into room for 2");
     assert_eq!(
         status(t.produce_on(0, &[one(), one(), one()]).await),
