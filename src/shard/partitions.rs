@@ -32,8 +32,8 @@ use crate::storage::{LogRead, PartitionLog, StorageResult};
 
 use super::durable::Retention;
 use super::producers::{NamedBatch, ProducerTable};
-use crate::storage::acks::AckLog;
 pub use super::tail::PayloadPart;
+use crate::storage::acks::AckLog;
 use crate::storage::producers::ProducerLog;
 
 mod filtered;
@@ -159,9 +159,7 @@ impl PartitionManager {
                 if partition.retention.borrow().consumers.len() != topic.consumers.len()
                     || partition.retention.borrow().consumers.keys().any(|k| !topic.consumers.contains_key(k))
                 {
-                    let synced = super::durable::open::sync_consumers(&partition.log, topic, &partition.retention).await;
-                    let what = format!("shard {} adding durable consumers", self.shard);
-                    synced.map_err(|e| BrokerError::storage(&what, e))?;
+                    super::durable::open::sync_partition_consumers(&partition, topic).await?;
                     partition.data.notify(usize::MAX);
                 }
                 continue;
@@ -533,7 +531,12 @@ impl PartitionManager {
             // The first offset is durable (saved above) before the segments below it go.
             match partition.log.delete_segments_before(first).await {
                 Ok(0) => {}
-                Ok(deleted) => tracing::debug!(shard = self.shard, partition = partition.key.partition, deleted, "removed segments"),
+                Ok(deleted) => tracing::debug!(
+                    shard = self.shard,
+                    partition = partition.key.partition,
+                    deleted,
+                    "removed segments"
+                ),
                 Err(error) => tracing::warn!(shard = self.shard, %error, "deleting removed segments failed"),
             }
         }
