@@ -58,7 +58,10 @@ fn config(name: &str) -> DurableConfig {
     DurableConfig::new(name)
 }
 
-fn batch(messages: &[(Option<&str>, &[(&[u8], &[u8])])]) -> Vec<u8> {
+/// A message to build: its filter value and its headers.
+type Spec<'a> = (Option<&'a str>, &'a [(&'a [u8], &'a [u8])]);
+
+fn batch(messages: &[Spec<'_>]) -> Vec<u8> {
     let mut builder = BatchBuilder::new(0, 0);
     for (subject, headers) in messages {
         let message =
@@ -363,7 +366,7 @@ async fn wildcard_filters_on_a_limits_topic() {
     let t = setup(1, 1, limits()).await;
     // One batch of several subjects, then single messages.
     let subjects = ["a.b", "a.b.c", "b.x", "a", "a.c"];
-    let many: Vec<(Option<&str>, &[(&[u8], &[u8])])> = subjects.iter().map(|s| (Some(*s), &[][..])).collect();
+    let many: Vec<Spec<'_>> = subjects.iter().map(|s| (Some(*s), &[][..])).collect();
     assert_eq!(t.produce_on(0, &[batch(&many)]).await.expect("produce"), vec![0, 1, 2, 3, 4]);
     for subject in subjects {
         t.publish(subject).await;

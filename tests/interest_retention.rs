@@ -55,11 +55,18 @@ async fn ack(client: &Client, name: &str, kind: AckKind, offsets: Vec<u64>, sync
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_interest_stream_walk_through() {
     let broker = common::Broker::start(2, &[]);
-    let client = Client::connect_addr(&broker.addr().to_string(), "ringbroker", "ringbroker").await.expect("connect");
+    let client =
+        Client::connect_addr(&broker.addr().to_string(), "ringbroker", "ringbroker").await.expect("connect");
     client.create_stream("s", false).await.expect("stream");
     let policy = TopicPolicy { retention: Retention::Interest, ..TopicPolicy::default() };
     let info = client
-        .create_topic_with_policy("s", "events", TopicConfig { partitions: 1, ..TopicConfig::default() }, policy, false)
+        .create_topic_with_policy(
+            "s",
+            "events",
+            TopicConfig { partitions: 1, ..TopicConfig::default() },
+            policy,
+            false,
+        )
         .await
         .expect("topic");
     assert_eq!(info.policy.retention, Retention::Interest);

@@ -82,7 +82,8 @@ impl Client {
         if_missing: bool,
     ) -> Result<TopicInfo, ClientError> {
         let policy = crate::protocol::durable::TopicPolicy::default();
-        let request = CreateTopic { stream: stream.to_string(), name: name.to_string(), config, policy, if_missing };
+        let request =
+            CreateTopic { stream: stream.to_string(), name: name.to_string(), config, policy, if_missing };
         Ok(self.request(Kind::TopicCreate, &request, &[]).await?.0)
     }
 

@@ -84,17 +84,19 @@ impl Fetched {
                     timestamp_us: record.timestamp_us,
                     key: record.key.map(Bytes::copy_from_slice),
                     filter_value: record.filter_value.map(Bytes::copy_from_slice),
-                    headers: record.headers().map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))).collect(),
+                    headers: record
+                        .headers()
+                        .map(|(k, v)| (Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)))
+                        .collect(),
                     payload: Bytes::copy_from_slice(record.payload),
                 });
             }
         }
         let mut messages = Vec::with_capacity(response.messages.len());
         for delivered in &response.messages {
-            let mut message = found
-                .get(&delivered.offset)
-                .cloned()
-                .ok_or_else(|| protocol(format!("offset {} was delivered without its batch", delivered.offset)))?;
+            let mut message = found.get(&delivered.offset).cloned().ok_or_else(|| {
+                protocol(format!("offset {} was delivered without its batch", delivered.offset))
+            })?;
             message.consumer_sequence = delivered.consumer_sequence;
             message.deliveries = delivered.deliveries;
             messages.push(message);
@@ -118,7 +120,8 @@ impl Client {
         policy: TopicPolicy,
         if_missing: bool,
     ) -> Result<TopicInfo, ClientError> {
-        let request = CreateTopic { stream: stream.to_string(), name: name.to_string(), config, policy, if_missing };
+        let request =
+            CreateTopic { stream: stream.to_string(), name: name.to_string(), config, policy, if_missing };
         Ok(self.request(Kind::TopicCreate, &request, &[]).await?.0)
     }
 
@@ -136,7 +139,8 @@ impl Client {
         config: DurableConfig,
         if_missing: bool,
     ) -> Result<DurableInfo, ClientError> {
-        let request = DurableCreate { stream: stream.to_string(), topic: topic.to_string(), config, if_missing };
+        let request =
+            DurableCreate { stream: stream.to_string(), topic: topic.to_string(), config, if_missing };
         Ok(self.request(Kind::ConsumerCreate, &request, &[]).await?.0)
     }
 
@@ -146,7 +150,12 @@ impl Client {
     }
 
     /// A durable consumer's configuration and state per partition.
-    pub async fn consumer_info(&self, stream: &str, topic: &str, name: &str) -> Result<DurableInfo, ClientError> {
+    pub async fn consumer_info(
+        &self,
+        stream: &str,
+        topic: &str,
+        name: &str,
+    ) -> Result<DurableInfo, ClientError> {
         Ok(self.request(Kind::ConsumerInfo, &durable_ref(stream, topic, name), &[]).await?.0)
     }
 

@@ -35,10 +35,10 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use super::durable::{CreateConsumerOp, CreateTopicPolicyOp, DeleteConsumerOp, Durable};
 use super::super_stream::{CreateSuperStreamOp, SuperStream};
-use crate::protocol::durable::TopicPolicy;
 use super::table::ShardTable;
 use super::{auth, validate_name, MetadataError};
 use crate::constants::{IO_ALIGNMENT_BYTES, SEGMENT_BYTES_MAX};
+use crate::protocol::durable::TopicPolicy;
 use crate::protocol::messages::{self, StreamPermission, TopicConfig};
 
 /// The most streams.

@@ -87,7 +87,12 @@ impl Catalog {
                 return Err(MetadataError::FilterOverlap(format!(
                     "work-queue topic `{}/{}`: the filter of `{}` ({:?}) overlaps that of `{}` ({:?}); \
                      a message may go to one consumer only",
-                    op.stream, op.topic, op.config.name, op.config.filter, other.config.name, other.config.filter
+                    op.stream,
+                    op.topic,
+                    op.config.name,
+                    op.config.filter,
+                    other.config.name,
+                    other.config.filter
                 )));
             }
         }

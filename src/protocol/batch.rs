@@ -101,7 +101,8 @@ pub const ZSTD_LEVEL: i32 = 3;
 pub const BUILDER_CAPACITY_DEFAULT_BYTES: usize = 64 * 1024;
 
 /// Attribute bits 5-15 are reserved and must be zero.
-const ATTRIBUTE_RESERVED_MASK: u16 = !(ATTRIBUTE_CODEC_MASK | ATTRIBUTE_HAS_FILTER_VALUES | ATTRIBUTE_HAS_TTL);
+const ATTRIBUTE_RESERVED_MASK: u16 =
+    !(ATTRIBUTE_CODEC_MASK | ATTRIBUTE_HAS_FILTER_VALUES | ATTRIBUTE_HAS_TTL);
 
 const RECORD_FLAG_KEY: u8 = 0b01;
 const RECORD_FLAG_FILTER_VALUE: u8 = 0b10;
@@ -687,8 +688,10 @@ fn walk_records(bytes: &[u8], header: &BatchHeader) -> Result<RecordsSummary, Ba
             bloom_insert(&mut summary.filter_bloom, value);
         }
         if record.header_count > 0 && !summary.has_ttl {
-            let mut headers =
-                HeaderIter { reader: Reader { bytes: record.headers, at: 0 }, remaining: record.header_count };
+            let mut headers = HeaderIter {
+                reader: Reader { bytes: record.headers, at: 0 },
+                remaining: record.header_count,
+            };
             summary.has_ttl = headers.any(|(key, _)| key == TTL_HEADER_KEY);
         }
         debug_assert!(record.end > at);

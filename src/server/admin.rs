@@ -372,7 +372,9 @@ async fn create_topic(context: &Context<'_>, request: CreateTopic) -> BrokerResu
         if request.policy != crate::protocol::durable::TopicPolicy::default() {
             if let MetadataOp::CreateTopic(topic) = op {
                 let policy = request.policy;
-                op = MetadataOp::CreateTopicWithPolicy(Box::new(crate::metadata::durable::CreateTopicPolicyOp { topic, policy }));
+                op = MetadataOp::CreateTopicWithPolicy(Box::new(
+                    crate::metadata::durable::CreateTopicPolicyOp { topic, policy },
+                ));
             }
         }
         context.shard.commit(op).await?

@@ -47,7 +47,11 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
             let (_, topic) = catalog.topic(&request.stream, &request.topic)?;
             let mut consumers = Vec::with_capacity(topic.consumers.len());
             for name in topic.consumers.keys() {
-                let named = DurableRef { stream: request.stream.clone(), topic: request.topic.clone(), name: name.clone() };
+                let named = DurableRef {
+                    stream: request.stream.clone(),
+                    topic: request.topic.clone(),
+                    name: name.clone(),
+                };
                 consumers.push(describe(context.shard, &catalog, &named, false).await?);
             }
             reply(&DurableList { consumers }, Vec::new())
@@ -79,7 +83,12 @@ async fn create(context: &Context<'_>, request: DurableCreate) -> BrokerResult<R
 }
 
 /// A consumer's configuration and, with `states`, its state on every partition.
-async fn describe(shard: &Shard, catalog: &Catalog, named: &DurableRef, states: bool) -> BrokerResult<DurableInfo> {
+async fn describe(
+    shard: &Shard,
+    catalog: &Catalog,
+    named: &DurableRef,
+    states: bool,
+) -> BrokerResult<DurableInfo> {
     let durable = catalog.durable(&named.stream, &named.topic, &named.name)?;
     let (stream, topic) = catalog.topic(&named.stream, &named.topic)?;
     let mut partitions = Vec::new();
@@ -114,7 +123,13 @@ async fn topic_state(context: &Context<'_>, request: TopicRef) -> BrokerResult<R
         }
     }
     let total = total_of(&partitions);
-    let state = TopicState { stream: request.stream, topic: request.topic, policy: topic.policy.clone(), partitions, total };
+    let state = TopicState {
+        stream: request.stream,
+        topic: request.topic,
+        policy: topic.policy.clone(),
+        partitions,
+        total,
+    };
     reply(&state, Vec::new())
 }
 
@@ -127,7 +142,9 @@ fn total_of(partitions: &[PartitionState]) -> PartitionState {
         total.messages += p.messages;
         total.bytes += p.bytes;
         total.last_offset = total.last_offset.max(p.last_offset);
-        if p.messages > 0 && (total.first_timestamp_us == 0 || p.first_timestamp_us < total.first_timestamp_us) {
+        if p.messages > 0
+            && (total.first_timestamp_us == 0 || p.first_timestamp_us < total.first_timestamp_us)
+        {
             total.first_timestamp_us = p.first_timestamp_us;
         }
         total.last_timestamp_us = total.last_timestamp_us.max(p.last_timestamp_us);
@@ -139,7 +156,8 @@ fn total_of(partitions: &[PartitionState]) -> PartitionState {
 
 async fn fetch(context: &Context<'_>, request: FetchRequest) -> BrokerResult<Reply> {
     context.require(&request.stream, Right::Read)?;
-    let key = consumer_partition(context, &request.stream, &request.topic, request.partition, &request.consumer)?;
+    let key =
+        consumer_partition(context, &request.stream, &request.topic, request.partition, &request.consumer)?;
     match run(context.shard, key, DurableOp::Fetch(request)).await? {
         DurableReply::Fetched(response, parts) => reply_parts(&response, parts),
         _ => Err(unexpected()),
@@ -148,7 +166,8 @@ async fn fetch(context: &Context<'_>, request: FetchRequest) -> BrokerResult<Rep
 
 async fn ack(context: &Context<'_>, request: AckRequest) -> BrokerResult<Reply> {
     context.require(&request.stream, Right::Read)?;
-    let key = consumer_partition(context, &request.stream, &request.topic, request.partition, &request.consumer)?;
+    let key =
+        consumer_partition(context, &request.stream, &request.topic, request.partition, &request.consumer)?;
     match run(context.shard, key, DurableOp::Ack(request)).await? {
         DurableReply::Acked(answer) => reply(&answer, Vec::new()),
         _ => Err(unexpected()),

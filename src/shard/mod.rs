@@ -250,7 +250,7 @@ async fn serve(shard: &Rc<Shard>, message: ShardMessage) {
             let _ = reply.send(shard.partitions.offset(key, &consumer_key, op).await);
         }
         ShardMessage::Durable { key, op, reply } => {
-            let result = durable::ops::run(&shard, key, op).await.map(durable::ops::DurableReply::into_sent);
+            let result = durable::ops::run(shard, key, op).await.map(durable::ops::DurableReply::into_sent);
             let _ = reply.send(result);
         }
         ShardMessage::Stats { reply } => {

@@ -119,7 +119,8 @@ pub fn run(workload: Workload, settings: &Settings) -> Result<Vec<ActorResult>, 
         Bound::Batches(batches) => batches,
         Bound::Duration(_) => BATCHES_DEFAULT,
     };
-    if matches!(workload, Workload::PinnedConsumer | Workload::BalancedConsumerGroup | Workload::AckConsumer) {
+    if matches!(workload, Workload::PinnedConsumer | Workload::BalancedConsumerGroup | Workload::AckConsumer)
+    {
         fill(settings, fill_batches)?;
     }
     let producer = |id: u32, targets: Vec<(String, u32)>| Task::Produce {
@@ -138,8 +139,11 @@ pub fn run(workload: Workload, settings: &Settings) -> Result<Vec<ActorResult>, 
         partition: id % settings.partitions,
         stamp: workload == Workload::EndToEnd,
     };
-    let fetcher =
-        |id: u32| Task::FetchPartition { id, stream: settings.stream_of(id), partition: id % settings.partitions };
+    let fetcher = |id: u32| Task::FetchPartition {
+        id,
+        stream: settings.stream_of(id),
+        partition: id % settings.partitions,
+    };
     let mut tasks = Vec::new();
     match workload {
         Workload::PinnedProducer => {

@@ -345,7 +345,10 @@ pub struct Settings {
     pub ack: AckPolicy,
 }
 
-fn serialize_debug<T: std::fmt::Debug, S: serde::Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+fn serialize_debug<T: std::fmt::Debug, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&format!("{value:?}"))
 }
 

@@ -122,7 +122,9 @@ impl Summary {
     /// Sums the actors' results. Fails when nothing was measured (the run ended in warm-up).
     pub fn new(workload: Workload, settings: &Settings, actors: Vec<ActorResult>) -> Result<Summary, String> {
         let counted = match workload {
-            Workload::PinnedConsumer | Workload::BalancedConsumerGroup | Workload::AckConsumer => Role::Consumer,
+            Workload::PinnedConsumer | Workload::BalancedConsumerGroup | Workload::AckConsumer => {
+                Role::Consumer
+            }
             Workload::Loopback => Role::Receiver,
             _ => Role::Producer,
         };

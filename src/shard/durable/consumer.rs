@@ -131,13 +131,8 @@ impl ConsumerState {
         let due: Vec<u64> =
             self.pending.iter().filter(|(_, p)| p.due_us <= now_us).map(|(o, _)| *o).take(limit).collect();
         if due.len() < limit {
-            self.next_due_us = self
-                .pending
-                .values()
-                .map(|p| p.due_us)
-                .filter(|&d| d > now_us)
-                .min()
-                .unwrap_or(u64::MAX);
+            self.next_due_us =
+                self.pending.values().map(|p| p.due_us).filter(|&d| d > now_us).min().unwrap_or(u64::MAX);
         }
         due
     }
@@ -218,7 +213,8 @@ impl ConsumerState {
 
     /// Restores `floor == min(first pending, cursor)` and drops done offsets below it.
     fn settle(&mut self) {
-        let floor = self.pending.keys().next().copied().unwrap_or(self.cursor).min(self.cursor).max(self.floor);
+        let floor =
+            self.pending.keys().next().copied().unwrap_or(self.cursor).min(self.cursor).max(self.floor);
         if floor != self.floor {
             self.floor = floor;
             self.done.remove_below(floor);

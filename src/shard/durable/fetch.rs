@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use super::consumer::Outcome;
-use super::RecordView;
 use crate::protocol::batch::{self, BatchHeader};
 use crate::protocol::durable::{
     AckKind, AckPolicy, AckRequest, AckResponse, Delivered, DurablePartitionState, FetchRequest,
@@ -46,7 +45,11 @@ fn unknown_consumer(partition: &Partition, name: &str) -> BrokerError {
 }
 
 /// Fetches for `request.consumer`, waiting up to `expires` for a first message.
-pub async fn fetch(partition: &Rc<Partition>, request: &FetchRequest, prefetch_bytes: usize) -> BrokerResult<FetchOutcome> {
+pub async fn fetch(
+    partition: &Rc<Partition>,
+    request: &FetchRequest,
+    prefetch_bytes: usize,
+) -> BrokerResult<FetchOutcome> {
     let expires = if request.no_wait { Duration::ZERO } else { Duration::from_micros(request.expires_us) };
     let deadline = Instant::now() + expires;
     loop {
@@ -77,7 +80,11 @@ pub async fn fetch(partition: &Rc<Partition>, request: &FetchRequest, prefetch_b
 }
 
 /// One round of a fetch: due redeliveries, then new messages, within the request's budget.
-async fn fetch_once(partition: &Rc<Partition>, request: &FetchRequest, prefetch_bytes: usize) -> BrokerResult<FetchOutcome> {
+async fn fetch_once(
+    partition: &Rc<Partition>,
+    request: &FetchRequest,
+    prefetch_bytes: usize,
+) -> BrokerResult<FetchOutcome> {
     let max_messages = request.max_messages.max(1) as usize;
     let max_bytes = (request.max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
     let now_us = crate::model::now_us();
@@ -105,7 +112,7 @@ async fn fetch_once(partition: &Rc<Partition>, request: &FetchRequest, prefetch_
                 }
                 continue;
             }
-            let consumer = retention.consumers.get_mut(&request.consumer).expect("present");
+            let Some(consumer) = retention.consumers.get_mut(&request.consumer) else { break };
             match consumer.redeliver(offset, now_us) {
                 Some((sequence, deliveries)) => {
                     messages.push(Delivered { offset, consumer_sequence: sequence, deliveries });
@@ -177,8 +184,10 @@ async fn fetch_once(partition: &Rc<Partition>, request: &FetchRequest, prefetch_
     }
 
     let retention = partition.retention.borrow();
-    let consumer =
-        retention.consumers.get(&request.consumer).ok_or_else(|| unknown_consumer(partition, &request.consumer))?;
+    let consumer = retention
+        .consumers
+        .get(&request.consumer)
+        .ok_or_else(|| unknown_consumer(partition, &request.consumer))?;
     let num_pending = retention.num_pending(consumer, partition.log.high_watermark());
     let response = FetchResponse {
         partition: partition.key.partition,
@@ -203,7 +212,11 @@ fn spec_for(start: u64, max_messages: u32, max_bytes: u32) -> PollSpec {
 }
 
 fn expired(retention: &super::Retention, offset: u64, now_us: u64) -> bool {
-    retention.ledger.as_ref().and_then(|l| l.get(offset)).is_some_and(|m| m.expires_us != 0 && m.expires_us <= now_us)
+    retention
+        .ledger
+        .as_ref()
+        .and_then(|l| l.get(offset))
+        .is_some_and(|m| m.expires_us != 0 && m.expires_us <= now_us)
 }
 
 /// Delivers what the consumer wants from the batches of `part`; returns the batches that hold
@@ -222,75 +235,50 @@ fn take_from_part(
     let mut at = 0_usize;
     let mut used: Option<(usize, usize, u64, u64)> = None; // bytes [from, to), offsets [from, to)
     let mut full = false;
-    let corrupt = |e: batch::BatchError| BrokerError::new(Status::StorageFailed, format!("stored batch: {e}"));
-    while at < data.len() {
+    let corrupt =
+        |e: batch::BatchError| BrokerError::new(Status::StorageFailed, format!("stored batch: {e}"));
+    while at < data.len() && !full {
         let header = BatchHeader::decode(&data[at..]).map_err(corrupt)?;
-        let batch_bytes = &data[at..at + header.length as usize];
+        let end = at + header.length as usize;
+        let batch_bytes = data
+            .get(at..end)
+            .ok_or_else(|| corrupt(batch::BatchError::Truncated { needed: end, available: data.len() }))?;
         let (base, next) = (header.base_offset, header.next_offset());
-        let consumer = retention.consumers.get(&request.consumer).ok_or_else(|| unknown_consumer(partition, &request.consumer))?;
-        let cursor = consumer.cursor;
-        let filtered = !consumer.config.filter.is_empty();
-        let mut delivered_here = false;
+        let (cursor, filtered) = match retention.consumers.get(&request.consumer) {
+            Some(consumer) => (consumer.cursor, !consumer.config.filter.is_empty()),
+            None => return Err(unknown_consumer(partition, &request.consumer)),
+        };
+        let delivered_before = messages.len();
         if next > cursor {
-            // Record views: from the ledger, or by reading the records when a filter needs them.
-            let views: Option<Vec<(u64, Option<Vec<u8>>, u64)>> = if retention.ledger.is_none() && filtered {
-                let checked = batch::validate(batch_bytes).map_err(corrupt)?;
-                Some(super::record_views(&checked, header.append_timestamp_us).into_iter().map(|(o, s, _, e)| (o, s, e)).collect())
+            let from = cursor.max(base);
+            if retention.ledger.is_none() && !filtered && retention.removed.is_empty() {
+                // Every record from the cursor on is wanted: no per-record look-up.
+                full = take_plain(retention, request, from..next, max_messages, messages, now_us);
             } else {
-                None
-            };
-            for offset in cursor.max(base)..next {
-                if messages.len() >= max_messages || !retention.consumers[&request.consumer].may_take() {
-                    full = true;
-                    break;
-                }
-                let (subject, expires_us): (Option<Vec<u8>>, u64) = match (&retention.ledger, &views) {
-                    (Some(ledger), _) => match ledger.get(offset) {
-                        Some(meta) => (ledger.subject(meta.subject).map(<[u8]>::to_vec), meta.expires_us),
-                        None => {
-                            skip(retention, &request.consumer, offset);
-                            continue;
-                        }
-                    },
-                    (None, Some(views)) => {
-                        let view = views.iter().find(|(o, _, _)| *o == offset);
-                        (view.and_then(|(_, s, _)| s.clone()), view.map_or(0, |(_, _, e)| *e))
-                    }
-                    (None, None) => (None, 0),
+                let views = if retention.ledger.is_none() && filtered {
+                    let checked = batch::validate(batch_bytes).map_err(corrupt)?;
+                    Some(super::record_views(&checked, header.append_timestamp_us))
+                } else {
+                    None
                 };
-                let view = RecordView { offset, subject: subject.as_deref(), expires_us };
-                if retention.is_removed(offset) || (view.expires_us != 0 && view.expires_us <= now_us) {
-                    if retention.ledger.is_some() && !retention.is_removed(offset) {
-                        retention.remove(offset);
-                    }
-                    skip(retention, &request.consumer, offset);
-                    continue;
-                }
-                let consumer = retention.consumers.get_mut(&request.consumer).expect("present");
-                if !filter_matches(&consumer.config.filter, view.subject) {
-                    consumer.skip_to(offset + 1);
-                    continue;
-                }
-                let ack_none = consumer.config.ack == AckPolicy::None;
-                let sequence = consumer.deliver_new(offset, now_us);
-                messages.push(Delivered { offset, consumer_sequence: sequence, deliveries: 1 });
-                delivered_here = true;
-                if ack_none {
-                    retention.after_done(offset, Outcome::Delivered);
-                }
+                full = take_checked(
+                    retention,
+                    request,
+                    from..next,
+                    views.as_deref(),
+                    max_messages,
+                    messages,
+                    now_us,
+                );
             }
         }
-        let end = at + header.length as usize;
-        if delivered_here {
+        if messages.len() > delivered_before {
             used = Some(match used {
                 None => (at, end, base, next),
                 Some((from, _, first, _)) => (from, end, first, next),
             });
         }
         at = end;
-        if full {
-            break;
-        }
     }
     drop(guard);
     let Some((from, to, first, next)) = used else { return Ok((None, full)) };
@@ -303,13 +291,85 @@ fn take_from_part(
     } else {
         part
     };
-    if to - from < kept.bytes().len() {
-        if kept.split_off(to - from, next).is_none() && kept.first_offset().is_none() {
-            let copied = kept.bytes()[..to - from].to_vec();
-            kept = PayloadPart::Owned(copied);
-        }
+    if to - from < kept.bytes().len() && kept.split_off(to - from, next).is_none() {
+        kept = copy_range(&kept, 0, to - from);
     }
     Ok((Some(kept), full))
+}
+
+/// Delivers `offsets` in order to a consumer that wants them all; true when the budget or
+/// `max_ack_pending` stopped it.
+fn take_plain(
+    retention: &mut super::Retention,
+    request: &FetchRequest,
+    offsets: std::ops::Range<u64>,
+    max_messages: usize,
+    messages: &mut Vec<Delivered>,
+    now_us: u64,
+) -> bool {
+    let Some(consumer) = retention.consumers.get_mut(&request.consumer) else { return true };
+    for offset in offsets {
+        if messages.len() >= max_messages || !consumer.may_take() {
+            return true;
+        }
+        let sequence = consumer.deliver_new(offset, now_us);
+        messages.push(Delivered { offset, consumer_sequence: sequence, deliveries: 1 });
+    }
+    false
+}
+
+/// Delivers what the consumer wants of `offsets`, checking each against the deleted-set, the
+/// ledger (or the records' `views`), expiry and the filter; true when the budget or
+/// `max_ack_pending` stopped it.
+fn take_checked(
+    retention: &mut super::Retention,
+    request: &FetchRequest,
+    offsets: std::ops::Range<u64>,
+    views: Option<&[super::RecordInfo]>,
+    max_messages: usize,
+    messages: &mut Vec<Delivered>,
+    now_us: u64,
+) -> bool {
+    for offset in offsets {
+        let Some(consumer) = retention.consumers.get(&request.consumer) else { return true };
+        if messages.len() >= max_messages || !consumer.may_take() {
+            return true;
+        }
+        let (subject, expires_us): (Option<Vec<u8>>, u64) = match (&retention.ledger, views) {
+            (Some(ledger), _) => match ledger.get(offset) {
+                Some(meta) => (ledger.subject(meta.subject).map(<[u8]>::to_vec), meta.expires_us),
+                None => {
+                    skip(retention, &request.consumer, offset);
+                    continue;
+                }
+            },
+            (None, Some(views)) => match views.iter().find(|v| v.offset == offset) {
+                Some(view) => (view.subject.clone(), view.expires_us),
+                None => (None, 0),
+            },
+            (None, None) => (None, 0),
+        };
+        let expired = expires_us != 0 && expires_us <= now_us;
+        if retention.is_removed(offset) || expired {
+            if retention.ledger.is_some() && !retention.is_removed(offset) {
+                retention.remove(offset);
+            }
+            skip(retention, &request.consumer, offset);
+            continue;
+        }
+        let Some(consumer) = retention.consumers.get_mut(&request.consumer) else { return true };
+        if !filter_matches(&consumer.config.filter, subject.as_deref()) {
+            consumer.skip_to(offset + 1);
+            continue;
+        }
+        let ack_none = consumer.config.ack == AckPolicy::None;
+        let sequence = consumer.deliver_new(offset, now_us);
+        messages.push(Delivered { offset, consumer_sequence: sequence, deliveries: 1 });
+        if ack_none {
+            retention.after_done(offset, Outcome::Delivered);
+        }
+    }
+    false
 }
 
 fn copy_range(part: &PayloadPart, from: usize, to: usize) -> PayloadPart {
@@ -330,25 +390,37 @@ pub async fn ack(partition: &Rc<Partition>, request: &AckRequest) -> BrokerResul
     {
         let mut guard = partition.retention.borrow_mut();
         let retention = &mut *guard;
-        let consumer =
-            retention.consumers.get(&request.consumer).ok_or_else(|| unknown_consumer(partition, &request.consumer))?;
+        let consumer = retention
+            .consumers
+            .get(&request.consumer)
+            .ok_or_else(|| unknown_consumer(partition, &request.consumer))?;
         let policy = consumer.config.ack;
         if policy == AckPolicy::None {
             return Err(BrokerError::new(
                 Status::InvalidArgument,
-                format!("consumer `{}` has ack policy none: there is nothing to acknowledge", request.consumer),
+                format!(
+                    "consumer `{}` has ack policy none: there is nothing to acknowledge",
+                    request.consumer
+                ),
             ));
         }
-        let cumulative = matches!(request.kind, AckKind::AckAll) || (policy == AckPolicy::All && request.kind == AckKind::Ack);
+        let cumulative = matches!(request.kind, AckKind::AckAll)
+            || (policy == AckPolicy::All && request.kind == AckKind::Ack);
         if matches!(request.kind, AckKind::AckAll) && policy != AckPolicy::All {
             return Err(BrokerError::new(
                 Status::InvalidArgument,
-                format!("AckAll needs ack policy all; consumer `{}` acknowledges explicitly", request.consumer),
+                format!(
+                    "AckAll needs ack policy all; consumer `{}` acknowledges explicitly",
+                    request.consumer
+                ),
             ));
         }
         // Check everything before changing anything.
         for &offset in &request.offsets {
-            if consumer.pending.contains_key(&offset) || consumer.is_done(offset) || retention.is_removed(offset) {
+            if consumer.pending.contains_key(&offset)
+                || consumer.is_done(offset)
+                || retention.is_removed(offset)
+            {
                 continue;
             }
             if cumulative && offset < consumer.cursor {
@@ -373,7 +445,7 @@ pub async fn ack(partition: &Rc<Partition>, request: &AckRequest) -> BrokerResul
             request.offsets.clone()
         };
         for offset in targets {
-            let consumer = retention.consumers.get_mut(&request.consumer).expect("present");
+            let Some(consumer) = retention.consumers.get_mut(&request.consumer) else { break };
             let deliveries = consumer.pending.get(&offset).map(|p| p.deliveries);
             let Some(deliveries) = deliveries else {
                 already += 1;
@@ -446,7 +518,11 @@ pub fn state(partition: &Partition) -> PartitionState {
     let (bytes, first_timestamp_us, last_timestamp_us) = match &retention.ledger {
         Some(ledger) => {
             let (first_ts, last_ts) = ledger.timestamps();
-            (ledger.live().1, if messages == 0 { 0 } else { first_ts }, last_ts.max(retention.last_timestamp_us))
+            (
+                ledger.live().1,
+                if messages == 0 { 0 } else { first_ts },
+                last_ts.max(retention.last_timestamp_us),
+            )
         }
         None => (partition.log.size().0, 0, retention.last_timestamp_us),
     };

@@ -78,7 +78,14 @@ impl Ledger {
 
     /// Appends message `offset` (which must be `next()`: a gap means offsets were skipped,
     /// which are recorded as dead).
-    pub fn push(&mut self, offset: u64, bytes: u32, subject: Option<&[u8]>, timestamp_us: u64, expires_us: u64) {
+    pub fn push(
+        &mut self,
+        offset: u64,
+        bytes: u32,
+        subject: Option<&[u8]>,
+        timestamp_us: u64,
+        expires_us: u64,
+    ) {
         if self.entries.is_empty() && offset > self.base {
             self.base = offset;
         }

@@ -56,17 +56,6 @@ pub struct Retention {
     first_unsaved: bool,
 }
 
-/// What one record is, for a consumer deciding whether it wants it.
-#[derive(Debug, Clone, Copy)]
-pub struct RecordView<'a> {
-    /// Its offset.
-    pub offset: u64,
-    /// Its filter value.
-    pub subject: Option<&'a [u8]>,
-    /// Expiry (µs; 0 = never).
-    pub expires_us: u64,
-}
-
 impl Retention {
     /// The state of a partition whose persisted state says `first` and `removed`.
     pub fn new(policy: TopicPolicy, first: u64, removed: RangeSet) -> Retention {
@@ -87,12 +76,22 @@ impl Retention {
     pub fn is_removed(&self, offset: u64) -> bool {
         offset < self.first
             || self.removed.contains(offset)
-            || self.ledger.as_ref().is_some_and(|l| offset >= l.first() && offset < l.next() && l.get(offset).is_none())
+            || self
+                .ledger
+                .as_ref()
+                .is_some_and(|l| offset >= l.first() && offset < l.next() && l.get(offset).is_none())
     }
 
     /// Adds a consumer starting at `start` with its persisted floor and done set; `fresh`
     /// consumers are recorded in the ack log.
-    pub fn add_consumer(&mut self, config: Rc<crate::protocol::durable::DurableConfig>, start: u64, floor: u64, done: RangeSet, fresh: bool) {
+    pub fn add_consumer(
+        &mut self,
+        config: Rc<crate::protocol::durable::DurableConfig>,
+        start: u64,
+        floor: u64,
+        done: RangeSet,
+        fresh: bool,
+    ) {
         let name = config.name.clone();
         if fresh {
             self.unsaved.push(AckChange::Start { consumer: name.clone(), start });
@@ -127,9 +126,9 @@ impl Retention {
 
     /// Whether some consumer still needs `offset` (interest retention).
     fn held(&self, offset: u64, subject: Option<&[u8]>) -> bool {
-        self.consumers.values().any(|c| {
-            offset >= c.start && !c.is_done(offset) && filter_matches(&c.config.filter, subject)
-        })
+        self.consumers
+            .values()
+            .any(|c| offset >= c.start && !c.is_done(offset) && filter_matches(&c.config.filter, subject))
     }
 
     /// Records appended batches (already in the log): ledger entries, and on an interest topic
@@ -142,11 +141,12 @@ impl Retention {
         let header = batch.header();
         let views = record_views(batch, append_us);
         let per_record = (header.length as u64 / u64::from(header.record_count.max(1))) as u32;
-        for (offset, subject, bytes, expires_us) in views {
-            let ledger = self.ledger.as_mut().expect("tracked");
-            ledger.push(offset, bytes.unwrap_or(per_record), subject.as_deref(), append_us, expires_us);
-            if self.policy.retention == Policy::Interest && !self.held(offset, subject.as_deref()) {
-                self.remove(offset);
+        for view in views {
+            let Some(ledger) = self.ledger.as_mut() else { return };
+            let subject = view.subject.as_deref();
+            ledger.push(view.offset, view.bytes.unwrap_or(per_record), subject, append_us, view.expires_us);
+            if self.policy.retention == Policy::Interest && !self.held(view.offset, subject) {
+                self.remove(view.offset);
             }
         }
     }
@@ -234,7 +234,9 @@ impl Retention {
                 gone += u64::from(self.remove(offset));
             }
         }
-        if let (Some(max), crate::protocol::durable::Discard::Old) = (self.policy.max_messages, self.policy.discard) {
+        if let (Some(max), crate::protocol::durable::Discard::Old) =
+            (self.policy.max_messages, self.policy.discard)
+        {
             match &self.ledger {
                 Some(ledger) => {
                     for offset in ledger.oldest_beyond(max) {
@@ -274,7 +276,10 @@ impl Retention {
             consumer.dirty = false;
             changes.push(AckChange::Floor { consumer: name.clone(), floor: consumer.floor });
             if !consumer.done.is_empty() {
-                changes.push(AckChange::Done { consumer: name.clone(), ranges: consumer.done.ranges().collect() });
+                changes.push(AckChange::Done {
+                    consumer: name.clone(),
+                    ranges: consumer.done.ranges().collect(),
+                });
             }
         }
         changes
@@ -310,9 +315,22 @@ impl Retention {
     }
 }
 
+/// What retention needs to know of one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordInfo {
+    /// Its offset.
+    pub offset: u64,
+    /// Its filter value.
+    pub subject: Option<Vec<u8>>,
+    /// Its bytes (key, filter value, headers, payload); unknown in a compressed batch.
+    pub bytes: Option<u32>,
+    /// When it expires (µs; 0 = never).
+    pub expires_us: u64,
+}
+
 /// Each record's offset, filter value, size and expiry (a compressed batch is inflated, within
 /// the batch size limit; sizes are then left to the caller).
-pub fn record_views(batch: &Batch<'_>, append_us: u64) -> Vec<(u64, Option<Vec<u8>>, Option<u32>, u64)> {
+pub fn record_views(batch: &Batch<'_>, append_us: u64) -> Vec<RecordInfo> {
     let mut out = Vec::with_capacity(batch.header().record_count as usize);
     let mut push = |batch: &Batch<'_>| {
         let compressed = batch.header().is_compressed();
@@ -323,18 +341,22 @@ pub fn record_views(batch: &Batch<'_>, append_us: u64) -> Vec<(u64, Option<Vec<u
             for (key, value) in record.headers() {
                 bytes += key.len() + value.len();
                 if key == TTL_HEADER.as_bytes() {
-                    expires_us = parse_ttl_ms(value).map_or(0, |ms| append_us.saturating_add(ms.saturating_mul(1000)));
+                    expires_us =
+                        parse_ttl_ms(value).map_or(0, |ms| append_us.saturating_add(ms.saturating_mul(1000)));
                 }
             }
             let size = (!compressed).then_some(bytes as u32);
-            out.push((record.offset, record.filter_value.map(<[u8]>::to_vec), size, expires_us));
+            let subject = record.filter_value.map(<[u8]>::to_vec);
+            out.push(RecordInfo { offset: record.offset, subject, bytes: size, expires_us });
         }
     };
     if batch.is_compressed() {
         match crate::protocol::compression::inflate(batch.as_bytes(), crate::constants::BATCH_BYTES_MAX * 4) {
             Ok(plain) => match crate::protocol::batch::validate(&plain) {
                 Ok(inner) => push(&inner),
-                Err(error) => tracing::warn!(%error, "an appended compressed batch does not inflate to a valid batch"),
+                Err(error) => {
+                    tracing::warn!(%error, "an appended compressed batch does not inflate to a valid batch")
+                }
             },
             Err(error) => tracing::warn!(%error, "an appended compressed batch does not inflate"),
         }
@@ -342,7 +364,7 @@ pub fn record_views(batch: &Batch<'_>, append_us: u64) -> Vec<(u64, Option<Vec<u
         let header = batch.header();
         if out.is_empty() {
             for offset in header.base_offset..header.next_offset() {
-                out.push((offset, None, None, 0));
+                out.push(RecordInfo { offset, subject: None, bytes: None, expires_us: 0 });
             }
         }
     } else {

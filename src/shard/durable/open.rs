@@ -135,13 +135,15 @@ async fn scan(log: &PartitionLog<DmaIo>, retention: &mut Retention) -> StorageRe
             }
             let append_us = header.append_timestamp_us;
             let per_record = (header.length as u64 / u64::from(header.record_count.max(1))) as u32;
-            for (at, subject, bytes, expires_us) in super::record_views(&found, append_us) {
+            for view in super::record_views(&found, append_us) {
+                let at = view.offset;
                 if at < offset {
                     continue;
                 }
                 // Called only for tracked policies, which have a ledger.
                 let Some(ledger) = retention.ledger.as_mut() else { return Ok(()) };
-                ledger.push(at, bytes.unwrap_or(per_record), subject.as_deref(), append_us, expires_us);
+                let bytes = view.bytes.unwrap_or(per_record);
+                ledger.push(at, bytes, view.subject.as_deref(), append_us, view.expires_us);
                 if retention.removed.contains(at) {
                     ledger.remove(at);
                 }

@@ -4,7 +4,9 @@
 //! [`run`] executes on the owner shard. A fetch answered for another shard copies its batches
 //! once into an owned buffer (read buffers belong to the owner's io_uring).
 
-use crate::protocol::durable::{AckRequest, AckResponse, DurablePartitionState, FetchRequest, FetchResponse, PartitionState};
+use crate::protocol::durable::{
+    AckRequest, AckResponse, DurablePartitionState, FetchRequest, FetchResponse, PartitionState,
+};
 use crate::shard::error::BrokerResult;
 use crate::shard::mesh::PartitionKey;
 use crate::shard::partitions::PayloadPart;
