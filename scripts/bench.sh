@@ -27,6 +27,7 @@
 #   BENCH_TMPDIR=target/bench  where data dirs and the dd file go (must be the disk under test,
 #                            not tmpfs: O_DIRECT)
 #   BENCH_SKIP_BUILD=1       use the existing target/release binaries
+#   BENCH_ONLY=REGEX         run only the suite entries whose name matches (grep -E)
 # Units: 1 KB message = 1000 bytes; MB/s = 10^6 bytes per second, as ringbench reports them.
 # Exit status: 0 if every entry ran, 1 if any failed, 2 if ringbench is missing (ceilings and the
 # broker start/stop are still exercised and recorded).
@@ -287,6 +288,11 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # back on arrival); each runs right after its long-poll entry so the pair meets the same machine.
 # Their latency is the same (per message for end-to-end; for the consumer entry, the wait per
 # delivery instead of the poll round trip).
+# The ack-consumer entries read a filled topic through a durable consumer, one Ack request per
+# fetch naming every fetched offset (explicit) or one AckAll; latency is the fetch + ack round
+# trip. The workqueue entries produce and fetch+ack at once (MB/s counts the producers): on a
+# limits topic (no removal: the baseline), a work-queue topic and an interest topic, with 64 MiB
+# segments so that removal can delete whole segments; `du` shows what stayed on disk.
 n=$pinned_actors
 suite=(
     "pinned-producer-1KB|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000"
@@ -305,7 +311,19 @@ suite=(
     "balanced-producer-8x8-1KB|never|producer|duration|balanced-producer --producers 8 --streams 1 --partitions 8 --message-size 1000"
     "pinned-producer-1KB-fsync-always-1p|always|producer|duration|pinned-producer --producers 1 --streams 1 --partitions 1 --message-size 1000 --in-flight 2"
     "balanced-producer-4x4-1KB-fsync-always|always|producer|duration|balanced-producer --producers 4 --streams 1 --partitions 4 --message-size 1000"
+    "ack-consumer-1KB|never|consumer|fill|ack-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "ack-consumer-1KB-ack-all|never|consumer|fill|ack-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --ack all"
+    "workqueue-1KB-limits|never|producer|duration|workqueue --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --retention limits|du|--segment-bytes 67108864"
+    "workqueue-1KB|never|producer|duration|workqueue --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000|du|--segment-bytes 67108864"
+    "workqueue-1KB-interest|never|producer|duration|workqueue --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --retention interest|du|--segment-bytes 67108864"
 )
+if [[ -n ${BENCH_ONLY:-} ]]; then
+    selected=()
+    for spec in "${suite[@]}"; do
+        if grep -qE -- "$BENCH_ONLY" <<<"${spec%%|*}"; then selected+=("$spec"); fi
+    done
+    suite=("${selected[@]}")
+fi
 
 failures=0
 for spec in "${suite[@]}"; do
