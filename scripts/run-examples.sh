@@ -10,6 +10,7 @@
 #                             follow it)
 #   EXAMPLE_TIMEOUT           seconds each example may run (default 60)
 #   BUILD_TIMEOUT             seconds the build may take (default 1800)
+#   CARGO_TARGET_DIR          where cargo builds (default target)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ examples=(
   filter_by_region
   single_active
   super_stream
+  interest_retention
+  work_queue
 )
 if [ $# -gt 0 ]; then
   examples=("$@")
@@ -30,6 +33,7 @@ fi
 example_timeout=${EXAMPLE_TIMEOUT:-60}
 build_timeout=${BUILD_TIMEOUT:-1800}
 shards=2
+target_dir=${CARGO_TARGET_DIR:-target}
 start_timeout_tenths=300 # 30 s for the broker to accept connections
 stop_timeout_tenths=150  # 15 s for it to exit after SIGTERM
 
@@ -79,7 +83,7 @@ if [ -z "$port" ]; then
 fi
 
 echo "== starting the broker on 127.0.0.1:$port (shard ports $((port + 1))..$((port + shards)), data in $work/data)"
-RUST_LOG=${RUST_LOG:-warn} target/release/ringbroker \
+RUST_LOG=${RUST_LOG:-warn} "$target_dir/release/ringbroker" \
   --data-dir "$work/data" \
   --listen "127.0.0.1:$port" \
   --shard-port-base $((port + 1)) \
@@ -111,7 +115,7 @@ for example in "${examples[@]}"; do
   echo
   echo "== example $example"
   started=$(date +%s%N)
-  timeout "$example_timeout" "target/release/examples/$example"
+  timeout "$example_timeout" "$target_dir/release/examples/$example"
   status=$?
   elapsed_ms=$((($(date +%s%N) - started) / 1000000))
   elapsed=$(printf '%d.%03d s' $((elapsed_ms / 1000)) $((elapsed_ms % 1000)))

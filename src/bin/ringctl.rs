@@ -3,7 +3,7 @@
 //! Built on [`ringbroker::client::Client`] with a current-thread tokio runtime on the main
 //! thread; `produce` reads stdin on one extra thread (blocking reads) and hands finished batches
 //! to the runtime over a bounded channel. Named producers (`produce --name`, `producer …`) live
-//! in the `producer` submodule.
+//! in the `producer` submodule; durable consumers, `fetch` and `topic info` in `durable`.
 //!
 //! Contract with scripts: exit status 0 on success; otherwise non-zero (2 for a usage error, 1
 //! for anything else) with exactly one line `ringctl: <error>` on stderr, naming the server's
@@ -14,6 +14,8 @@
 #![warn(rust_2018_idioms)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[path = "ringctl/durable.rs"]
+mod durable;
 #[path = "ringctl/producer.rs"]
 mod producer;
 #[path = "ringctl/subscribe.rs"]
@@ -27,10 +29,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringbroker::client::{Client, ConnectionString, Polled};
 use ringbroker::constants::BATCH_RECORDS_MAX;
 use ringbroker::protocol::batch::{BatchBuilder, BatchError, Compression, Message};
+use ringbroker::protocol::durable::{Discard, Retention, TopicPolicy, TTL_HEADER};
 use ringbroker::protocol::filter::Filter;
 use ringbroker::protocol::messages::{
     ConsumerRef, CreateUser, GroupInfo, GroupTarget, JoinGroup, PartitionStats, PartitionTarget,
@@ -103,6 +106,11 @@ enum Command {
     Producer(producer::ProducerCommand),
     /// Print a topic's messages, one payload per line.
     Consume(ConsumeArgs),
+    /// Durable consumers: create, delete, info, list.
+    #[command(subcommand)]
+    Consumer(durable::ConsumerCommand),
+    /// Pull messages for a durable consumer, print them and acknowledge each.
+    Fetch(durable::FetchArgs),
     /// Store or read a consumer's or group's offset.
     #[command(subcommand)]
     Offset(OffsetCommand),
@@ -167,10 +175,25 @@ enum TopicCommand {
         /// Segment size (`64M`); default: the server's.
         #[arg(long, value_parser = parse_bytes)]
         segment_bytes: Option<u64>,
+        /// Keep messages by limits only, while a durable consumer wants them (interest), or
+        /// until one consumer acknowledges them (workqueue).
+        #[arg(long, default_value = "limits")]
+        retention: RetentionArg,
+        /// The most live messages per partition.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_messages: Option<u64>,
+        /// At a limit: remove the oldest messages (old) or refuse new ones (new).
+        #[arg(long, default_value = "old")]
+        discard: DiscardArg,
+        /// Accept messages with a time to live (`produce --ttl`).
+        #[arg(long)]
+        allow_ttl: bool,
         /// Succeed when it exists already.
         #[arg(long)]
         if_missing: bool,
     },
+    /// Show a topic's live contents: messages, bytes, first and last offsets per partition.
+    Info(durable::TopicInfoArgs),
     /// Delete a topic and its data.
     Delete {
         /// Stream name.
@@ -200,6 +223,26 @@ enum TopicCommand {
         #[arg(value_parser = clap::value_parser!(u32).range(1..))]
         count: u32,
     },
+}
+
+/// `--retention` of `topic create`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum RetentionArg {
+    /// By age, size and count only.
+    Limits,
+    /// While a durable consumer whose filter matches has not acknowledged it.
+    Interest,
+    /// Until one consumer acknowledges it (consumers' filters may not overlap).
+    Workqueue,
+}
+
+/// `--discard` of `topic create`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DiscardArg {
+    /// Remove the oldest messages.
+    Old,
+    /// Refuse the produce.
+    New,
 }
 
 #[derive(Args, Debug)]
@@ -235,6 +278,21 @@ struct ProduceArgs {
     /// Give every message of the run this filter value (consumers filter with `--filter`).
     #[arg(long)]
     filter_value: Option<String>,
+    /// Give every message this time to live (`30s`, `5m`; the topic must allow TTLs): the
+    /// `ringbroker-ttl-ms` header.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+}
+
+impl ProduceArgs {
+    /// The value of the TTL header, in milliseconds.
+    fn ttl_ms(&self) -> CliResult<Option<Vec<u8>>> {
+        match self.ttl {
+            None => Ok(None),
+            Some(ttl) if ttl.as_millis() == 0 => Err("--ttl must be at least 1ms".into()),
+            Some(ttl) => Ok(Some(ttl.as_millis().to_string().into_bytes())),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -482,6 +540,8 @@ async fn run(cli: Cli) -> CliResult {
         },
         Command::Producer(command) => producer::producer(&client, command, json).await,
         Command::Consume(args) => consume(&client, args).await,
+        Command::Consumer(command) => durable::consumer(&client, command, json).await,
+        Command::Fetch(args) => durable::fetch(&client, args, json).await,
         Command::Offset(command) => offset(&client, command, json).await,
         Command::Group(command) => group(&client, command, json).await,
         Command::Superstream(command) => superstream::super_stream(&client, command, json).await,
@@ -555,19 +615,42 @@ fn stream_text(info: &StreamInfo) -> String {
 
 async fn topic(client: &Client, command: TopicCommand, json: bool) -> CliResult {
     match command {
-        TopicCommand::Create { stream, topic, partitions, max_age, max_bytes, segment_bytes, if_missing } => {
+        TopicCommand::Create {
+            stream,
+            topic,
+            partitions,
+            max_age,
+            max_bytes,
+            segment_bytes,
+            retention,
+            max_messages,
+            discard,
+            allow_ttl,
+            if_missing,
+        } => {
             let config = ringbroker::protocol::messages::TopicConfig {
                 partitions,
                 retention_max_age_us: max_age,
                 retention_max_bytes: max_bytes,
                 segment_bytes,
             };
-            let info = client.create_topic(&stream, &topic, config, if_missing).await?;
+            let retention = match retention {
+                RetentionArg::Limits => Retention::Limits,
+                RetentionArg::Interest => Retention::Interest,
+                RetentionArg::Workqueue => Retention::WorkQueue,
+            };
+            let discard = match discard {
+                DiscardArg::Old => Discard::Old,
+                DiscardArg::New => Discard::New,
+            };
+            let policy = TopicPolicy { retention, max_messages, discard, allow_ttl };
+            let info = client.create_topic_with_policy(&stream, &topic, config, policy, if_missing).await?;
             if json {
                 return print_json(&info);
             }
             emit(&topic_text(&stream, &info))
         }
+        TopicCommand::Info(args) => durable::topic_info(client, args, json).await,
         TopicCommand::Delete { stream, topic } => {
             client.delete_topic(&stream, &topic).await?;
             quiet_or(json, format!("deleted topic {stream}/{topic}\n"))
@@ -617,7 +700,7 @@ fn topics_table(topics: &[TopicInfo]) -> String {
 fn topic_text(stream: &str, info: &TopicInfo) -> String {
     let config = &info.config;
     let mut text = format!(
-        "topic {stream}/{} (id {}, created {})\n  partitions: {}\n  max age: {}\n  max bytes: {}\n  segment bytes: {}\n  groups: {}\n",
+        "topic {stream}/{} (id {}, created {})\n  partitions: {}\n  max age: {}\n  max bytes: {}\n  segment bytes: {}\n  {}\n  groups: {}\n  durable consumers: {}\n",
         info.name,
         info.id,
         time_text(info.created_us),
@@ -625,7 +708,9 @@ fn topic_text(stream: &str, info: &TopicInfo) -> String {
         config.retention_max_age_us.map_or("unlimited".to_string(), duration_text),
         config.retention_max_bytes.map_or("unlimited".to_string(), bytes_text),
         config.segment_bytes.map_or("server default".to_string(), bytes_text),
+        policy_text(&info.policy),
         list_text(&info.groups),
+        list_text(&info.consumers),
     );
     if let Some(super_stream) = &info.super_stream {
         let _ = writeln!(text, "  super stream: routing by {:?}", super_stream.routing);
@@ -641,6 +726,22 @@ fn topic_text(stream: &str, info: &TopicInfo) -> String {
     let rows = info.partitions.iter().map(|p| vec![p.id.to_string(), p.shard.to_string()]).collect();
     text.push_str(&table(&["PARTITION", "SHARD"], rows));
     text
+}
+
+/// `retention: interest, max messages 100 (discard new), TTLs allowed`.
+fn policy_text(policy: &TopicPolicy) -> String {
+    let retention = match policy.retention {
+        Retention::Limits => "limits",
+        Retention::Interest => "interest",
+        Retention::WorkQueue => "workqueue",
+    };
+    let discard = match policy.discard {
+        Discard::Old => "old",
+        Discard::New => "new",
+    };
+    let max_messages = policy.max_messages.map_or("unlimited".to_string(), |n| n.to_string());
+    let ttl = if policy.allow_ttl { "allowed" } else { "refused" };
+    format!("retention: {retention}, max messages {max_messages} (discard {discard}), TTLs {ttl}")
 }
 
 async fn offset(client: &Client, command: OffsetCommand, json: bool) -> CliResult {
@@ -853,10 +954,13 @@ async fn produce(client: &Client, args: ProduceArgs) -> CliResult {
     let (sender, mut batches) = tokio::sync::mpsc::channel(PRODUCE_QUEUE_BATCHES);
     let key = args.key.clone().map(String::into_bytes);
     let filter_value = args.filter_value.clone().map(String::into_bytes);
+    let ttl_ms = args.ttl_ms()?;
     let batch_lines = args.batch;
     let compression = args.compression;
     std::thread::Builder::new().name("ringctl-stdin".to_string()).spawn(move || {
-        let tags = Tags { key: key.as_deref(), filter_value: filter_value.as_deref() };
+        let headers: Vec<(&[u8], &[u8])> =
+            ttl_ms.as_deref().map(|ms| (TTL_HEADER.as_bytes(), ms)).into_iter().collect();
+        let tags = Tags { key: key.as_deref(), filter_value: filter_value.as_deref(), headers: &headers };
         read_batches(batch_lines, compression, tags, &sender)
     })?;
     let mut summary = ProduceSummary::default();
@@ -879,6 +983,8 @@ type BatchResult = Result<(Vec<u8>, u32), Failure>;
 struct Tags<'a> {
     key: Option<&'a [u8]>,
     filter_value: Option<&'a [u8]>,
+    /// The TTL header, when the run has one.
+    headers: &'a [(&'a [u8], &'a [u8])],
 }
 
 /// Runs on the stdin thread: one message per line (the line end removed), a batch sent after
@@ -925,7 +1031,12 @@ fn push_line(
     tags: Tags<'_>,
     payload: &[u8],
 ) -> CliResult {
-    let message = Message { key: tags.key, filter_value: tags.filter_value, ..Message::payload(payload) };
+    let message = Message {
+        key: tags.key,
+        filter_value: tags.filter_value,
+        headers: tags.headers,
+        ..Message::payload(payload)
+    };
     match builder.push(&message) {
         Err(BatchError::TooLarge { .. } | BatchError::TooManyRecords { .. }) if !builder.is_empty() => {
             if !send_batch(builder, sender) {
@@ -1437,6 +1548,26 @@ mod tests {
             &["ringctl", "consume", "s", "t", "--group", "g", "--from", "first", "--count", "5", "--follow"],
             &["ringctl", "offset", "store", "s", "t", "0", "10", "--group", "g"],
             &["ringctl", "user", "grant", "bob", "orders:rw", "*:r"],
+            &["ringctl", "topic", "create", "s", "t", "--partitions", "1", "--retention", "interest"],
+            &[
+                "ringctl",
+                "topic",
+                "create",
+                "s",
+                "t",
+                "--partitions",
+                "1",
+                "--max-messages",
+                "5",
+                "--discard",
+                "new",
+            ],
+            &["ringctl", "topic", "info", "s", "t", "--json"],
+            &["ringctl", "produce", "s", "t", "--ttl", "30s"],
+            &["ringctl", "consumer", "create", "s", "t", "c", "--filter", "a.*,b.>", "--ack", "all"],
+            &["ringctl", "consumer", "create", "s", "t", "c", "--backoff", "1s,5s", "--deliver", "offset=3"],
+            &["ringctl", "consumer", "info", "s", "t", "c", "--json"],
+            &["ringctl", "fetch", "s", "t", "c", "--count", "5", "--ack", "none", "--wait", "0s"],
             &["ringctl", "--url", "ringbroker://u:p@h:1", "stats", "--stream", "s", "--json"],
         ] {
             assert!(Cli::try_parse_from(ok).is_ok(), "{ok:?}");

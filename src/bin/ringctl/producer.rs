@@ -142,10 +142,15 @@ pub(super) async fn produce_named(client: &Client, args: ProduceArgs, name: Stri
     let (sender, mut chunks) = tokio::sync::mpsc::channel(PRODUCE_QUEUE_BATCHES);
     let key = args.key.clone().map(Bytes::from);
     let filter_value = args.filter_value.clone().map(Bytes::from);
+    let headers: Vec<(Bytes, Bytes)> = args
+        .ttl_ms()?
+        .map(|ms| (Bytes::from_static(ringbroker::protocol::durable::TTL_HEADER.as_bytes()), Bytes::from(ms)))
+        .into_iter()
+        .collect();
     let batch_lines = args.batch;
     std::thread::Builder::new()
         .name("ringctl-stdin".to_string())
-        .spawn(move || read_chunks(batch_lines, (key, filter_value), &sender))?;
+        .spawn(move || read_chunks(batch_lines, (key, filter_value, headers), &sender))?;
     let mut summary = NamedSummary::default();
     let outcome: CliResult = async {
         while let Some(chunk) = chunks.recv().await {
@@ -166,10 +171,10 @@ pub(super) async fn produce_named(client: &Client, args: ProduceArgs, name: Stri
 
 /// Runs on the stdin thread: one message per line (the line end removed), a chunk sent after
 /// `batch_lines` lines or whenever no more input is buffered.
-/// Every message gets `key` and `filter_value`, when given.
+/// Every message gets `key`, `filter_value` and `headers`, when given.
 fn read_chunks(
     batch_lines: u32,
-    (key, filter_value): (Option<Bytes>, Option<Bytes>),
+    (key, filter_value, headers): (Option<Bytes>, Option<Bytes>, Vec<(Bytes, Bytes)>),
     sender: &tokio::sync::mpsc::Sender<ChunkResult>,
 ) {
     let mut input = BufReader::with_capacity(STDIN_BUFFER_BYTES, std::io::stdin());
@@ -189,7 +194,13 @@ fn read_chunks(
         let payload = Bytes::copy_from_slice(trim_line_end(&line));
         bytes += payload.len();
         let filter_value = filter_value.clone();
-        chunk.push(ProducerMessage { key: key.clone(), filter_value, ..ProducerMessage::new(payload) });
+        let headers = headers.clone();
+        chunk.push(ProducerMessage {
+            key: key.clone(),
+            filter_value,
+            headers,
+            ..ProducerMessage::new(payload)
+        });
         if chunk.len() >= batch_lines as usize || input.buffer().is_empty() {
             if sender.blocking_send(Ok((std::mem::take(&mut chunk), bytes))).is_err() {
                 return; // The sender is gone: it failed and reports why.
