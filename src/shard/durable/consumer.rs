@@ -194,9 +194,8 @@ impl ConsumerState {
 
     /// Everything below `first` is gone from the partition.
     pub fn gone_below(&mut self, first: u64) {
-        let gone: Vec<u64> = self.pending.range(..first).map(|(o, _)| *o).collect();
-        for offset in gone {
-            self.pending.remove(&offset);
+        while self.pending.first_key_value().is_some_and(|(offset, _)| *offset < first) {
+            self.pending.pop_first();
         }
         if self.cursor < first {
             self.cursor = first;

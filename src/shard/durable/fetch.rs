@@ -335,8 +335,10 @@ fn take_checked(
         if messages.len() >= max_messages || !consumer.may_take() {
             return true;
         }
+        let filtered = !consumer.config.filter.is_empty();
         let (subject, expires_us): (Option<Vec<u8>>, u64) = match (&retention.ledger, views) {
             (Some(ledger), _) => match ledger.get(offset) {
+                Some(meta) if !filtered => (None, meta.expires_us),
                 Some(meta) => (ledger.subject(meta.subject).map(<[u8]>::to_vec), meta.expires_us),
                 None => {
                     skip(retention, &request.consumer, offset);

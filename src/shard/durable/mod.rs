@@ -139,15 +139,24 @@ impl Retention {
             return;
         }
         let header = batch.header();
-        let views = record_views(batch, append_us);
         let per_record = (header.length as u64 / u64::from(header.record_count.max(1))) as u32;
-        for view in views {
-            let Some(ledger) = self.ledger.as_mut() else { return };
-            let subject = view.subject.as_deref();
-            ledger.push(view.offset, view.bytes.unwrap_or(per_record), subject, append_us, view.expires_us);
-            if self.policy.retention == Policy::Interest && !self.held(view.offset, subject) {
-                self.remove(view.offset);
+        if batch.is_compressed() {
+            for view in record_views(batch, append_us) {
+                self.push_record(view.offset, view.bytes.unwrap_or(per_record), view.subject.as_deref(), append_us, view.expires_us);
             }
+            return;
+        }
+        for record in batch.records() {
+            let (bytes, expires_us) = measure(&record, append_us);
+            self.push_record(record.offset, bytes, record.filter_value, append_us, expires_us);
+        }
+    }
+
+    fn push_record(&mut self, offset: u64, bytes: u32, subject: Option<&[u8]>, append_us: u64, expires_us: u64) {
+        let Some(ledger) = self.ledger.as_mut() else { return };
+        ledger.push(offset, bytes, subject, append_us, expires_us);
+        if self.policy.retention == Policy::Interest && !self.held(offset, subject) {
+            self.remove(offset);
         }
     }
 
@@ -157,23 +166,24 @@ impl Retention {
         if offset < self.first || self.removed.contains(offset) {
             return false;
         }
-        if let Some(ledger) = &mut self.ledger {
-            if !ledger.remove(offset) {
-                return false;
+        let first = match &mut self.ledger {
+            Some(ledger) => {
+                if !ledger.remove(offset) {
+                    return false;
+                }
+                ledger.first()
             }
-            let first = ledger.first();
-            self.removed.insert(offset);
-            self.removed_unsaved.insert(offset);
-            if first > self.first {
-                self.set_first(first);
-            }
-        } else {
+            None => self.first,
+        };
+        // Removed in the middle: into the deleted-set. At the front, moving `first` says it.
+        if offset >= first {
             self.removed.insert(offset);
             self.removed_unsaved.insert(offset);
         }
         for consumer in self.consumers.values_mut() {
             consumer.drop_gone(offset);
         }
+        self.set_first(first);
         true
     }
 
@@ -298,22 +308,34 @@ impl Retention {
             || self.consumers.values().any(|c| c.dirty)
     }
 
-    /// Wanted messages of `consumer` not delivered yet (exact with a ledger; otherwise an upper
-    /// bound).
+    /// Wanted messages of `consumer` not delivered yet: exact with a ledger up to
+    /// [`PENDING_SCAN_MAX`] messages past the cursor (beyond, the rest counts as wanted);
+    /// otherwise an upper bound.
     pub fn num_pending(&self, consumer: &ConsumerState, next: u64) -> u64 {
+        let from = consumer.cursor.max(self.first);
         match &self.ledger {
-            Some(ledger) => ledger
-                .live_offsets()
-                .filter(|(offset, meta)| {
-                    *offset >= consumer.cursor
-                        && !consumer.is_done(*offset)
-                        && filter_matches(&consumer.config.filter, ledger.subject(meta.subject))
-                })
-                .count() as u64,
-            None => next.saturating_sub(consumer.cursor.max(self.first)),
+            Some(ledger) => {
+                let scan_end = next.min(from.saturating_add(PENDING_SCAN_MAX));
+                let filtered = !consumer.config.filter.is_empty();
+                let counted = (from..scan_end)
+                    .filter(|offset| match ledger.get(*offset) {
+                        Some(meta) => {
+                            !consumer.is_done(*offset)
+                                && (!filtered
+                                    || filter_matches(&consumer.config.filter, ledger.subject(meta.subject)))
+                        }
+                        None => false,
+                    })
+                    .count() as u64;
+                counted + next.saturating_sub(scan_end)
+            }
+            None => next.saturating_sub(from),
         }
     }
 }
+
+/// Messages past a consumer's cursor that `num_pending` looks at one by one.
+pub const PENDING_SCAN_MAX: u64 = 65_536;
 
 /// What retention needs to know of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,6 +393,22 @@ pub fn record_views(batch: &Batch<'_>, append_us: u64) -> Vec<RecordInfo> {
         push(batch);
     }
     out
+}
+
+/// A record's bytes (key, filter value, headers, payload) and its expiry (µs; 0 = never).
+fn measure(record: &crate::protocol::batch::Record<'_>, append_us: u64) -> (u32, u64) {
+    let mut bytes = record.payload.len() + record.key.map_or(0, <[u8]>::len);
+    bytes += record.filter_value.map_or(0, <[u8]>::len);
+    let mut expires_us = 0;
+    if record.header_count() > 0 {
+        for (key, value) in record.headers() {
+            bytes += key.len() + value.len();
+            if key == TTL_HEADER.as_bytes() {
+                expires_us = parse_ttl_ms(value).map_or(0, |ms| append_us.saturating_add(ms.saturating_mul(1000)));
+            }
+        }
+    }
+    (u32::try_from(bytes).unwrap_or(u32::MAX), expires_us)
 }
 
 /// A TTL header's value: ASCII decimal milliseconds.
@@ -431,7 +469,8 @@ pub fn appended<'a>(retention: &mut Retention, batches: impl Iterator<Item = &'a
             }
             continue;
         }
-        match crate::protocol::batch::validate(bytes) {
+        // Validated by the produce path before it was appended.
+        match crate::protocol::batch::validated_view(bytes) {
             Ok(batch) => {
                 let append_us = batch.header().append_timestamp_us;
                 retention.on_append(&batch, append_us);
