@@ -35,6 +35,7 @@ mod api;
 mod connection;
 pub mod consumer;
 pub mod durable;
+pub mod durable_push;
 mod error;
 mod polled;
 pub mod producer;
@@ -51,6 +52,7 @@ pub use consumer::{
     AutoCommit, ConsumeError, Consumer, ConsumerBuilder, HandlerError, MessageConsumer, ReceivedMessage,
 };
 pub use durable::{Fetched, FetchedMessage};
+pub use durable_push::DurableSubscription;
 pub use error::ClientError;
 pub use polled::{
     PartitionRecords, Polled, PolledPartitionData, PolledRecord, RefusedBatch, INFLATED_BATCH_BYTES_MAX,
