@@ -31,7 +31,9 @@ use crate::protocol::durable::{AckKind, AckResponse, FetchResponse};
 use crate::protocol::messages::{self, Kind};
 use crate::protocol::subscriptions::{Deliver, SubscribeDurable};
 
-/// A durable consumer's push subscription. See the module documentation.
+/// A durable consumer's push subscription. See the module documentation. Dropped without
+/// [`unsubscribe`](Self::unsubscribe), the server keeps pushing up to the credit left until the
+/// connection closes; what it pushed comes again after `ack_wait`.
 pub struct DurableSubscription {
     subscription: Subscription,
     client: Client,
