@@ -112,6 +112,7 @@ pub fn decode_request(kind: Kind, body: &[u8]) {
         Kind::Unsubscribe => check::<s::Unsubscribe>(body),
         Kind::Deliver => check::<s::Deliver>(body),
         Kind::ConsumerUpdate => check::<s::ConsumerUpdateAnswer>(body),
+        Kind::SubscribeDurable => check::<s::SubscribeDurable>(body),
         Kind::SuperStreamCreate => check::<m::SuperStreamCreate>(body),
         Kind::SuperStreamDelete | Kind::SuperStreamPartitions => check::<m::SuperStreamRef>(body),
         Kind::SuperStreamRoute => check::<m::SuperStreamRoute>(body),

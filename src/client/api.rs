@@ -384,6 +384,7 @@ mod tests {
             Kind::Unsubscribe => "Subscription::unsubscribe",
             Kind::Deliver => "Subscription::next",
             Kind::ConsumerUpdate => "Subscription::next (consumer updates)",
+            Kind::SubscribeDurable => "subscribe_durable",
             Kind::SuperStreamCreate => "create_super_stream",
             Kind::SuperStreamDelete => "delete_super_stream",
             Kind::SuperStreamRoute => "route_super_stream",

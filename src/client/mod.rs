@@ -36,6 +36,7 @@ mod connection;
 pub mod consumer;
 pub mod durable;
 pub mod durable_consumer;
+pub mod durable_push;
 mod error;
 mod polled;
 pub mod producer;
@@ -56,6 +57,7 @@ pub use durable_consumer::{
     AckBatcher, DurableConfigExt, DurableConsumer, FetchBuilder, Message as DurableMessage, MessageInfo,
     Messages,
 };
+pub use durable_push::DurableSubscription;
 pub use error::ClientError;
 pub use polled::{
     PartitionRecords, Polled, PolledPartitionData, PolledRecord, RefusedBatch, INFLATED_BATCH_BYTES_MAX,

@@ -32,7 +32,7 @@ use crate::protocol::subscriptions::Subscribe;
 pub const INITIAL_CREDIT_DEFAULT: u32 = 10;
 
 /// Subscription ids, unique in the process (so unique on every connection).
-static SUBSCRIPTION_IDS: AtomicU32 = AtomicU32::new(1);
+pub(super) static SUBSCRIPTION_IDS: AtomicU32 = AtomicU32::new(1);
 
 /// What a subscription's task hands the fetcher: its key (the partition, or [`WHOLE_TOPIC`])
 /// and a delivery, a consumer update to answer, or why it ended.

@@ -7,6 +7,10 @@
 //! was made on and ends with it ([`Subscription::next`] then answers
 //! [`ClientError::Disconnected`]; nothing reconnects here, the consumer above resubscribes);
 //! every delivery is checked and inflated ([`Polled::new`]) before it is handed out.
+//!
+//! A durable consumer's push subscription (`SubscribeDurable`) is the same [`Subscription`]
+//! underneath; [`super::durable_push`] reads its raw frames ([`Subscription::next_frame`]) and
+//! decodes them as fetch answers instead.
 
 use std::sync::Arc;
 
@@ -14,7 +18,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::connection::{Connection, CREDIT_CORRELATION_BIT};
 use super::error::ClientError;
-use super::wire::{encode_request, Frame};
+use super::wire::{encode_request, Frame, RequestBody};
 use super::{Client, Polled};
 use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollResponse, PollStrategy, Status};
 use crate::protocol::subscriptions::{
@@ -70,18 +74,23 @@ impl Client {
     /// Starts a push subscription (`request.subscription_id` must be unused on this client's
     /// connection). Deliveries begin as soon as the server has data and credit.
     pub async fn subscribe(&self, request: &Subscribe) -> Result<Subscription, ClientError> {
+        self.open_subscription(request.subscription_id, Kind::Subscribe, request).await
+    }
+
+    /// Sends a request of `kind` that starts subscription `id`, its frames routed to the
+    /// returned subscription.
+    pub(super) async fn open_subscription<Req: RequestBody>(
+        &self,
+        id: u32,
+        kind: Kind,
+        request: &Req,
+    ) -> Result<Subscription, ClientError> {
         let connection = self.pinned_connection().await?;
-        let frames = connection.register_push(request.subscription_id)?;
-        match self.request_on::<_, Empty>(&connection, Kind::Subscribe, request).await {
-            Ok(_) => Ok(Subscription {
-                id: request.subscription_id,
-                client: self.clone(),
-                connection,
-                frames,
-                ended: false,
-            }),
+        let frames = connection.register_push(id)?;
+        match self.request_on::<_, Empty>(&connection, kind, request).await {
+            Ok(_) => Ok(Subscription { id, client: self.clone(), connection, frames, ended: false }),
             Err(error) => {
-                connection.forget_push(request.subscription_id);
+                connection.forget_push(id);
                 Err(error)
             }
         }
@@ -98,19 +107,43 @@ impl Subscription {
     /// it (the status says why), a credit was refused, or the connection closed
     /// ([`ClientError::Disconnected`]).
     pub async fn next(&mut self) -> Result<SubscriptionEvent, ClientError> {
+        let result = match self.next_frame().await {
+            Ok(frame) => event(frame),
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            self.end();
+        }
+        result
+    }
+
+    /// The next frame pushed for the subscription, with an `Ok` status (an error status is
+    /// returned as [`ClientError::Server`] and ends the subscription, as does a closed
+    /// connection).
+    pub(super) async fn next_frame(&mut self) -> Result<Frame, ClientError> {
         if self.ended {
             return Err(ClientError::Disconnected);
         }
         let Some(frame) = self.frames.recv().await else {
-            self.ended = true;
+            self.end();
             return Err(ClientError::Disconnected);
         };
-        let result = event(frame);
-        if result.is_err() {
-            self.ended = true;
-            self.connection.forget_push(self.id);
+        let status = frame.status();
+        if status != Status::Ok {
+            self.end();
+            let message = match messages::decode::<ErrorBody>(frame.body()) {
+                Ok(body) => body.message,
+                Err(error) => format!("(the error body could not be read: {error})"),
+            };
+            return Err(ClientError::Server { status, message });
         }
-        result
+        Ok(frame)
+    }
+
+    /// Marks the subscription ended: frames still routed to it are dropped.
+    pub(super) fn end(&mut self) {
+        self.ended = true;
+        self.connection.forget_push(self.id);
     }
 
     /// Lets the server send `credit` more batches. Not answered on success; a refusal arrives
@@ -154,16 +187,8 @@ impl Drop for Subscription {
     }
 }
 
-/// Reads one pushed frame: a delivery, a consumer update, or why the subscription ended.
+/// Reads one pushed frame with an `Ok` status: a delivery or a consumer update.
 fn event(frame: Frame) -> Result<SubscriptionEvent, ClientError> {
-    let status = frame.status();
-    if status != Status::Ok {
-        let message = match messages::decode::<ErrorBody>(frame.body()) {
-            Ok(body) => body.message,
-            Err(error) => format!("(the error body could not be read: {error})"),
-        };
-        return Err(ClientError::Server { status, message });
-    }
     let kind = frame.header().kind;
     if kind == Kind::ConsumerUpdate as u16 {
         let update = messages::decode::<ConsumerUpdate>(frame.body())

@@ -1938,7 +1938,7 @@ mod tests {
         assert_eq!(with(VERSION_AT, &0u16.to_le_bytes()), Err(BatchError::UnsupportedVersion(0)));
         assert_eq!(with(ATTRIBUTES_AT, &[0b1011, 0]), Err(BatchError::UnsupportedCodec(3)));
         assert_eq!(with(ATTRIBUTES_AT, &[0b1111, 0]), Err(BatchError::UnsupportedCodec(7)));
-        assert_eq!(with(ATTRIBUTES_AT, &[0b1_1000, 0]), Err(BatchError::ReservedBitsSet));
+        assert_eq!(with(ATTRIBUTES_AT, &[0b10_1000, 0]), Err(BatchError::ReservedBitsSet));
         assert_eq!(with(ATTRIBUTES_AT, &[0b1000, 0x80]), Err(BatchError::ReservedBitsSet));
         assert_eq!(with(RESERVED_C_AT + 7, &[1]), Err(BatchError::ReservedBitsSet));
         assert_eq!(

@@ -114,6 +114,9 @@ pub enum Kind {
     /// kind, the same correlation id and a
     /// [`ConsumerUpdateAnswer`](super::subscriptions::ConsumerUpdateAnswer).
     ConsumerUpdate = 84,
+    /// [`SubscribeDurable`](super::subscriptions::SubscribeDurable) → [`Empty`]: starts push
+    /// delivery for a durable consumer (credit counts messages).
+    SubscribeDurable = 85,
     /// [`SuperStreamCreate`] → [`TopicInfo`]: creates a topic as a super stream.
     SuperStreamCreate = 90,
     /// [`SuperStreamRef`] → [`Empty`]: deletes a super stream (a plain topic is refused).
@@ -140,7 +143,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, for tables and tests.
-    pub const ALL: [Kind; 50] = [
+    pub const ALL: [Kind; 51] = [
         Kind::Ping,
         Kind::Login,
         Kind::Metadata,
@@ -181,6 +184,7 @@ impl Kind {
         Kind::Unsubscribe,
         Kind::Deliver,
         Kind::ConsumerUpdate,
+        Kind::SubscribeDurable,
         Kind::SuperStreamCreate,
         Kind::SuperStreamDelete,
         Kind::SuperStreamRoute,

@@ -299,6 +299,7 @@ pub async fn dispatch(context: &Context<'_>, kind: Kind, body: &[u8]) -> BrokerR
         | Kind::OffsetStore
         | Kind::OffsetGet
         | Kind::Subscribe
+        | Kind::SubscribeDurable
         | Kind::Credit
         | Kind::Unsubscribe
         | Kind::ConsumerUpdate => {

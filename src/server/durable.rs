@@ -188,8 +188,9 @@ fn consumer_partition(
     partition_key(found_stream, found_topic, partition)
 }
 
-/// Runs `op` on the partition's owner.
-async fn run(shard: &Shard, key: PartitionKey, op: DurableOp) -> BrokerResult<DurableReply> {
+/// Runs `op` on the partition's owner (also the standing fetch of a durable push
+/// subscription, [`super::subscriptions`]).
+pub(crate) async fn run(shard: &Shard, key: PartitionKey, op: DurableOp) -> BrokerResult<DurableReply> {
     let owner = shard.table().owner(key.stream_id, key.topic_id, key.partition);
     if owner == shard.id {
         return ops::run(shard, key, op).await;
@@ -199,6 +200,6 @@ async fn run(shard: &Shard, key: PartitionKey, op: DurableOp) -> BrokerResult<Du
     Ok(sent.into_local())
 }
 
-fn unexpected() -> BrokerError {
+pub(crate) fn unexpected() -> BrokerError {
     BrokerError::new(Status::Internal, "the owner shard answered another operation")
 }

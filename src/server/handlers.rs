@@ -70,6 +70,7 @@ async fn dispatch(
                 Kind::OffsetStore => data::store_offset(&context, decode(body)?).await,
                 Kind::OffsetGet => data::get_offset(&context, decode(body)?).await,
                 Kind::Subscribe => subscriptions::subscribe(&context, decode(body)?).await,
+                Kind::SubscribeDurable => subscriptions::subscribe_durable(&context, decode(body)?).await,
                 Kind::Credit => subscriptions::credit(&context, decode(body)?),
                 Kind::Unsubscribe => subscriptions::unsubscribe(&context, decode(body)?),
                 Kind::ConsumerUpdate => {

@@ -1,5 +1,5 @@
-//! Push subscriptions: `Subscribe`, `Credit` and `Unsubscribe`, and the pumps that turn a
-//! subscription into `Deliver` frames.
+//! Push subscriptions: `Subscribe`, `SubscribeDurable`, `Credit` and `Unsubscribe`, and the
+//! pumps that turn a subscription into `Deliver` frames.
 //!
 //! What it owns: [`Push`], one per connection (its subscriptions, the bytes of deliveries queued
 //! and not yet written, and the sender into the connection's writer), and the pump tasks. A pump
@@ -8,20 +8,28 @@
 //! `Poll` (owner shard, tail cache, read-ahead, prefetch, the read buffers themselves as payload
 //! parts, so nothing is copied on this shard) and queues what it got as one `Deliver`.
 //!
+//! A durable subscription's pump is a standing `Fetch` instead: while it has credit (messages,
+//! not batches) and room, it fetches for the durable consumer on its partition's owner shard (the
+//! same [`DurableOp::Fetch`] as a pull, so redeliveries come first and `max_ack_pending` holds
+//! back new messages until acks arrive) with `max_messages` = its credit and an expiry of
+//! [`PUMP_WAIT`], and queues each non-empty answer as one `Deliver` listing the messages.
+//!
 //! Which core: the connection's shard; the pumps are its local tasks. A partition owned by
 //! another shard is polled over the mesh as a forwarded poll (one copy), exactly as a `Poll`
 //! would be; shard-aware clients subscribe on the owner's direct port and avoid it.
 //!
 //! Invariants:
-//! * a delivery holds at most as many batches as the subscription had credit, and credit never
-//!   goes below zero nor above [`SUBSCRIPTION_CREDIT_MAX`];
+//! * a delivery holds at most as many batches (durable: messages) as the subscription had
+//!   credit, and credit never goes below zero nor above [`SUBSCRIPTION_CREDIT_MAX`];
 //! * a pump queues nothing while the connection's queued delivery bytes are at or above
 //!   `--subscription-queue-bytes`, so a consumer that stops reading costs at most that plus one
 //!   delivery per pump, and never stalls the shard;
 //! * each partition's deliveries follow each other without gaps or overlaps (`start_offset` of
 //!   one is the `next_offset` of the previous);
 //! * after `Unsubscribe` or the connection's end nothing more is queued for the subscription;
-//!   pumps notice within [`PUMP_WAIT`].
+//!   pumps notice within [`PUMP_WAIT`]. A durable pump's fetch that answers after that has
+//!   already marked its messages delivered: they come again after the consumer's `ack_wait`, as
+//!   for any unacknowledged delivery (at least once).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -35,15 +43,19 @@ use futures::FutureExt;
 
 use super::connection::{Response, Session};
 use super::data::{filter_of, partition_key, poll_partition};
+use super::durable::{run as run_durable, unexpected};
 use super::handlers::{reply, Context, Reply};
 use crate::metadata::auth::Right;
 use crate::protocol::batch::BatchHeader;
+use crate::protocol::durable::FetchRequest;
 use crate::protocol::filter::Filter;
 use crate::protocol::frame::encode_head;
-use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollStrategy, Status};
+use crate::protocol::messages::{self, Empty, ErrorBody, Kind, PollStrategy, PolledPartition, Status};
 use crate::protocol::subscriptions::{
-    ConsumerUpdate, ConsumerUpdateAnswer, Credit, Deliver, Subscribe, Unsubscribe, SUBSCRIPTION_CREDIT_MAX,
+    ConsumerUpdate, ConsumerUpdateAnswer, Credit, Deliver, Subscribe, SubscribeDurable, Unsubscribe,
+    SUBSCRIPTION_CREDIT_MAX,
 };
+use crate::shard::durable::ops::{DurableOp, DurableReply};
 use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::leases::TopicKey;
 use crate::shard::mesh::{PartitionKey, PollSpec};
@@ -80,19 +92,32 @@ struct Subscription {
     filter: Option<Arc<Filter>>,
     /// Its single-active group, if it joined one.
     group: Option<SacKey>,
+    /// The durable consumer it pushes for (credit then counts messages), if it is durable.
+    durable: Option<DurableTarget>,
     /// Per partition, the generation of the pump allowed to deliver (a single-active member's
     /// pump stops when its partition is deactivated).
     generations: RefCell<HashMap<u32, u64>>,
     credit: Cell<u32>,
+    /// Credit taken out of `credit` by durable pumps for the fetch they are waiting on (returned
+    /// when it answers fewer messages).
+    reserved: Cell<u32>,
     /// Notified when credit is added and when the subscription ends.
     changed: event_listener::Event,
     ended: Cell<bool>,
     counters: std::sync::Arc<crate::shard::SharedCounters>,
 }
 
+/// The durable consumer a durable subscription fetches for.
+struct DurableTarget {
+    stream: String,
+    topic: String,
+    name: String,
+}
+
 impl Subscription {
     fn new(
-        request: &Subscribe,
+        consumer: &str,
+        credit: u32,
         keys: Vec<PartitionKey>,
         filter: Option<Arc<Filter>>,
         group: Option<SacKey>,
@@ -102,11 +127,13 @@ impl Subscription {
         counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         Subscription {
             keys,
-            consumer_key: format!("c:{}", request.consumer),
+            consumer_key: format!("c:{consumer}"),
             filter,
             group,
+            durable: None,
             generations: RefCell::new(HashMap::new()),
-            credit: Cell::new(request.credit),
+            credit: Cell::new(credit),
+            reserved: Cell::new(0),
             changed: event_listener::Event::new(),
             ended: Cell::new(false),
             counters,
@@ -252,24 +279,9 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
         name: request.consumer.clone(),
         partition: request.partition,
     });
-    let subscription = {
-        let mut subscriptions = push.subscriptions.borrow_mut();
-        if subscriptions.contains_key(&request.subscription_id) {
-            return Err(BrokerError::new(
-                Status::SubscriptionExists,
-                format!("subscription {} exists on this connection", request.subscription_id),
-            ));
-        }
-        if subscriptions.len() >= context.shard.config.max_subscriptions {
-            return Err(BrokerError::new(
-                Status::TooManySubscriptions,
-                format!("this connection holds --max-subscriptions {} subscriptions", subscriptions.len()),
-            ));
-        }
-        let subscription = Rc::new(Subscription::new(&request, keys, filter, group.clone(), context.shard));
-        subscriptions.insert(request.subscription_id, subscription.clone());
-        subscription
-    };
+    let subscription =
+        Subscription::new(&request.consumer, request.credit, keys, filter, group.clone(), context.shard);
+    let subscription = register(context, push, request.subscription_id, subscription)?;
     match group {
         // A single-active member delivers only once its coordinator activates it.
         Some(key) => {
@@ -297,8 +309,68 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
     reply(&Empty {}, Vec::new())
 }
 
-/// Starts a pump for one partition of a subscription, from `strategy`, as the partition's
-/// newest generation.
+/// Adds `subscription` to the connection under `id`, unless the id is taken or the connection
+/// holds its most subscriptions.
+fn register(
+    context: &Context<'_>,
+    push: &Rc<Push>,
+    id: u32,
+    subscription: Subscription,
+) -> BrokerResult<Rc<Subscription>> {
+    let mut subscriptions = push.subscriptions.borrow_mut();
+    if subscriptions.contains_key(&id) {
+        // Not counted: `end` undoes what `new` counted.
+        subscription.end();
+        return Err(BrokerError::new(
+            Status::SubscriptionExists,
+            format!("subscription {id} exists on this connection"),
+        ));
+    }
+    if subscriptions.len() >= context.shard.config.max_subscriptions {
+        subscription.end();
+        return Err(BrokerError::new(
+            Status::TooManySubscriptions,
+            format!("this connection holds --max-subscriptions {} subscriptions", subscriptions.len()),
+        ));
+    }
+    let subscription = Rc::new(subscription);
+    subscriptions.insert(id, subscription.clone());
+    Ok(subscription)
+}
+
+/// SubscribeDurable: checks that the durable consumer exists, registers the subscription and
+/// starts one durable pump per subscribed partition.
+pub async fn subscribe_durable(context: &Context<'_>, request: SubscribeDurable) -> BrokerResult<Reply> {
+    context.require(&request.stream, Right::Read)?;
+    let push = push_of(context.session)?;
+    let catalog = context.shard.catalog();
+    let (stream, topic) = catalog.topic(&request.stream, &request.topic)?;
+    catalog.durable(&request.stream, &request.topic, &request.consumer)?;
+    let keys: Vec<PartitionKey> = match request.partition {
+        Some(partition) => vec![partition_key(stream, topic, partition)?],
+        None => {
+            (0..topic.partitions).map(|p| partition_key(stream, topic, p)).collect::<BrokerResult<_>>()?
+        }
+    };
+    if request.credit > SUBSCRIPTION_CREDIT_MAX {
+        return Err(credit_overflow(u64::from(request.credit)));
+    }
+    let mut subscription =
+        Subscription::new(&request.consumer, request.credit, keys, None, None, context.shard);
+    subscription.durable = Some(DurableTarget {
+        stream: request.stream.clone(),
+        topic: request.topic.clone(),
+        name: request.consumer.clone(),
+    });
+    let subscription = register(context, push, request.subscription_id, subscription)?;
+    for &key in &subscription.keys {
+        start_pump(push, &subscription, request.subscription_id, key, PollStrategy::First);
+    }
+    reply(&Empty {}, Vec::new())
+}
+
+/// Starts a pump for one partition of a subscription, from `strategy` (ignored by a durable
+/// subscription), as the partition's newest generation.
 fn start_pump(
     push: &Rc<Push>,
     subscription: &Rc<Subscription>,
@@ -316,7 +388,11 @@ fn start_pump(
         generation: subscription.next_generation(key.partition),
         delivered_to: None,
     };
-    glommio::spawn_local(pump.run()).detach();
+    if subscription.durable.is_some() {
+        glommio::spawn_local(pump.run_durable()).detach();
+    } else {
+        glommio::spawn_local(pump.run()).detach();
+    }
 }
 
 fn credit_overflow(credit: u64) -> BrokerError {
@@ -336,11 +412,12 @@ pub fn credit(context: &Context<'_>, request: Credit) -> BrokerResult<Reply> {
     let subscriptions = push.subscriptions.borrow();
     let subscription =
         subscriptions.get(&request.subscription_id).ok_or_else(|| unknown(request.subscription_id))?;
-    let total = u64::from(subscription.credit.get()) + u64::from(request.credit);
+    let held = u64::from(subscription.credit.get()) + u64::from(subscription.reserved.get());
+    let total = held + u64::from(request.credit);
     if total > u64::from(SUBSCRIPTION_CREDIT_MAX) {
         return Err(credit_overflow(total));
     }
-    subscription.credit.set(total as u32);
+    subscription.credit.set(subscription.credit.get() + request.credit);
     subscription.changed.notify(usize::MAX);
     reply(&Empty {}, Vec::new())
 }
@@ -437,20 +514,111 @@ impl Pump {
             let credit = self.subscription.credit.get();
             debug_assert!(batches >= 1 && batches <= credit, "{batches} batches for credit {credit}");
             self.subscription.credit.set(credit.saturating_sub(batches));
-            let bytes = polled.partition.payload_bytes as usize;
-            let body = Deliver { subscription_id: self.id, partition: polled.partition, batches };
-            let Ok(body) = messages::encode(&body) else { return };
-            let head = encode_head(Kind::Deliver as u16, u64::from(self.id), 0, &body, bytes);
-            self.push.queued_bytes.set(self.push.queued_bytes.get() + bytes + head.len());
-            let release = Release { push: self.push.clone(), bytes: bytes + head.len() };
-            let response = Response { head, payload: polled.parts, release: Some(release) };
-            if !self.push.send(response) {
+            let body = Deliver {
+                subscription_id: self.id,
+                partition: polled.partition,
+                batches,
+                messages: Vec::new(),
+                num_pending: 0,
+                ack_pending: 0,
+            };
+            if !self.queue(&body, polled.parts) {
                 return;
             }
-            let counters = &self.push.shard.counters;
-            counters.deliveries.fetch_add(1, Ordering::Relaxed);
-            counters.delivered_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
         }
+    }
+
+    /// A durable subscription's standing fetch: each non-empty answer of the owner shard becomes
+    /// one `Deliver` listing its messages; each message takes one credit.
+    ///
+    /// The pumps of a subscription share its credit, and a fetch may wait: so a pump takes its
+    /// share (the credit divided among the subscription's partitions, at least one) out of the
+    /// credit before it fetches at most that many, and gives back what the answer did not use.
+    async fn run_durable(self) {
+        let Some(target) = self.subscription.durable.as_ref() else { return };
+        let pumps = u32::try_from(self.subscription.keys.len()).unwrap_or(u32::MAX).max(1);
+        while self.ready().await {
+            let subscription = &self.subscription;
+            let available = subscription.credit.get();
+            if available == 0 {
+                continue;
+            }
+            let share = available.div_ceil(pumps);
+            subscription.credit.set(available - share);
+            subscription.reserved.set(subscription.reserved.get() + share);
+            let request = FetchRequest {
+                stream: target.stream.clone(),
+                topic: target.topic.clone(),
+                partition: self.key.partition,
+                consumer: target.name.clone(),
+                max_messages: share,
+                max_bytes: self.push.shard.config.delivery_bytes,
+                expires_us: PUMP_WAIT.as_micros() as u64,
+                no_wait: false,
+            };
+            let fetched = run_durable(&self.push.shard, self.key, DurableOp::Fetch(request)).await;
+            let count = match &fetched {
+                Ok(DurableReply::Fetched(response, _)) => response.messages.len(),
+                _ => 0,
+            };
+            let count = u32::try_from(count).unwrap_or(u32::MAX);
+            debug_assert!(count <= share, "{count} messages for a share of {share} credits");
+            subscription.reserved.set(subscription.reserved.get() - share);
+            if count < share {
+                subscription.credit.set(subscription.credit.get() + (share - count));
+                subscription.changed.notify(usize::MAX);
+            }
+            let (response, parts) = match fetched {
+                Ok(DurableReply::Fetched(response, parts)) => (response, parts),
+                Ok(_) => return self.fail(&unexpected()),
+                Err(error) => return self.fail(&error),
+            };
+            // Fetched after the subscription ended: the messages are delivered to no one and
+            // come again after the consumer's ack wait.
+            if response.messages.is_empty() || !self.live() {
+                continue;
+            }
+            let bytes: usize = parts.iter().map(|part| part.bytes().len()).sum();
+            let batches = parts.iter().map(|part| batch_count(part.bytes())).sum::<u32>();
+            let lowest = response.messages.iter().map(|m| m.offset).min().unwrap_or(0);
+            let highest = response.messages.iter().map(|m| m.offset).max().unwrap_or(0);
+            let body = Deliver {
+                subscription_id: self.id,
+                partition: PolledPartition {
+                    partition: response.partition,
+                    start_offset: lowest,
+                    next_offset: highest + 1,
+                    high_watermark: 0,
+                    payload_bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+                    removed: Vec::new(),
+                },
+                batches,
+                messages: response.messages,
+                num_pending: response.num_pending,
+                ack_pending: response.ack_pending,
+            };
+            if !self.queue(&body, parts) {
+                return;
+            }
+        }
+    }
+
+    /// Queues one `Deliver` with its batches, counting its bytes against the connection's queue
+    /// until the writer is done with them; false once the connection is gone.
+    fn queue(&self, body: &Deliver, parts: Vec<crate::shard::partitions::PayloadPart>) -> bool {
+        let bytes = body.partition.payload_bytes as usize;
+        let Ok(body) = messages::encode(body) else { return false };
+        let head = encode_head(Kind::Deliver as u16, u64::from(self.id), 0, &body, bytes);
+        self.push.queued_bytes.set(self.push.queued_bytes.get() + bytes + head.len());
+        let release = Release { push: self.push.clone(), bytes: bytes + head.len() };
+        let response = Response { head, payload: parts, release: Some(release) };
+        if !self.push.send(response) {
+            return false;
+        }
+        let counters = &self.push.shard.counters;
+        counters.deliveries.fetch_add(1, Ordering::Relaxed);
+        counters.delivered_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        true
     }
 
     /// The partition cannot be read any more (deleted, out of range, storage error): tells the
