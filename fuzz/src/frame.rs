@@ -15,6 +15,7 @@
 //! an accepted body re-encodes and decodes to an equal value.
 
 use ringbroker::protocol::batch;
+use ringbroker::protocol::durable as d;
 use ringbroker::protocol::frame::{pad16, FrameHeader, FRAME_HEADER_BYTES};
 use ringbroker::protocol::messages::{self as m, Kind};
 use ringbroker::protocol::subscriptions as s;
@@ -116,6 +117,11 @@ pub fn decode_request(kind: Kind, body: &[u8]) {
         Kind::SuperStreamCreate => check::<m::SuperStreamCreate>(body),
         Kind::SuperStreamDelete | Kind::SuperStreamPartitions => check::<m::SuperStreamRef>(body),
         Kind::SuperStreamRoute => check::<m::SuperStreamRoute>(body),
+        Kind::TopicState | Kind::ConsumerList => check::<m::TopicRef>(body),
+        Kind::ConsumerCreate => check::<d::DurableCreate>(body),
+        Kind::ConsumerDelete | Kind::ConsumerInfo => check::<d::DurableRef>(body),
+        Kind::Fetch => check::<d::FetchRequest>(body),
+        Kind::Ack => check::<d::AckRequest>(body),
     }
 }
 
