@@ -1080,13 +1080,13 @@ pub struct PartitionStats {
     pub id: u32,
     /// Owning shard.
     pub shard: u16,
-    /// First stored offset.
+    /// First live offset.
     pub first_offset: u64,
     /// Offset after the last visible record.
     pub next_offset: u64,
     /// Offset after the last fsynced record.
     pub committed_offset: u64,
-    /// Messages stored (`next_offset - first_offset`).
+    /// Live messages (`next_offset - first_offset` less those removed one by one).
     pub messages: u64,
     /// Bytes stored.
     pub bytes: u64,

@@ -442,13 +442,17 @@ impl PartitionManager {
                     None => Vec::new(),
                 };
                 let next = p.log.high_watermark();
+                let (first, live) = {
+                    let retention = p.retention.borrow();
+                    (retention.first.max(offsets.start), retention.live_messages(next))
+                };
                 let stats = PartitionStats {
                     id: p.key.partition,
                     shard: self.shard,
-                    first_offset: offsets.start,
+                    first_offset: first,
                     next_offset: next,
                     committed_offset: offsets.committed_next,
-                    messages: next.saturating_sub(offsets.start),
+                    messages: live,
                     bytes,
                     segments: segments as u32,
                     consumers,
