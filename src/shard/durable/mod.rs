@@ -142,7 +142,13 @@ impl Retention {
         let per_record = (header.length as u64 / u64::from(header.record_count.max(1))) as u32;
         if batch.is_compressed() {
             for view in record_views(batch, append_us) {
-                self.push_record(view.offset, view.bytes.unwrap_or(per_record), view.subject.as_deref(), append_us, view.expires_us);
+                self.push_record(
+                    view.offset,
+                    view.bytes.unwrap_or(per_record),
+                    view.subject.as_deref(),
+                    append_us,
+                    view.expires_us,
+                );
             }
             return;
         }
@@ -152,7 +158,14 @@ impl Retention {
         }
     }
 
-    fn push_record(&mut self, offset: u64, bytes: u32, subject: Option<&[u8]>, append_us: u64, expires_us: u64) {
+    fn push_record(
+        &mut self,
+        offset: u64,
+        bytes: u32,
+        subject: Option<&[u8]>,
+        append_us: u64,
+        expires_us: u64,
+    ) {
         let Some(ledger) = self.ledger.as_mut() else { return };
         ledger.push(offset, bytes, subject, append_us, expires_us);
         if self.policy.retention == Policy::Interest && !self.held(offset, subject) {
@@ -404,7 +417,8 @@ fn measure(record: &crate::protocol::batch::Record<'_>, append_us: u64) -> (u32,
         for (key, value) in record.headers() {
             bytes += key.len() + value.len();
             if key == TTL_HEADER.as_bytes() {
-                expires_us = parse_ttl_ms(value).map_or(0, |ms| append_us.saturating_add(ms.saturating_mul(1000)));
+                expires_us =
+                    parse_ttl_ms(value).map_or(0, |ms| append_us.saturating_add(ms.saturating_mul(1000)));
             }
         }
     }
