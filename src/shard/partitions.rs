@@ -280,7 +280,8 @@ impl PartitionManager {
         {
             let body = &frame[payload.clone()];
             let batches = bounds.iter().map(|(start, end, _)| &body[*start..*end]);
-            super::durable::appended(&mut partition.retention.borrow_mut(), batches);
+            let last_us = infos.last().map_or(0, |info| info.append_timestamp_us);
+            super::durable::appended(&mut partition.retention.borrow_mut(), batches, last_us);
         }
         if let (Some(first), Some(last)) = (infos.first(), infos.last()) {
             let epoch = partition.log.rollback_epoch();

@@ -475,14 +475,14 @@ pub fn admit<'a>(
 }
 
 /// Records batches just appended (their offsets and append times patched in).
-pub fn appended<'a>(retention: &mut Retention, batches: impl Iterator<Item = &'a [u8]>) {
+/// `last_append_us` is the append time of the last of them (from the log's answer), all an
+/// untracked partition needs: its batches are not decoded again.
+pub fn appended<'a>(retention: &mut Retention, batches: impl Iterator<Item = &'a [u8]>, last_append_us: u64) {
+    if retention.ledger.is_none() {
+        retention.last_timestamp_us = retention.last_timestamp_us.max(last_append_us);
+        return;
+    }
     for bytes in batches {
-        if retention.ledger.is_none() {
-            if let Some(header) = header_at(bytes) {
-                retention.last_timestamp_us = header.append_timestamp_us;
-            }
-            continue;
-        }
         // Validated by the produce path before it was appended.
         match crate::protocol::batch::validated_view(bytes) {
             Ok(batch) => {

@@ -179,7 +179,8 @@ impl PartitionManager {
         {
             let body = &frame[payload.clone()];
             let batches = appending.iter().map(|(start, end)| &body[*start..*end]);
-            crate::shard::durable::appended(&mut partition.retention.borrow_mut(), batches);
+            let last_us = infos.last().map_or(0, |info| info.append_timestamp_us);
+            crate::shard::durable::appended(&mut partition.retention.borrow_mut(), batches, last_us);
         }
         if appending.len() == bounds.len() {
             if let (Some(first), Some(last)) = (infos.first(), infos.last()) {
