@@ -55,13 +55,12 @@ pub const WRITE_CHUNK_BYTES_DEFAULT: usize = 1024 * 1024;
 /// this) and acknowledgement latency.
 pub const DIRTY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 
-/// Default bytes of recent produce frames a shard keeps for consumers at the head of its
-/// partitions (`--tail-cache-bytes`, split evenly over them): four 1 MB batches.
-pub const TAIL_CACHE_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
-
-/// Default most bytes read ahead for a sequential consumer of one partition
-/// (`--prefetch-bytes`): a poll of four 1 MB batches.
+/// Default bytes of each read planned ahead of a sequential consumer (`--prefetch-bytes`).
 pub const PREFETCH_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
+
+/// Default reads planned ahead of a sequential consumer, all in flight (`--prefetch-depth`):
+/// with 4 MiB reads, 16 MiB ahead, enough to keep an NVMe device's queue busy.
+pub const PREFETCH_DEPTH_DEFAULT: usize = 4;
 
 /// Index entries buffered before the active segment's index files are written out.
 pub const INDEX_FLUSH_ENTRIES: usize = 256;

@@ -420,21 +420,28 @@ fn pipelined_produces_keep_their_order_and_multi_batch_requests_are_contiguous()
 }
 
 /// Polls smaller than a read: the server keeps the rest of each read for the next poll (read
-/// ahead), recent produce frames for polls at the head (tail cache), and reads on ahead of a
-/// sequential reader (prefetch). Stepping through in small polls (by messages and by bytes),
-/// jumping back, and starting mid-batch must each return every record exactly once, in order:
-/// from the tail cache, and with it disabled from disk reads with and without prefetch.
+/// ahead), recent batches in the batch cache, and plans reads ahead of a sequential reader.
+/// Stepping through in small polls (by messages and by bytes), jumping back, and starting
+/// mid-batch must each return every record exactly once, in order: from the cache, from disk
+/// with no cache and with and without planned reads, and with a cache too small for much, small
+/// index intervals and small planned reads, so that reads are cut into many chunks in flight
+/// at once and entries are evicted under the readers.
 #[test]
-fn small_polls_from_the_tail_cache_read_ahead_and_prefetch_see_every_record_once() {
+fn small_polls_from_the_cache_read_ahead_and_planned_reads_see_every_record_once() {
     small_polls_see_every_record_once(&["--fsync", "never"]);
-    small_polls_see_every_record_once(&["--fsync", "always", "--tail-cache-bytes", "0"]);
+    small_polls_see_every_record_once(&["--fsync", "always", "--cache-bytes", "0"]);
+    small_polls_see_every_record_once(&["--fsync", "never", "--cache-bytes", "0", "--prefetch-bytes", "0"]);
     small_polls_see_every_record_once(&[
         "--fsync",
-        "never",
-        "--tail-cache-bytes",
-        "0",
+        "always",
+        "--cache-bytes",
+        "40000",
+        "--index-interval-bytes",
+        "4096",
         "--prefetch-bytes",
-        "0",
+        "4096",
+        "--prefetch-depth",
+        "3",
     ]);
 }
 

@@ -28,6 +28,13 @@ fn main() {
     };
     let data_dir = config.data_dir.clone();
     let fsync = config.fsync;
+    let memory = format!(
+        "cache_bytes={} ({} per shard), write_behind_bytes={} per partition, io_memory={} per shard",
+        config.cache_bytes_total(),
+        config.cache_bytes_per_shard(),
+        config.write_behind_bytes,
+        config.io_memory
+    );
     let running = match server::start(config) {
         Ok(running) => running,
         Err(error) => fail(&error),
@@ -41,6 +48,7 @@ fn main() {
         if direct.is_empty() { "off".to_string() } else { direct.join(", ") },
         data_dir.display(),
     );
+    println!("memory: {memory}");
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }

@@ -54,6 +54,11 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = SEGMENT_BYTES_DEFAULT)]
     pub segment_bytes: u64,
 
+    /// Log bytes between two entries of a segment's sparse offset index: a read for an offset
+    /// scans at most this far past its entry, and reads planned ahead are cut on entries.
+    #[arg(long, default_value_t = crate::constants::INDEX_INTERVAL_BYTES_DEFAULT)]
+    pub index_interval_bytes: u32,
+
     /// Seal a segment once its first message is this old (e.g. `1h`, `7d`). Default: size only.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub segment_max_age: Option<Duration>,
@@ -71,17 +76,22 @@ pub struct ServerConfig {
     #[arg(long, default_value_t = crate::constants::DIRTY_BYTES_MAX_DEFAULT)]
     pub write_behind_bytes: usize,
 
-    /// Bytes of recent produce frames each shard keeps in memory so that consumers at the head
-    /// of a partition are answered without a disk read, split evenly over the shard's
-    /// partitions. 0 disables. Memory is shards x this.
-    #[arg(long, default_value_t = crate::constants::TAIL_CACHE_BYTES_DEFAULT)]
-    pub tail_cache_bytes: usize,
+    /// Bytes of recent batches the broker keeps in memory (produce frames and disk reads), over
+    /// all shards (each gets an equal share), so that consumers of recent data are answered
+    /// without a disk read. Default: a quarter of the machine's memory (or of the cgroup's
+    /// limit). 0 disables. See the README's memory section for the broker's total.
+    #[arg(long)]
+    pub cache_bytes: Option<usize>,
 
-    /// Most bytes a shard reads ahead, per partition, for a consumer reading a partition from
-    /// disk sequentially: the next read runs while the current answer is sent. 0 disables.
-    /// Memory is partitions being read from disk x this.
+    /// Bytes of each read planned ahead for a consumer reading a partition from disk
+    /// sequentially. 0 disables read-ahead.
     #[arg(long, default_value_t = crate::constants::PREFETCH_BYTES_DEFAULT)]
     pub prefetch_bytes: usize,
+
+    /// Reads planned ahead of such a consumer, all in flight at once: the read-ahead window is
+    /// this x `--prefetch-bytes` per partition being read from disk.
+    #[arg(long, default_value_t = crate::constants::PREFETCH_DEPTH_DEFAULT)]
+    pub prefetch_depth: usize,
 
     /// How long an idle shard spins before it parks (e.g. `50us`): lower wake-up latency for the
     /// price of CPU time. 0 parks at once.
@@ -183,6 +193,23 @@ pub struct ServerConfig {
     pub root_password: Option<String>,
 }
 
+/// The memory this process may use: the machine's (`MemTotal`), or its cgroup's limit when
+/// lower. 1 GiB when neither can be read.
+pub fn memory_limit_bytes() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<usize>().ok().map(|kib| kib * 1024)
+    });
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    match (total, cgroup) {
+        (Some(total), Some(limit)) => total.min(limit),
+        (Some(bytes), None) | (None, Some(bytes)) => bytes,
+        (None, None) => 1 << 30,
+    }
+}
+
 /// A list of core ids from `--cores`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoreList(pub Vec<usize>);
@@ -225,6 +252,9 @@ impl ServerConfig {
                 "--segment-bytes {} outside 64 KiB..={SEGMENT_BYTES_MAX}",
                 self.segment_bytes
             ));
+        }
+        if self.index_interval_bytes < 4096 {
+            return Err(format!("--index-interval-bytes {} below 4096", self.index_interval_bytes));
         }
         if self.max_frame_bytes < 4096 {
             return Err(format!("--max-frame-bytes {} below 4096", self.max_frame_bytes));
@@ -270,6 +300,17 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The batch cache over all shards: `--cache-bytes`, or a quarter of the memory this
+    /// process may use.
+    pub fn cache_bytes_total(&self) -> usize {
+        self.cache_bytes.unwrap_or_else(|| memory_limit_bytes() / 4)
+    }
+
+    /// One shard's share of the batch cache.
+    pub fn cache_bytes_per_shard(&self) -> usize {
+        self.cache_bytes_total() / self.placement().len().max(1)
+    }
+
     /// The cores shards run on (pinned), or `None` entries for unpinned shards.
     pub fn placement(&self) -> Vec<Option<usize>> {
         if let Some(CoreList(cores)) = &self.cores {
@@ -309,6 +350,7 @@ impl ServerConfig {
             retention_max_age: topic.retention_max_age_us.map(Duration::from_micros),
             retention_max_bytes: topic.retention_max_bytes,
             dirty_bytes_max: self.write_behind_bytes,
+            index_interval_bytes: self.index_interval_bytes,
             ..LogConfig::default()
         }
     }

@@ -5,7 +5,7 @@
 //! and not yet written, and the sender into the connection's writer), and the pump tasks. A pump
 //! is a standing poll (DESIGN §7, "push is pull done by the broker"): while its subscription has
 //! credit and the connection's queue has room, it polls its partition through the same path as
-//! `Poll` (owner shard, tail cache, read-ahead, prefetch, the read buffers themselves as payload
+//! `Poll` (owner shard, batch cache, read-ahead, planned reads, the read buffers themselves as payload
 //! parts, so nothing is copied on this shard) and queues what it got as one `Deliver`.
 //!
 //! A durable subscription's pump is a standing `Fetch` instead: while it has credit (messages,

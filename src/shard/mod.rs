@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub mod cache;
 pub mod controller;
 pub mod durable;
 pub mod error;
@@ -22,10 +23,10 @@ pub mod groups;
 pub mod leases;
 pub mod mesh;
 pub mod partitions;
+pub mod payload;
 pub mod producer_ops;
 pub mod producers;
 pub mod sac;
-pub mod tail;
 
 use error::{BrokerError, BrokerResult};
 use mesh::{Mesh, ShardMessage};

@@ -28,18 +28,21 @@ use crate::protocol::batch::{self, BatchHeader, BATCH_BYTES_MIN};
 use crate::protocol::messages::{BatchAck, OffsetInfo, PartitionStats, PollStrategy, PolledPartition};
 use crate::server::config::ServerConfig;
 use crate::storage::offsets::{OffsetError, OffsetStore};
-use crate::storage::{LogRead, PartitionLog, StorageResult};
+use crate::storage::{PartitionLog, StorageResult};
 
 use super::durable::Retention;
+pub use super::payload::PayloadPart;
 use super::producers::{NamedBatch, ProducerTable};
-pub use super::tail::PayloadPart;
 use crate::storage::acks::AckLog;
 use crate::storage::producers::ProducerLog;
 
 mod filtered;
 mod named;
-use super::tail::{TailBudget, TailCache};
+mod read;
+use super::cache::{BatchCache, PartitionCache};
 use crate::server::frame_pool::FrameBuf;
+pub(crate) use read::read_from;
+pub use read::Prefetching;
 
 /// A poll answered on the owner shard: marks, and the read buffers holding the batches.
 pub struct LocalPoll {
@@ -77,13 +80,10 @@ pub struct Partition {
     /// poll's byte budget, the answer may stop earlier at its message budget): the next poll
     /// that starts exactly there is answered from memory, without a disk read.
     pub read_ahead: RefCell<Option<PayloadPart>>,
-    /// The latest produce frames, for polls at the head of the partition (`--tail-cache-bytes`).
-    pub tail: RefCell<TailCache>,
-    /// A disk read of the batches after the last poll's answer, started when that poll was
-    /// answered from disk and began where the poll before it ended (a consumer reading on
-    /// sequentially): it runs while the answer is sent and the next poll is on its way.
-    /// Dropped (cancelled) when a poll asks for another offset.
-    prefetch: RefCell<Option<Prefetch>>,
+    /// Its entries in the shard's batch cache (`--cache-bytes`): produce frames and disk reads.
+    pub cache: PartitionCache,
+    /// Reads planned ahead of a sequential reader ([`read`]).
+    ahead: RefCell<read::ReadAhead>,
     /// Where the last poll's answer ended, to tell a sequential reader.
     last_poll_end: Cell<Option<u64>>,
     /// Named producers writing here (see [`super::producers`]).
@@ -103,27 +103,31 @@ pub struct Partition {
     pub acks: async_lock::Mutex<AckLog<DmaIo>>,
 }
 
-/// A read of up to `--prefetch-bytes` from `offset`, running on the owner shard.
-struct Prefetch {
-    offset: u64,
-    read: glommio::Task<StorageResult<Option<LogRead<glommio::io::ReadResult>>>>,
-}
-
 /// Every partition this shard owns.
 pub struct PartitionManager {
     shard: u16,
     io: DmaIo,
     config: Arc<ServerConfig>,
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
-    /// `--tail-cache-bytes`, shared by this shard's partitions.
-    tail_budget: Rc<TailBudget>,
+    /// This shard's batch cache (`--cache-bytes` over the shards).
+    cache: Rc<BatchCache>,
 }
 
 impl PartitionManager {
     /// An empty manager for `shard`.
     pub fn new(shard: u16, io: DmaIo, config: Arc<ServerConfig>) -> Self {
-        let tail_budget = TailBudget::new(config.tail_cache_bytes);
-        Self { shard, io, config, partitions: RefCell::new(HashMap::new()), tail_budget }
+        let cache = BatchCache::new(config.cache_bytes_per_shard());
+        Self { shard, io, config, partitions: RefCell::new(HashMap::new()), cache }
+    }
+
+    /// How far reads run ahead of sequential readers.
+    pub fn prefetching(&self) -> Prefetching {
+        Prefetching { chunk_bytes: self.config.prefetch_bytes, depth: self.config.prefetch_depth }
+    }
+
+    /// This shard's batch cache.
+    pub fn cache(&self) -> &Rc<BatchCache> {
+        &self.cache
     }
 
     /// The directory of a partition.
@@ -189,8 +193,8 @@ impl PartitionManager {
                 offsets,
                 data: Event::new(),
                 read_ahead: RefCell::new(None),
-                tail: RefCell::new(TailCache::new(self.tail_budget.clone())),
-                prefetch: RefCell::new(None),
+                cache: self.cache.partition(),
+                ahead: RefCell::new(read::ReadAhead::default()),
                 last_poll_end: Cell::new(None),
                 producers: RefCell::new(producers),
                 producer_log: async_lock::Mutex::new(producer_log),
@@ -211,7 +215,7 @@ impl PartitionManager {
     /// Closes a partition whose topic was deleted and removes its files.
     async fn remove(&self, partition: Rc<Partition>) {
         let dir = self.dir(partition.key);
-        partition.prefetch.borrow_mut().take();
+        *partition.ahead.borrow_mut() = read::ReadAhead::default();
         if let Err(error) = partition.log.close().await {
             tracing::warn!(shard = self.shard, %error, "closing a deleted partition");
         }
@@ -239,7 +243,7 @@ impl PartitionManager {
 
     /// Appends the `batch_count` batches in `frame[payload]` (validated first, all or nothing)
     /// and returns their acknowledgements. Offsets and append times are patched into the frame
-    /// in place, which the tail cache then keeps for consumers at the head.
+    /// in place, which the batch cache then keeps for consumers at the head.
     pub async fn produce(
         &self,
         key: PartitionKey,
@@ -286,7 +290,8 @@ impl PartitionManager {
         if let (Some(first), Some(last)) = (infos.first(), infos.last()) {
             let epoch = partition.log.rollback_epoch();
             let (first, next) = (first.base_offset, last.last_offset + 1);
-            partition.tail.borrow_mut().insert(frame, payload, first, next, epoch);
+            let part = PayloadPart::frame(frame, payload, first, next);
+            partition.cache.insert(part, epoch, partition.log.high_watermark(), false);
         }
         partition.data.notify(usize::MAX);
         let acks = infos
@@ -322,11 +327,11 @@ impl PartitionManager {
                 None => self.start_offset(&partition, spec).await?,
             };
             let mut outcome = match &spec.filter {
-                None => read_from(&partition, start, spec, self.config.prefetch_bytes).await?,
+                None => read_from(&partition, start, spec, self.prefetching()).await?,
                 Some(filter) => {
                     let scan_left = (FILTER_SCAN_BYTES_MAX as u64).saturating_sub(skipped.bytes) as usize;
-                    let prefetch = self.config.prefetch_bytes;
-                    filtered::read(&partition, start, spec, filter, scan_left, prefetch).await?
+                    let ahead = self.prefetching();
+                    filtered::read(&partition, start, spec, filter, scan_left, ahead).await?
                 }
             };
             skipped.add(outcome.filtered);
@@ -633,102 +638,4 @@ fn split_batches(payload: &[u8], batch_count: u32) -> BrokerResult<Vec<(usize, u
         return Err(invalid(format!("{} bytes after the last of {batch_count} batches", payload.len() - at)));
     }
     Ok(bounds)
-}
-
-/// Reads batches from `start` within the spec's message and byte limits: the rest of the last
-/// read, the tail cache, the prefetched read, then the disk. When the answer came from disk for
-/// a sequential reader, starts a prefetch of up to `prefetch_bytes` where the answer ends.
-pub(crate) async fn read_from(
-    partition: &Rc<Partition>,
-    start: u64,
-    spec: &PollSpec,
-    prefetch_bytes: usize,
-) -> BrokerResult<LocalPoll> {
-    let log = &partition.log;
-    let high_watermark = log.high_watermark();
-    let mut parts = Vec::new();
-    let mut total = 0_usize;
-    let mut offset = start;
-    let mut from_disk = false;
-    let max_bytes = (spec.max_bytes as usize).max(1);
-    let max_messages = u64::from(spec.max_messages.max(1));
-    let max_batches = spec.max_batches.max(1);
-    let mut batches = 0_u32;
-    let what = || format!("read from partition {}", partition.key.partition);
-    while offset < high_watermark
-        && total < max_bytes
-        && offset - start < max_messages
-        && batches < max_batches
-    {
-        let ahead =
-            partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
-        let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
-        let read = match ahead.or_else(cached) {
-            Some(part) => Some(part),
-            None => {
-                from_disk = true;
-                let prefetched = partition.prefetch.borrow_mut().take().filter(|p| p.offset == offset);
-                // A failed or empty prefetch is read again (and a real error reported from there).
-                let prefetched = match prefetched {
-                    Some(prefetch) => prefetch.read.await.ok().flatten(),
-                    None => None,
-                };
-                match prefetched {
-                    Some(read) => Some(PayloadPart::Read(read)),
-                    None => log
-                        .read(offset, max_bytes - total)
-                        .await
-                        .map_err(|e| BrokerError::storage(&what(), e))?
-                        .map(PayloadPart::Read),
-                }
-            }
-        };
-        let Some(mut read) = read else { break };
-        let data = read.bytes();
-        let (mut at, mut next) = (0_usize, read.first_offset().unwrap_or(offset));
-        // Whole batches only: none once `max_messages` are included, none past `max_bytes`
-        // (but at least one per poll).
-        while at < data.len() && next.saturating_sub(start) < max_messages && batches < max_batches {
-            let header =
-                BatchHeader::decode(&data[at..]).map_err(|e| BrokerError::storage(&what(), e.into()))?;
-            if total + at > 0 && total + at + header.length as usize > max_bytes {
-                break;
-            }
-            at += header.length as usize;
-            next = header.next_offset();
-            batches += 1;
-        }
-        let at = at.min(data.len());
-        // The rest of the read waits for the next poll, which usually starts right there.
-        let rest = read.split_off(at, next);
-        let cut = rest.is_some();
-        *partition.read_ahead.borrow_mut() = rest;
-        if at > 0 {
-            // The read buffer (or cached frame) itself goes into the response: no copy here.
-            total += at;
-            parts.push(read);
-        }
-        offset = next;
-        if cut {
-            break;
-        }
-    }
-    let sequential = partition.last_poll_end.replace(Some(offset)) == Some(start);
-    if from_disk && sequential && prefetch_bytes > 0 && offset < high_watermark {
-        let ahead_end = partition.read_ahead.borrow().as_ref().and_then(PayloadPart::next_offset);
-        let at = ahead_end.unwrap_or(offset);
-        let owner = partition.clone();
-        let len = max_bytes.min(prefetch_bytes);
-        let read = glommio::spawn_local(async move { owner.log.read(at, len).await });
-        *partition.prefetch.borrow_mut() = Some(Prefetch { offset: at, read });
-    }
-    let partition_info = PolledPartition {
-        partition: partition.key.partition,
-        start_offset: start,
-        next_offset: offset,
-        high_watermark,
-        payload_bytes: total as u32,
-        removed: Vec::new(),
-    };
-    Ok(LocalPoll { partition: partition_info, parts, filtered: FilterTally::default() })
 }

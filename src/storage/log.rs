@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
+mod chunks;
+pub use chunks::ReadChunk;
+
 use async_lock::Mutex;
 use event_listener::Event;
 use futures::future::try_join_all;

@@ -32,7 +32,7 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-pub use log::{AppendInfo, LogRead, PartitionLog};
+pub use log::{AppendInfo, LogRead, PartitionLog, ReadChunk};
 
 /// When appends are acknowledged relative to fdatasync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -106,6 +106,42 @@ fn round_trip_across_segment_rolls() {
     assert_eq!((offsets.dirty_next, offsets.stable_next, offsets.committed_next), (600, 600, 600));
 }
 
+/// Planned reads cut the log into chunks on index entries that can be read in any order (all
+/// planned before any is read), hold exactly their batches, and cover every batch once from
+/// any starting offset, across segment rolls.
+#[test]
+fn planned_chunks_cover_the_log_from_any_offset() {
+    let io = FaultIo::new();
+    let (log, _) = open(&io, config(64 * 1024));
+    let acked = append_all(&log, 0..120, 5, 300);
+    for (start, chunk_bytes) in [(0, 1), (0, 10_000), (7, 5000), (333, 100_000), (599, 4096)] {
+        let mut plans = Vec::new();
+        let mut at = start;
+        while let Some(chunk) = log.plan_read(at, chunk_bytes) {
+            assert!(chunk.first <= at && at < chunk.next && !chunk.is_empty());
+            at = chunk.next;
+            plans.push(chunk);
+        }
+        assert_eq!(at, 600, "planned to the end from {start}");
+        let mut got = Vec::new();
+        for chunk in plans.iter().rev() {
+            let read = block_on(log.read_chunk(chunk)).expect("read chunk");
+            assert_eq!((read.first_offset, read.next_offset), (chunk.first, chunk.next));
+            let batches: Vec<_> = batch::batches(read.bytes())
+                .map(|b| b.expect("valid"))
+                .map(|b| (b.header().base_offset, b.as_bytes().to_vec()))
+                .collect();
+            got.splice(0..0, batches);
+        }
+        let from = acked.iter().position(|(o, _)| o + 5 > start).expect("start inside the log");
+        let first_planned = got.first().map(|b| b.0).expect("something planned");
+        let skip = got.iter().position(|b| b.0 == acked[from].0).expect("holds the start");
+        assert!(first_planned <= acked[from].0);
+        assert_same(&got[skip..], &acked[from..], &format!("chunks from {start} of {chunk_bytes}"));
+    }
+    assert!(log.plan_read(600, 4096).is_none(), "nothing visible past the end");
+}
+
 #[test]
 fn reads_by_offset_inside_a_batch_and_by_timestamp() {
     let io = FaultIo::new();

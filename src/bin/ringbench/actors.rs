@@ -113,14 +113,29 @@ pub fn check(workload: Workload, settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs a broker workload (the streams exist and are empty) and returns every actor's result.
+fn is_consumer(workload: Workload) -> bool {
+    matches!(workload, Workload::PinnedConsumer | Workload::BalancedConsumerGroup | Workload::AckConsumer)
+}
+
+/// `--phase fill`: fills the partitions of a consumer workload and stops.
+pub fn fill_only(workload: Workload, settings: &Settings) -> Result<(), String> {
+    if !is_consumer(workload) {
+        return Err("--phase fill is for consumer workloads".to_string());
+    }
+    let fill_batches = match settings.bound {
+        Bound::Batches(batches) => batches,
+        Bound::Duration(_) => BATCHES_DEFAULT,
+    };
+    fill(settings, fill_batches)
+}
+
+/// Runs a broker workload (the streams exist and are empty, or were filled by `--phase fill`) and returns every actor's result.
 pub fn run(workload: Workload, settings: &Settings) -> Result<Vec<ActorResult>, String> {
     let fill_batches = match settings.bound {
         Bound::Batches(batches) => batches,
         Bound::Duration(_) => BATCHES_DEFAULT,
     };
-    if matches!(workload, Workload::PinnedConsumer | Workload::BalancedConsumerGroup | Workload::AckConsumer)
-    {
+    if is_consumer(workload) && settings.phase != crate::Phase::Consume {
         fill(settings, fill_batches)?;
     }
     let producer = |id: u32, targets: Vec<(String, u32)>| Task::Produce {

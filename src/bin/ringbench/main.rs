@@ -243,6 +243,23 @@ struct Options {
     /// fetched offset acknowledged, in one request per fetch) or all (one AckAll per fetch).
     #[arg(long, default_value = "explicit", value_parser = parse_ack)]
     ack: AckPolicy,
+    /// Consumer workloads: `all` (create the streams, fill, consume), `fill` (create and fill,
+    /// then exit: e.g. before restarting the broker for a cold cache), or `consume` (the streams
+    /// were filled by an earlier `--phase fill` with the same shape; read them).
+    #[arg(long, value_enum, default_value = "all")]
+    phase: Phase,
+}
+
+/// Which part of a consumer workload to run (`--phase`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Create, fill, consume.
+    All,
+    /// Create and fill only.
+    Fill,
+    /// Consume what an earlier fill left.
+    Consume,
 }
 
 fn parse_retention(text: &str) -> Result<Retention, String> {
@@ -343,6 +360,8 @@ pub struct Settings {
     /// Ack policy of durable-consumer workloads.
     #[serde(serialize_with = "serialize_debug")]
     pub ack: AckPolicy,
+    /// Which part of a consumer workload runs.
+    pub phase: Phase,
 }
 
 fn serialize_debug<T: std::fmt::Debug, S: serde::Serializer>(
@@ -404,6 +423,7 @@ impl Settings {
             subscribe_credits: options.subscribe,
             retention: options.retention,
             ack: options.ack,
+            phase: options.phase,
         })
     }
 
@@ -522,7 +542,14 @@ fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) 
     } else {
         actors::check(workload, settings)?;
         subscribe::check(workload, settings)?;
-        setup(settings, workload)?;
+        if settings.phase != Phase::Consume {
+            setup(settings, workload)?;
+        }
+        if settings.phase == Phase::Fill {
+            actors::fill_only(workload, settings)?;
+            println!("filled; run again with --phase consume to read");
+            return Ok(());
+        }
         actors::run(workload, settings)?
     };
     let skipped_after = filtering.then(|| filtered::skipped_bytes(settings)).transpose()?;

@@ -3,8 +3,8 @@
 //! the reports (`ConsumerInfo`, `TopicState`).
 //!
 //! Runs on the partition's owner shard. The partition's [`super::Retention`] is borrowed only
-//! between awaits; reads go through the poll path (`read_from`: tail cache, read-ahead,
-//! prefetch) and the batches they return go into the answer as they are, trimmed to the
+//! between awaits; reads go through the poll path (`read_from`: batch cache, read-ahead,
+//! planned reads) and the batches they return go into the answer as they are, trimmed to the
 //! batches that hold a delivered record. Invariant: an `AckSync` answer leaves only after the
 //! change is in the ack log and synced.
 
@@ -23,7 +23,7 @@ use crate::protocol::messages::{PollStrategy, Status};
 use crate::protocol::subject::filter_matches;
 use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::mesh::PollSpec;
-use crate::shard::partitions::{read_from, Partition, PayloadPart};
+use crate::shard::partitions::{read_from, Partition, PayloadPart, Prefetching};
 
 /// The most batch bytes one fetch answers with (a larger `max_bytes` is cut to it): a read
 /// buffer's worth, as polls get.
@@ -48,13 +48,13 @@ fn unknown_consumer(partition: &Partition, name: &str) -> BrokerError {
 pub async fn fetch(
     partition: &Rc<Partition>,
     request: &FetchRequest,
-    prefetch_bytes: usize,
+    ahead: Prefetching,
 ) -> BrokerResult<FetchOutcome> {
     let expires = if request.no_wait { Duration::ZERO } else { Duration::from_micros(request.expires_us) };
     let deadline = Instant::now() + expires;
     loop {
         let listener = partition.data.listen();
-        let outcome = fetch_once(partition, request, prefetch_bytes).await?;
+        let outcome = fetch_once(partition, request, ahead).await?;
         let now = Instant::now();
         if !outcome.response.messages.is_empty() || now >= deadline {
             return Ok(outcome);
@@ -83,7 +83,7 @@ pub async fn fetch(
 async fn fetch_once(
     partition: &Rc<Partition>,
     request: &FetchRequest,
-    prefetch_bytes: usize,
+    ahead: Prefetching,
 ) -> BrokerResult<FetchOutcome> {
     let max_messages = request.max_messages.max(1) as usize;
     let max_bytes = (request.max_bytes as usize).clamp(1, FETCH_BYTES_MAX);
@@ -129,7 +129,7 @@ async fn fetch_once(
             continue;
         }
         let spec = spec_for(offset, 1, u32::MAX);
-        let read = read_from(partition, offset, &spec, 0).await?;
+        let read = read_from(partition, offset, &spec, Prefetching { chunk_bytes: 0, depth: 0 }).await?;
         for part in read.parts {
             let (Some(first), Some(next)) = (part.first_offset(), part.next_offset()) else { continue };
             covered.push((first, next));
@@ -156,7 +156,7 @@ async fn fetch_once(
         }
         let budget = (max_messages - messages.len()) as u32;
         let spec = spec_for(start, budget, (max_bytes - bytes) as u32);
-        let read = read_from(partition, start, &spec, prefetch_bytes).await?;
+        let read = read_from(partition, start, &spec, ahead).await?;
         if read.parts.is_empty() {
             break;
         }

@@ -88,7 +88,7 @@ pub async fn run(shard: &Shard, key: PartitionKey, op: DurableOp) -> BrokerResul
     let partition = shard.partitions.get(key)?;
     Ok(match op {
         DurableOp::Fetch(request) => {
-            let outcome = super::fetch::fetch(&partition, &request, shard.config.prefetch_bytes).await?;
+            let outcome = super::fetch::fetch(&partition, &request, shard.partitions.prefetching()).await?;
             DurableReply::Fetched(outcome.response, outcome.parts)
         }
         DurableOp::Ack(request) => DurableReply::Acked(super::fetch::ack(&partition, &request).await?),

@@ -1,5 +1,5 @@
-//! Filtered reads: a poll with filter values reads on like an unfiltered one (read-ahead, tail
-//! cache, prefetch, disk) but leaves out whole batches whose header rules out every wanted value
+//! Filtered reads: a poll with filter values reads on like an unfiltered one (read-ahead, batch
+//! cache, planned reads, disk) but leaves out whole batches whose header rules out every wanted value
 //! ([`batch_may_match`]). The batches it keeps stay in the buffers they were read into: each run
 //! of kept batches becomes one payload part sharing its read buffer or cached frame, so nothing
 //! is copied, and records are never opened (compressed batches are judged by their header).
@@ -11,7 +11,7 @@
 
 use std::rc::Rc;
 
-use super::{LocalPoll, Partition, PayloadPart, Prefetch};
+use super::{LocalPoll, Partition, PayloadPart};
 use crate::protocol::batch::BatchHeader;
 use crate::protocol::filter::{batch_may_match, Filter};
 use crate::protocol::messages::{PolledPartition, Status};
@@ -27,7 +27,7 @@ pub(super) async fn read(
     spec: &PollSpec,
     filter: &Filter,
     scan_bytes_max: usize,
-    prefetch_bytes: usize,
+    ahead: super::Prefetching,
 ) -> BrokerResult<LocalPoll> {
     let high_watermark = partition.log.high_watermark();
     let limits = Limits {
@@ -41,7 +41,9 @@ pub(super) async fn read(
     let mut from_disk = false;
     while offset < high_watermark && !walk.done(&limits) {
         let len = limits.bytes - walk.kept_bytes;
-        let Some(mut read) = next_read(partition, offset, high_watermark, len, &mut from_disk).await? else {
+        let Some(mut read) =
+            super::read::next_part(partition, offset, high_watermark, len, &mut from_disk).await?
+        else {
             break;
         };
         let first = read.first_offset().unwrap_or(offset);
@@ -58,8 +60,7 @@ pub(super) async fn read(
             break;
         }
     }
-    let prefetch_len = if from_disk { limits.bytes.min(prefetch_bytes) } else { 0 };
-    start_prefetch(partition, start, offset, high_watermark, prefetch_len);
+    super::read::read_on(partition, start, offset, from_disk, ahead);
     let mut tally = partition.filtered.get();
     tally.add(walk.skipped);
     partition.filtered.set(tally);
@@ -73,55 +74,6 @@ pub(super) async fn read(
         removed: Vec::new(),
     };
     Ok(LocalPoll { partition: marks, parts, filtered: walk.skipped })
-}
-
-/// The batches from the one holding `offset`: the rest of the last read, the tail cache, the
-/// prefetched read, then the disk (up to `len` bytes, at least one batch). Sets `from_disk`
-/// when the answer needed the disk. (The same sources, in the same order, as the unfiltered
-/// `read_from`, which keeps its own copy so the unfiltered path stays as it was.)
-async fn next_read(
-    partition: &Partition,
-    offset: u64,
-    high_watermark: u64,
-    len: usize,
-    from_disk: &mut bool,
-) -> BrokerResult<Option<PayloadPart>> {
-    let log = &partition.log;
-    let ahead = partition.read_ahead.borrow_mut().take().filter(|part| part.first_offset() == Some(offset));
-    let cached = || partition.tail.borrow_mut().lookup(offset, high_watermark, log.rollback_epoch());
-    if let Some(part) = ahead.or_else(cached) {
-        return Ok(Some(part));
-    }
-    *from_disk = true;
-    let prefetched = partition.prefetch.borrow_mut().take().filter(|p| p.offset == offset);
-    // A failed or empty prefetch is read again (and a real error reported from there).
-    let prefetched = match prefetched {
-        Some(prefetch) => prefetch.read.await.ok().flatten(),
-        None => None,
-    };
-    match prefetched {
-        Some(read) => Ok(Some(PayloadPart::Read(read))),
-        None => Ok(log
-            .read(offset, len)
-            .await
-            .map_err(|e| {
-                BrokerError::storage(&format!("read from partition {}", partition.key.partition), e)
-            })?
-            .map(PayloadPart::Read)),
-    }
-}
-
-/// Records where this poll ended and, for a sequential reader whose answer came from disk
-/// (`len > 0`), starts reading the next `len` bytes where the answer (and its read-ahead) ends.
-fn start_prefetch(partition: &Rc<Partition>, start: u64, offset: u64, high_watermark: u64, len: usize) {
-    let sequential = partition.last_poll_end.replace(Some(offset)) == Some(start);
-    if len > 0 && sequential && offset < high_watermark {
-        let ahead_end = partition.read_ahead.borrow().as_ref().and_then(PayloadPart::next_offset);
-        let at = ahead_end.unwrap_or(offset);
-        let owner = partition.clone();
-        let read = glommio::spawn_local(async move { owner.log.read(at, len).await });
-        *partition.prefetch.borrow_mut() = Some(Prefetch { offset: at, read });
-    }
 }
 
 /// Moves the runs of kept batches out of `read` into `parts`, in order, each sharing the read's

@@ -185,13 +185,9 @@ impl PartitionManager {
         if appending.len() == bounds.len() {
             if let (Some(first), Some(last)) = (infos.first(), infos.last()) {
                 let epoch = partition.log.rollback_epoch();
-                partition.tail.borrow_mut().insert(
-                    frame,
-                    payload,
-                    first.base_offset,
-                    last.last_offset + 1,
-                    epoch,
-                );
+                let (first, next) = (first.base_offset, last.last_offset + 1);
+                let part = crate::shard::payload::PayloadPart::frame(frame, payload, first, next);
+                partition.cache.insert(part, epoch, partition.log.high_watermark(), false);
             }
         }
         partition.data.notify(usize::MAX);
