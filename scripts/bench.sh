@@ -6,7 +6,7 @@
 # loopback`), then runs a fixed suite: for each entry a broker on a fresh data directory and a
 # free loopback port, one `ringbench --json` run, SIGTERM. The broker's RSS is sampled during each
 # run, and its block-device reads and writes over the run (/proc/PID/io) are recorded (reads
-# show consumers served from disk instead of the tail cache). Entries marked `du` also record the broker data directory's size after the run (du -sb),
+# show consumers served from disk instead of the batch cache). Entries marked `du` also record the broker data directory's size after the run (du -sb),
 # so that a compressed run's bytes on disk can be read against the payload it stored. Writes
 # results/<UTC timestamp>.json (entries + ceilings + machine), .md (table with every throughput as
 # a fraction of its ceiling) and .svg (`ringbench plot`, plotters); logs go to
@@ -18,6 +18,8 @@
 #   BENCH_WARMUP=1           ringbench --warmup per run (discarded part of the duration)
 #   BENCH_CONSUMER_BATCHES=1000  batches per partition the consumer entry fills and reads
 #                            (1000 x 1000 x 1 KB = 1 GB per partition; count-bound, no warm-up)
+#   BENCH_CATCHUP_GB=10      total GB the cold catch-up entry writes, restarts the broker over
+#                            (empty cache) and reads back (0 leaves the entry out)
 #   BENCH_BROKER_CORES=all   broker --cores (e.g. `0`, `2-5`); `all` = no --cores: one shard
 #                            per usable core
 #   BENCH_CLIENT_CORES=      ringbench --cores (unset: ringbench's default)
@@ -39,12 +41,17 @@ root=$PWD
 seconds=${BENCH_SECONDS:-8}
 warmup=${BENCH_WARMUP:-1}
 consumer_batches=${BENCH_CONSUMER_BATCHES:-1000}
+catchup_gb=${BENCH_CATCHUP_GB:-10}
 if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds < 1 || seconds > 10)); then
     echo "BENCH_SECONDS must be 1..10" >&2
     exit 64
 fi
 if ! [[ $warmup =~ ^[0-9]+$ ]] || ((warmup >= seconds)); then
     echo "BENCH_WARMUP must be a whole number below BENCH_SECONDS (it is part of the duration)" >&2
+    exit 64
+fi
+if ! [[ $catchup_gb =~ ^[0-9]+$ ]] || ((catchup_gb > 100)); then
+    echo "BENCH_CATCHUP_GB must be 0..100" >&2
     exit 64
 fi
 if ! [[ $consumer_batches =~ ^[0-9]+$ ]] || ((consumer_batches < 1 || consumer_batches > 4000)); then
@@ -192,9 +199,16 @@ free_port_block() {
 
 broker_port=
 broker_data=
+reuse_data= # set: the next start_broker opens this data directory instead of a fresh one
+keep_data= # set: the next stop_broker leaves the data directory
 start_broker() { # $1 = name, $2 = fsync policy, rest = extra broker flags
     broker_port=$(free_port_block "$shards") || { log "no free ports"; return 1; }
-    broker_data=$(mktemp -d "$work/data-$1.XXXXXX")
+    if [[ -n $reuse_data ]]; then
+        broker_data=$reuse_data
+        reuse_data=
+    else
+        broker_data=$(mktemp -d "$work/data-$1.XXXXXX")
+    fi
     "$broker_bin" --data-dir "$broker_data" --listen "127.0.0.1:$broker_port" "${broker_core_args[@]}" \
         --fsync "$2" "${@:3}" >"$logs/$1.broker.log" 2>&1 &
     broker_pid=$!
@@ -227,7 +241,8 @@ stop_broker() { # sets $stopped to "clean", "killed" or "...-rcN"
     fi
     wait "$broker_pid" 2>/dev/null || how=${how}-rc$?
     broker_pid=
-    rm -rf "$broker_data"
+    if [[ -z $keep_data ]]; then rm -rf "$broker_data"; fi
+    keep_data=
     stopped=$how
 }
 
@@ -252,7 +267,8 @@ stop_sampler() { kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>
 run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
     local json=$1 logfile=$2
     shift 2
-    local limit=$((seconds + 60)) # --duration includes the warm-up; fills and set-up need more
+    # --duration includes the warm-up; fills and set-up need more.
+    local limit=${bench_limit:-$((seconds + 60))}
     echo "+ ringbench --server 127.0.0.1:$broker_port $*" >"$logfile"
     # In the background so that a signal to this script runs the trap at once (bash defers traps
     # while a foreground child runs); the trap stops it.
@@ -301,6 +317,7 @@ suite=(
     "pinned-producer-1KB-json|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json|du"
     "pinned-producer-1KB-json-zstd|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json --compression zstd|du"
     "pinned-consumer-1KB|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "catchup-consumer-1KB-cold|never|consumer|catchup|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
     "pinned-consumer-1KB-filter-1-of-10|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --filter-values 10 --consume-filter v3"
     "pinned-consumer-1KB-subscribe|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --subscribe 10"
     "end-to-end-1KB|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
@@ -317,6 +334,11 @@ suite=(
     "workqueue-1KB|never|producer|duration|workqueue --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000|du|--segment-bytes 67108864"
     "workqueue-1KB-interest|never|producer|duration|workqueue --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --retention interest|du|--segment-bytes 67108864"
 )
+if ((catchup_gb == 0)); then
+    selected=()
+    for spec in "${suite[@]}"; do [[ ${spec%%|*} == catchup-* ]] || selected+=("$spec"); done
+    suite=("${selected[@]}")
+fi
 if [[ -n ${BENCH_ONLY:-} ]]; then
     selected=()
     for spec in "${suite[@]}"; do
@@ -344,6 +366,28 @@ for spec in "${suite[@]}"; do
             '{name: $name, status: $status, fsync: $fsync}' >>"$entries"
         continue
     fi
+    if [[ $bound == catchup ]] && ((have_ringbench)); then
+        # Write the data, restart the broker over it (an empty cache: every byte comes from the
+        # disk), then measure the read alone.
+        catchup_batches=$((catchup_gb * 1000 / n))
+        log "   filling ${catchup_gb} GB ($catchup_batches batches per partition), then restarting the broker"
+        if ! bench_limit=$((catchup_gb * 30 + 60)) run_ringbench "$work/$name.fill.json" "$logs/$name.fill.out" \
+            "${args[@]}" --phase fill --batches "$catchup_batches" "${client_args[@]}"; then
+            log "   fill failed (see $logs/$name.fill.out)"
+        fi
+        keep_data=1
+        stop_broker
+        reuse_data=$broker_data
+        if ! start_broker "$name" "$fsync" "${broker_extra[@]}"; then
+            status=broker-restart-failed
+            if [[ -n $broker_pid ]]; then stop_broker; fi
+            rm -rf "$broker_data"
+            failures=$((failures + 1))
+            jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" \
+                '{name: $name, status: $status, fsync: $fsync}' >>"$entries"
+            continue
+        fi
+    fi
     start_sampler "$rss_file"
     io_before=$(proc_io "$broker_pid")
     if ((!have_ringbench)); then
@@ -351,7 +395,10 @@ for spec in "${suite[@]}"; do
         status=skipped
         note="ringbench not built; broker start/stop only"
     else
-        if [[ $bound == fill ]]; then
+        if [[ $bound == catchup ]]; then
+            args+=(--phase consume --batches "$catchup_batches" --warmup 0)
+            note="read $catchup_gb GB written before a broker restart (cold cache), no warm-up"
+        elif [[ $bound == fill ]]; then
             # Consumer workloads fill the partitions themselves (ringbench recreates the streams
             # first), then read them back; count-bound, and without warm-up because reading the
             # fill can take less than a warm-up second. The timeout still bounds the run.
@@ -360,7 +407,9 @@ for spec in "${suite[@]}"; do
         else
             args+=(--duration "$seconds" --warmup "$warmup")
         fi
-        if run_ringbench "$result" "$logs/$name.out" "${args[@]}" "${client_args[@]}" --fsync-hint "fsync=$fsync"; then
+        limit=
+        [[ $bound == catchup ]] && limit=$((catchup_gb * 30 + 60))
+        if bench_limit=$limit run_ringbench "$result" "$logs/$name.out" "${args[@]}" "${client_args[@]}" --fsync-hint "fsync=$fsync"; then
             cp "$result" "$logs/"
         else
             rc=$?
@@ -370,7 +419,7 @@ for spec in "${suite[@]}"; do
     fi
     stop_sampler
     # The broker's block-device traffic during the entry (/proc/PID/io; O_DIRECT counts): reads
-    # show consumers served from disk rather than from the tail cache.
+    # show consumers served from disk rather than from the batch cache.
     read -r r0 w0 <<<"$io_before"
     read -r r1 w1 <<<"$(proc_io "$broker_pid")"
     disk_read=null disk_written=null
@@ -387,19 +436,22 @@ for spec in "${suite[@]}"; do
     stop_broker
     [[ $status == ok || $status == skipped ]] || failures=$((failures + 1))
     max_rss=$(cat "$rss_file")
+    # The cache the broker sized for itself (its start-up line), for the RSS rule.
+    cache_bytes=$(grep -o 'cache_bytes=[0-9]*' "$logs/$name.broker.log" | head -1 | cut -d= -f2)
+    [[ $cache_bytes =~ ^[0-9]+$ ]] || cache_bytes=null
     elapsed=$(($(date +%s) - started))
     log "   $status; broker stop: $stopped; max RSS ${max_rss} KiB; ${elapsed}s"
     [[ $data_bytes == null ]] || log "   data directory: $data_bytes bytes on disk (du -sb)"
     res='null'
     [[ -s $result ]] && res=$(jq -c . "$result" 2>/dev/null || echo null)
     jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" --arg kind "$kind" \
-        --arg note "$note" --arg stop "$stopped" --argjson rss "${max_rss:-0}" \
+        --arg note "$note" --arg stop "$stopped" --argjson rss "${max_rss:-0}" --argjson cache "$cache_bytes" \
         --arg cores "$broker_cores" --argjson shards "$shards" --argjson wall "$elapsed" \
         --arg bflags "${broker_flags:-}" \
         --argjson data "$data_bytes" --argjson dread "$disk_read" --argjson dwritten "$disk_written" \
         --arg cmd "ringbench ${args[*]} ${client_args[*]} --fsync-hint fsync=$fsync" --argjson result "$res" \
         '{name: $name, status: $status, fsync: $fsync, ceiling: $kind, note: $note,
-          broker: {cores: $cores, shards: $shards, flags: $bflags, stop: $stop, max_rss_kib: $rss, data_bytes: $data,
+          broker: {cores: $cores, shards: $shards, flags: $bflags, stop: $stop, max_rss_kib: $rss, cache_bytes: $cache, data_bytes: $data,
                    disk_read_bytes: $dread, disk_written_bytes: $dwritten},
           command: $cmd, wall_s: $wall, result: $result}' >>"$entries"
 done
@@ -436,15 +488,17 @@ jq -r '
   "",
   "Data MB: the broker data directory after the run (du -sb, entries that measure it); payload/data: the payload the producers had acknowledged over the whole run (warm-up included) per byte on disk, the compression ratio as stored.",
   "",
-  "| entry | fsync | status | MB/s | msgs/s | vs loopback | vs disk | p50 µs | p99 µs | p99.9 µs | max RSS MiB | data MB | payload/data |",
-  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  "RSS rule: the broker'"'"'s max RSS stays at or below its batch cache (`--cache-bytes`, as it reported at start-up) + 64 MiB; the column shows max RSS − cache bound (≤ 0: met).",
+  "",
+  "| entry | fsync | status | MB/s | msgs/s | vs loopback | vs disk | p50 µs | p99 µs | p99.9 µs | max RSS MiB | RSS − (cache + 64 MiB) | data MB | payload/data |",
+  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   (.entries[] |
     (.result.total.mb_per_s // null) as $mb |
     (if .ceiling == "consumer" then $c.o_direct_read_mb_per_s else $c.o_direct_write_mb_per_s end) as $disk |
     (if .ceiling == "consumer" then "read" else "write" end) as $dk |
     (.broker.data_bytes // null) as $data |
     (.result.total.producer_bytes_all // null) as $payload |
-    "| \(.name) | \(.fsync) | \(.status) | \(num($mb; 10)) | \(num(.result.total.msgs_per_s // null; 1)) | \(pct($mb; $c.loopback_tcp_mb_per_s)) | \(pct($mb; $disk)) \($dk) | \(num(.result.latency_us.p50 // null; 1)) | \(num(.result.latency_us.p99 // null; 1)) | \(num(.result.latency_us.p999 // null; 1)) | \(num((.broker.max_rss_kib // null) | if . == null then null else . / 1024 end; 10)) | \(num($data | if . == null then null else . / 1e6 end; 10)) | \(if $data == null or $payload == null or $data == 0 then "–" else num($payload / $data; 100) end) |"),
+    "| \(.name) | \(.fsync) | \(.status) | \(num($mb; 10)) | \(num(.result.total.msgs_per_s // null; 1)) | \(pct($mb; $c.loopback_tcp_mb_per_s)) | \(pct($mb; $disk)) \($dk) | \(num(.result.latency_us.p50 // null; 1)) | \(num(.result.latency_us.p99 // null; 1)) | \(num(.result.latency_us.p999 // null; 1)) | \(num((.broker.max_rss_kib // null) | if . == null then null else . / 1024 end; 10)) | \(if .broker.cache_bytes == null or .broker.max_rss_kib == null then "–" else num((.broker.max_rss_kib * 1024 - .broker.cache_bytes) / 1048576 - 64; 1) end) | \(num($data | if . == null then null else . / 1e6 end; 10)) | \(if $data == null or $payload == null or $data == 0 then "–" else num($payload / $data; 100) end) |"),
   "",
   (.entries[] | select(.result.filter != null) |
     "Filtering, \(.name): the consumers were sent \(num(.result.filter.received_share * 100; 10))% of the stream'"'"'s bytes (\(.result.filter.received_bytes) bytes sent, \(.result.filter.skipped_bytes) skipped by the broker; target at most 12%).")
