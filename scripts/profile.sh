@@ -7,7 +7,8 @@
 #
 # Usage: scripts/profile.sh [ringbench workload and flags...]
 #   default: pinned-producer --producers 2 --partitions 2 --message-size 1000
-# Environment: PROFILE_SECONDS (default 6), PROFILE_FSYNC (default never), PROFILE_SKIP_BUILD=1.
+# Environment: PROFILE_SECONDS (default 6), PROFILE_FSYNC (default never), PROFILE_SKIP_BUILD=1,
+#   PROFILE_BROKER_FLAGS (extra broker flags, e.g. "--cache-bytes 1073741824").
 # Without perf (Debian: linux-perf), falls back to `valgrind --tool=callgrind` instruction counts
 # on the broker (much slower; the workload runs with --batches 200).
 set -euo pipefail
@@ -34,12 +35,12 @@ use_perf=0
 if command -v perf >/dev/null && perf record -e cpu-clock -o /dev/null true >/dev/null 2>&1; then use_perf=1; fi
 
 if ((use_perf)); then
-    target/release/ringbroker --data-dir "$out/data" --listen "127.0.0.1:$port" --fsync "$fsync" \
+    target/release/ringbroker --data-dir "$out/data" --listen "127.0.0.1:$port" --fsync "$fsync" ${PROFILE_BROKER_FLAGS:-} \
         >"$out/broker.log" 2>&1 &
     broker_pid=$!
 else
     valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" \
-        target/release/ringbroker --data-dir "$out/data" --listen "127.0.0.1:$port" --fsync "$fsync" \
+        target/release/ringbroker --data-dir "$out/data" --listen "127.0.0.1:$port" --fsync "$fsync" ${PROFILE_BROKER_FLAGS:-} \
         >"$out/broker.log" 2>&1 &
     broker_pid=$!
 fi

@@ -58,6 +58,11 @@ pub const DIRTY_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
 /// Default bytes of each read planned ahead of a sequential consumer (`--prefetch-bytes`).
 pub const PREFETCH_BYTES_DEFAULT: usize = 4 * 1024 * 1024;
 
+/// Default growth of the batch cache into its budget (`--cache-growth`), bytes per second over
+/// all shards: 64 MiB/s costs about 7% of one core in page faults on our VM (1.1 s per GiB of
+/// fresh memory) and under 1% on bare metal; 6 GiB is reached in about 90 s.
+pub const CACHE_GROWTH_DEFAULT: usize = 64 * 1024 * 1024;
+
 /// Default reads planned ahead of a sequential consumer, all in flight (`--prefetch-depth`):
 /// with 4 MiB reads, 16 MiB ahead, enough to keep an NVMe device's queue busy.
 pub const PREFETCH_DEPTH_DEFAULT: usize = 4;

@@ -22,6 +22,9 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let config = ServerConfig::parse();
+    if !config.allow_thp {
+        disable_transparent_huge_pages();
+    }
     let mut signals = match Signals::new([SIGINT, SIGTERM]) {
         Ok(signals) => signals,
         Err(error) => fail(&format!("installing signal handlers: {error}")),
@@ -29,9 +32,10 @@ fn main() {
     let data_dir = config.data_dir.clone();
     let fsync = config.fsync;
     let memory = format!(
-        "cache_bytes={} ({} per shard), write_behind_bytes={} per partition, io_memory={} per shard",
+        "cache_bytes={} ({} per shard, growing {} bytes/s), write_behind_bytes={} per partition, io_memory={} per shard",
         config.cache_bytes_total(),
         config.cache_bytes_per_shard(),
+        config.cache_growth,
         config.write_behind_bytes,
         config.io_memory
     );
@@ -59,4 +63,16 @@ fn main() {
 fn fail(message: &str) -> ! {
     eprintln!("ringbroker: {message}");
     std::process::exit(1);
+}
+
+/// Turns transparent huge pages off for this process (`PR_SET_THP_DISABLE`). The broker's large
+/// buffers (request frames, cached batches, O_DIRECT chunks) are about 1 MiB each; backed by
+/// 2 MiB pages, each fresh one zero-fills twice what it uses and RSS runs up to twice what the
+/// cache accounts for (measured: 1.5 GB RSS for a 0.7 GB cache, and lower produce throughput).
+fn disable_transparent_huge_pages() {
+    // SAFETY: prctl with PR_SET_THP_DISABLE takes plain integer arguments and touches no memory.
+    let done = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if done != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "could not turn transparent huge pages off");
+    }
 }

@@ -53,8 +53,13 @@ pub struct RunningServer {
 }
 
 /// Starts every shard and returns once all serve (or the first start-up error).
-pub fn start(config: ServerConfig) -> Result<RunningServer, String> {
+pub fn start(mut config: ServerConfig) -> Result<RunningServer, String> {
     config.check()?;
+    // Resolved here, on the starting thread: a shard thread is pinned to one core, so asking
+    // for the usable cores from there would count one, and per-shard shares would be totals.
+    if config.cores.is_none() {
+        config.shards = Some(config.placement().len());
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("creating {}: {e}", config.data_dir.display()))?;
     let placement = config.placement();

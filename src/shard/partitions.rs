@@ -116,7 +116,7 @@ pub struct PartitionManager {
 impl PartitionManager {
     /// An empty manager for `shard`.
     pub fn new(shard: u16, io: DmaIo, config: Arc<ServerConfig>) -> Self {
-        let cache = BatchCache::new(config.cache_bytes_per_shard());
+        let cache = BatchCache::growing(config.cache_bytes_per_shard(), config.cache_growth_per_shard());
         Self { shard, io, config, partitions: RefCell::new(HashMap::new()), cache }
     }
 
