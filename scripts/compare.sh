@@ -38,7 +38,9 @@
 #                       benchmark, logs and results.tsv kept). Must be a real disk, not tmpfs
 #                       (ringbroker uses O_DIRECT).
 #   IGGY_TARGET_DIR=IGGY_SOURCE_TREE/target   cargo target directory of the Iggy build (reuse
-#                       one across invocations: an up-to-date build is not redone)
+#                       one across invocations: binaries built by this script from the same clean
+#                       commit are not rebuilt)
+#   IGGY_REBUILD=       set: rebuild Iggy even so
 #   IGGY_TOOLCHAIN=     rustup toolchain for the Iggy build (default: the tree's
 #                       rust-toolchain.toml pin if installed, else rustup's default, with a note)
 #   RINGBROKER_BIN_DIR= directory holding already built ringbroker and ringbench binaries: skip
@@ -176,16 +178,30 @@ if [[ -z $iggy_toolchain ]] && command -v rustup >/dev/null && [[ -f $iggy_tree/
         log "NOTE: (rustup toolchain install $pinned, or IGGY_TOOLCHAIN=..., to choose)"
     fi
 fi
-log "building Iggy ($iggy_ref) into $iggy_target (log: $out/iggy-build.log)"
-build_env=(CARGO_TARGET_DIR="$iggy_target")
-[[ -z $iggy_toolchain ]] || build_env+=(RUSTUP_TOOLCHAIN="$iggy_toolchain")
-if ! run_bg 7200 env -C "$iggy_tree" "${build_env[@]}" cargo build --release -p server -p iggy-bench \
-    >"$out/iggy-build.log" 2>&1; then
-    tail -n 20 "$out/iggy-build.log" >&2
-    die "the Iggy build failed (see $out/iggy-build.log)"
-fi
 iggy_server=$iggy_target/release/iggy-server
 iggy_bench=$iggy_target/release/iggy-bench
+# Iggy's server build script watches web/build/static (the web UI, a default feature), which a
+# source checkout lacks: cargo then recompiles the server crate on every build (minutes). So a
+# stamp next to the binaries records what they were built from, and a build from the same clean
+# commit is not redone (IGGY_REBUILD=1 forces it).
+stamp_file=$iggy_target/release/.compare-iggy-build
+built_from="$iggy_ref toolchain=${iggy_toolchain:-default}"
+if [[ -z ${IGGY_REBUILD:-} && -x $iggy_server && -x $iggy_bench && $iggy_ref == *'('*')' &&
+    -z $(git -C "$iggy_tree" status --porcelain --untracked-files=no 2>/dev/null) &&
+    $(cat "$stamp_file" 2>/dev/null) == "$built_from" ]]; then
+    log "Iggy binaries in $iggy_target/release were built from $iggy_ref: not rebuilding (IGGY_REBUILD=1 forces it)"
+else
+    log "building Iggy ($iggy_ref) into $iggy_target (log: $out/iggy-build.log)"
+    rm -f "$stamp_file"
+    build_env=(CARGO_TARGET_DIR="$iggy_target")
+    [[ -z $iggy_toolchain ]] || build_env+=(RUSTUP_TOOLCHAIN="$iggy_toolchain")
+    if ! run_bg 7200 env -C "$iggy_tree" "${build_env[@]}" cargo build --release -p server -p iggy-bench \
+        >"$out/iggy-build.log" 2>&1; then
+        tail -n 20 "$out/iggy-build.log" >&2
+        die "the Iggy build failed (see $out/iggy-build.log)"
+    fi
+    echo "$built_from" >"$stamp_file"
+fi
 [[ -x $iggy_server && -x $iggy_bench ]] || die "no $iggy_server or $iggy_bench after the build"
 
 if [[ -n ${RINGBROKER_BIN_DIR:-} ]]; then
