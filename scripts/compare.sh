@@ -385,7 +385,14 @@ run_one() { # $1 = run, $2 = system (iggy|ringbroker), $3 = shape spec
         "$mbps" "$msgps" "$p99" "$([[ $own != - ]] && echo "  (iggy-bench's own figure: $own MB/s)")"
 }
 
-log "Iggy: $iggy_ref; ringbroker: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [[ -n ${RINGBROKER_BIN_DIR:-} ]]; then
+    # Prebuilt: the checkout's commit says nothing about what they were built from.
+    rb_ref="prebuilt in $rb_bin_dir ($("$rb_server" --version 2>/dev/null || echo "version unknown"))"
+else
+    rb_ref=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [[ -z $(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null) ]] || rb_ref="$rb_ref with local changes"
+fi
+log "Iggy: $iggy_ref; ringbroker: $rb_ref"
 log "$runs round(s), $actors actors x $batches batches x $batch messages; $ncpu cores; data and logs in $out"
 for ((r = 1; r <= runs; r++)); do
     for spec in "${shapes[@]}"; do
@@ -406,7 +413,7 @@ column_median() { # $1 = shape, $2 = system, $3 = column number
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'; }
 
 echo
-echo "Medians over $runs run(s) ($actors actors x $batches batches x $batch messages; Iggy $iggy_ref):"
+echo "Medians over $runs run(s) ($actors actors x $batches batches x $batch messages; Iggy $iggy_ref; ringbroker $rb_ref):"
 printf '%-26s %-6s %12s %12s %8s | %9s %9s %8s\n' shape unit Iggy ringbroker "rb/Iggy" "p99 Iggy" "p99 rb" "rb/Iggy"
 for spec in "${shapes[@]}"; do
     name=${spec%%|*}
