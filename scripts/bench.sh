@@ -299,6 +299,10 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # The filtered entry fills batches tagged with 10 filter values in turn (homogeneous batches) and
 # reads one of them: MB/s counts the wanted messages, and the report adds the share of the
 # stream's bytes the consumers were sent (target: at most 12%).
+# The cache-at-once consumer entry starts its broker with `--cache-growth 0`, so the fill stays in
+# the batch cache (a fresh broker otherwise grows its cache at 64 MiB/s and the consumers read
+# most of the fill from disk); the catch-up entry writes BENCH_CATCHUP_GB, restarts the broker
+# (an empty cache) and reads it all back from disk, against the O_DIRECT read ceiling.
 # The -subscribe entries are their long-poll neighbours with consumers reading by push
 # subscription (`--subscribe 10`: 10 batches of initial credit, each delivery's batches granted
 # back on arrival); each runs right after its long-poll entry so the pair meets the same machine.
@@ -317,6 +321,7 @@ suite=(
     "pinned-producer-1KB-json|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json|du"
     "pinned-producer-1KB-json-zstd|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000 --payload json --compression zstd|du"
     "pinned-consumer-1KB|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
+    "pinned-consumer-1KB-cache-at-once|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000|-|--cache-growth 0"
     "catchup-consumer-1KB-cold|never|consumer|catchup|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000"
     "pinned-consumer-1KB-filter-1-of-10|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --filter-values 10 --consume-filter v3"
     "pinned-consumer-1KB-subscribe|never|consumer|fill|pinned-consumer --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --subscribe 10"

@@ -33,6 +33,9 @@
 # actors' batches; Iggy's the average of the per-actor p99s (what iggy-bench reports).
 #
 # Environment:
+#   RINGBROKER_FLAGS=   extra ringbroker flags for every run, e.g. "--cache-growth 0" (take the
+#                       batch cache at once, as a dedicated host would: a fresh broker otherwise
+#                       grows it at 64 MiB/s, and the consumer shape's 2 GB fill mostly misses it)
 #   COMPARE_DIR=${TMPDIR:-/tmp}/ringbroker-compare   data directories and logs (one
 #                       subdirectory per invocation; data directories are removed after each
 #                       benchmark, logs and results.tsv kept). Must be a real disk, not tmpfs
@@ -215,6 +218,7 @@ else
     fi
     rb_bin_dir=${CARGO_TARGET_DIR:-$root/target}/release
 fi
+read -ra rb_flags <<<"${RINGBROKER_FLAGS:-}"
 rb_server=$rb_bin_dir/ringbroker
 rb_bench=$rb_bin_dir/ringbench
 [[ -x $rb_server && -x $rb_bench ]] || die "no $rb_server or $rb_bench"
@@ -277,7 +281,7 @@ start_ringbroker() { # $1 = label, $2 = fsync (0/1); a fresh data directory
     (($2)) && fsync=always
     env RINGBROKER_ROOT_USER=ringbroker RINGBROKER_ROOT_PASSWORD=ringbroker \
         "$rb_server" --data-dir "$server_data/ringbroker" --listen "127.0.0.1:$port" --fsync "$fsync" \
-        >"$out/$1.server.log" 2>&1 &
+        "${rb_flags[@]}" >"$out/$1.server.log" 2>&1 &
     server_pid=$!
     wait_accepting "ringbroker" "$out/$1.server.log"
 }

@@ -116,6 +116,9 @@ pub struct Summary {
     latency: Histogram<u64>,
     /// Consumer poll latency when both roles ran.
     consumer_latency: Option<Histogram<u64>>,
+    /// Producer acknowledgement latency of end-to-end runs: how much of the per-message delay
+    /// is spent before the broker acknowledges (write-behind, flush) rather than after.
+    producer_latency: Option<Histogram<u64>>,
 }
 
 impl Summary {
@@ -130,6 +133,7 @@ impl Summary {
         };
         let mut latency = histogram()?;
         let mut consumer_latency = histogram()?;
+        let mut producer_latency = histogram()?;
         let (mut bytes, mut messages) = (0_u64, 0_u64);
         let (mut wire_bytes, mut bytes_all, mut wire_bytes_all) = (0_u64, 0_u64, 0_u64);
         let mut measured_from: Option<Instant> = None;
@@ -144,6 +148,8 @@ impl Summary {
                 latency.add(&actor.latency)
             } else if actor.role == Role::Consumer {
                 consumer_latency.add(&actor.latency)
+            } else if actor.role == Role::Producer {
+                producer_latency.add(&actor.latency)
             } else {
                 Ok(())
             };
@@ -172,6 +178,7 @@ impl Summary {
             ));
         }
         let consumer_latency = (workload == Workload::PinnedProducerAndConsumer).then_some(consumer_latency);
+        let producer_latency = (workload == Workload::EndToEnd).then_some(producer_latency);
         Ok(Summary {
             workload,
             settings: settings.clone(),
@@ -185,6 +192,7 @@ impl Summary {
             elapsed,
             latency,
             consumer_latency,
+            producer_latency,
         })
     }
 
@@ -236,6 +244,9 @@ impl Summary {
             let name =
                 if self.settings.subscribe_credits.is_some() { "delivery wait" } else { "poll response" };
             out.push_str(&latency_line(name, consumer));
+        }
+        if let Some(producer) = &self.producer_latency {
+            out.push_str(&latency_line("produce ack", producer));
         }
         let _ = writeln!(
             out,
@@ -321,6 +332,9 @@ impl Summary {
         });
         if let (Some(consumer), Some(object)) = (&self.consumer_latency, document.as_object_mut()) {
             object.insert("consumer_latency_us".to_string(), latency_json(consumer));
+        }
+        if let (Some(producer), Some(object)) = (&self.producer_latency, document.as_object_mut()) {
+            object.insert("producer_latency_us".to_string(), latency_json(producer));
         }
         document
     }

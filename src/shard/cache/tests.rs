@@ -99,3 +99,25 @@ fn an_overlapping_part_keeps_only_what_is_not_held_and_retention_drops_entries()
     assert!(partition.lookup(7, 100, 12, 0).is_none(), "below the log start");
     assert!(!partition.contains(6) && partition.contains(12));
 }
+
+#[test]
+fn a_growing_cache_starts_at_its_floor_and_pending_frames_give_way_to_newer_ones() {
+    let budget = 1 << 40;
+    let growing = BatchCache::growing(budget, 1 << 20);
+    let limit = growing.limit();
+    assert!((CACHE_FLOOR_BYTES..CACHE_FLOOR_BYTES + (64 << 20)).contains(&limit), "{limit}");
+    assert_eq!(BatchCache::growing(4096, 1 << 20).limit(), 4096, "never above the budget");
+    assert_eq!(BatchCache::growing(budget, 0).limit(), budget, "0: the whole budget at once");
+
+    // With nothing visible yet, the budget holds the newest pending frames.
+    let cost = cost_of(&frame_part(0, 2));
+    let cache = BatchCache::new(cost * 2);
+    let partition = cache.partition();
+    for base in [0, 6, 12] {
+        partition.insert(frame_part(base, 2), 0, 0, false);
+    }
+    assert!(cache.stats().bytes <= cost * 2);
+    // Once visible (promoted by the next insert or lookup), the newest two are served.
+    assert!(partition.lookup(0, 100, 0, 0).is_none(), "the oldest pending frame gave way");
+    assert!(partition.lookup(6, 100, 0, 0).is_some() && partition.lookup(12, 100, 0, 0).is_some());
+}
