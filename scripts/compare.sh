@@ -15,6 +15,7 @@
 # per actor, no warm-up, one batch in flight per actor:
 #   pinned-producer-1KB        2 producers, 1000-byte messages, no fsync
 #   pinned-consumer-1KB        fill 2 partitions, then 2 consumers read them by offset (measured)
+#   pinned-consumer-1KB-cache-at-once   the same; ringbroker with --cache-growth 0
 #   pinned-producer-100B       2 producers, 100-byte messages (read in msg/s)
 #   pinned-producer-1KB-fsync  as the first, every acknowledged batch fsynced: ringbroker
 #                              `--fsync always`; Iggy IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC=true with
@@ -274,14 +275,14 @@ start_iggy() { # $1 = label, $2 = fsync (0/1); a fresh data directory
     wait_accepting "iggy-server" "$out/$1.server.log"
 }
 
-start_ringbroker() { # $1 = label, $2 = fsync (0/1); a fresh data directory
+start_ringbroker() { # $1 = label, $2 = fsync (0/1), rest = extra flags; a fresh data directory
     port=$(free_port_block "$ncpu") || { log "no free ports"; return 1; }
     server_data=$(mktemp -d "$out/data-$1.XXXX")
     local fsync=never
     (($2)) && fsync=always
     env RINGBROKER_ROOT_USER=ringbroker RINGBROKER_ROOT_PASSWORD=ringbroker \
         "$rb_server" --data-dir "$server_data/ringbroker" --listen "127.0.0.1:$port" --fsync "$fsync" \
-        "${rb_flags[@]}" >"$out/$1.server.log" 2>&1 &
+        "${rb_flags[@]}" "${@:3}" >"$out/$1.server.log" 2>&1 &
     server_pid=$!
     wait_accepting "ringbroker" "$out/$1.server.log"
 }
@@ -348,18 +349,24 @@ ringbench_run() { # $1 = label, $2 = pinned-producer|pinned-consumer, $3 = messa
 }
 
 # ----------------------------------------------------------------------------------------- shapes
-# name | message size | fsync | consumer (fill first, measure the read)
+# name | message size | fsync | consumer (fill first, measure the read) | extra ringbroker flags
+# The cache-at-once shape is the consumer shape with ringbroker's batch cache taken whole at
+# start-up (`--cache-growth 0`, tuning/throughput.flags): a fresh ringbroker otherwise grows its
+# cache at 64 MiB/s, so most of the 2 GB fill is read back from disk. Iggy runs it unchanged.
 shapes=(
     "pinned-producer-1KB|1000|0|0"
     "pinned-consumer-1KB|1000|0|1"
+    "pinned-consumer-1KB-cache-at-once|1000|0|1|--cache-growth 0"
     "pinned-producer-100B|100|0|0"
     "pinned-producer-1KB-fsync|1000|1|0"
 )
 
 failures=0
 run_one() { # $1 = run, $2 = system (iggy|ringbroker), $3 = shape spec
-    local r=$1 sys=$2 name size fsync consumer label status=ok
-    IFS='|' read -r name size fsync consumer <<<"$3"
+    local r=$1 sys=$2 name size fsync consumer extra label status=ok
+    IFS='|' read -r name size fsync consumer extra <<<"$3"
+    local extra_flags=()
+    read -ra extra_flags <<<"${extra:-}"
     label=r$r-$name-$sys
     mbps=- msgps=- p99=- own=-
     log "run $r/$runs  $name  $sys"
@@ -372,7 +379,7 @@ run_one() { # $1 = run, $2 = system (iggy|ringbroker), $3 = shape spec
             status=bench-failed
         fi
     else
-        if ! start_ringbroker "$label" "$fsync"; then
+        if ! start_ringbroker "$label" "$fsync" "${extra_flags[@]}"; then
             status=server-start-failed
         elif ! ringbench_run "$label" "$([[ $consumer == 1 ]] && echo pinned-consumer || echo pinned-producer)" "$size"; then
             status=bench-failed
@@ -385,7 +392,7 @@ run_one() { # $1 = run, $2 = system (iggy|ringbroker), $3 = shape spec
         log "   FAILED: $status (logs: $out/$label.*)"
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$name" "$sys" "$status" "$mbps" "$msgps" "$p99" "$own" >>"$results"
-    printf '[run %d/%d] %-26s %-10s %10s MB/s %12s msg/s  p99 %8s ms%s\n' "$r" "$runs" "$name" "$sys" \
+    printf '[run %d/%d] %-34s %-10s %10s MB/s %12s msg/s  p99 %8s ms%s\n' "$r" "$runs" "$name" "$sys" \
         "$mbps" "$msgps" "$p99" "$([[ $own != - ]] && echo "  (iggy-bench's own figure: $own MB/s)")"
 }
 
@@ -418,7 +425,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) p
 
 echo
 echo "Medians over $runs run(s) ($actors actors x $batches batches x $batch messages; Iggy $iggy_ref; ringbroker $rb_ref):"
-printf '%-26s %-6s %12s %12s %8s | %9s %9s %8s\n' shape unit Iggy ringbroker "rb/Iggy" "p99 Iggy" "p99 rb" "rb/Iggy"
+printf '%-34s %-6s %12s %12s %8s | %9s %9s %8s\n' shape unit Iggy ringbroker "rb/Iggy" "p99 Iggy" "p99 rb" "rb/Iggy"
 for spec in "${shapes[@]}"; do
     name=${spec%%|*}
     unit=MB/s col=5
@@ -427,7 +434,7 @@ for spec in "${shapes[@]}"; do
     tr=$(column_median "$name" ringbroker "$col")
     li=$(column_median "$name" iggy 7)
     lr=$(column_median "$name" ringbroker 7)
-    printf '%-26s %-6s %12s %12s %8s | %9s %9s %8s\n' "$name" "$unit" "$ti" "$tr" "$(ratio "$tr" "$ti")" \
+    printf '%-34s %-6s %12s %12s %8s | %9s %9s %8s\n' "$name" "$unit" "$ti" "$tr" "$(ratio "$tr" "$ti")" \
         "$li" "$lr" "$(ratio "$lr" "$li")"
 done
 echo "(p99 in ms; per-run figures in $results, logs in $out)"
