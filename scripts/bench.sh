@@ -184,18 +184,9 @@ fi
 log "ceilings: write ${write_mbps} MB/s, read ${read_mbps} MB/s, 4k write ${lat4k_us} us, 4k dsync ${lat4k_dsync_us} us, loopback ${loopback_mbps} MB/s"
 
 # --------------------------------------------------------------------------------------- broker
-# A free block of ports: the listener and one direct port per shard (listen + 1 ..= listen + N).
-port_free() { ! ss -Htan "sport = :$1" 2>/dev/null | grep -q .; }
-free_port_block() {
-    local need=$1 base i ok
-    for _ in $(seq 200); do
-        base=$((20000 + RANDOM % 30000))
-        ok=1
-        for ((i = 0; i <= need; i++)); do port_free $((base + i)) || { ok=0; break; }; done
-        ((ok)) && { echo "$base"; return 0; }
-    done
-    return 1
-}
+# Free ports and waiting for the broker to accept (shared with scripts/compare.sh).
+# shellcheck source=scripts/lib/servers.sh
+source "$root/scripts/lib/servers.sh"
 
 broker_port=
 broker_data=
@@ -212,22 +203,10 @@ start_broker() { # $1 = name, $2 = fsync policy, rest = extra broker flags
     "$broker_bin" --data-dir "$broker_data" --listen "127.0.0.1:$broker_port" "${broker_core_args[@]}" \
         --fsync "$2" "${@:3}" >"$logs/$1.broker.log" 2>&1 &
     broker_pid=$!
-    local i
-    for i in $(seq 150); do # up to 15 s
-        if ! kill -0 "$broker_pid" 2>/dev/null; then
-            log "broker for $1 exited during start-up (see $logs/$1.broker.log)"
-            wait "$broker_pid" || true
-            broker_pid=
-            return 1
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null; then
-            log "broker pid $broker_pid accepting on 127.0.0.1:$broker_port after $((i * 100)) ms"
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "broker for $1 did not accept within 15 s"
-    return 1
+    if ! wait_accepting_on "$broker_pid" "$broker_port" "broker for $1" "$logs/$1.broker.log" 15; then
+        kill -0 "$broker_pid" 2>/dev/null || broker_pid=
+        return 1
+    fi
 }
 
 stopped=

@@ -225,36 +225,15 @@ rb_bench=$rb_bin_dir/ringbench
 [[ -x $rb_server && -x $rb_bench ]] || die "no $rb_server or $rb_bench"
 
 # ---------------------------------------------------------------------------------------- servers
-port_free() { ! ss -Htan "sport = :$1" 2>/dev/null | grep -q .; }
-free_port_block() { # a base port with base..base+$1 all free
-    local need=$1 base i ok
-    for _ in $(seq 200); do
-        base=$((20000 + RANDOM % 30000))
-        ok=1
-        for ((i = 0; i <= need; i++)); do port_free $((base + i)) || { ok=0; break; }; done
-        ((ok)) && { echo "$base"; return 0; }
-    done
-    return 1
-}
+# Free ports and waiting for a server to accept (shared with scripts/bench.sh).
+# shellcheck source=scripts/lib/servers.sh
+source "$root/scripts/lib/servers.sh"
 ncpu=$(nproc)
 port=
 
 wait_accepting() { # $1 = what (for the log), $2 = server log; 0 once the port accepts
-    local i
-    for i in $(seq 300); do # up to 30 s
-        if ! kill -0 "$server_pid" 2>/dev/null; then
-            wait "$server_pid" 2>/dev/null || true
-            server_pid=
-            log "   $1 exited during start-up (see $2)"
-            return 1
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            log "   $1 pid $server_pid accepting on 127.0.0.1:$port after $((i * 100)) ms"
-            return 0
-        fi
-        sleep 0.1
-    done
-    log "   $1 did not accept within 30 s (see $2)"
+    if wait_accepting_on "$server_pid" "$port" "$1" "$2" 30; then return 0; fi
+    kill -0 "$server_pid" 2>/dev/null || server_pid=
     return 1
 }
 

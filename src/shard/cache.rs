@@ -118,11 +118,6 @@ impl BatchCache {
         Rc::new(Self { budget, growth, started: Instant::now(), state: RefCell::new(State::default()) })
     }
 
-    /// The budget in bytes.
-    pub fn budget(&self) -> usize {
-        self.budget
-    }
-
     /// What the cache may hold now: the budget, or less while it is still growing into it.
     pub fn limit(&self) -> usize {
         if self.growth == 0 {
@@ -241,7 +236,8 @@ impl PartitionCache {
         }
     }
 
-    /// True when an entry holds `offset` (a read ahead need not read it).
+    /// True when an entry holds `offset`.
+    #[cfg(test)]
     pub fn contains(&self, offset: Offset) -> bool {
         let state = self.cache.state.borrow();
         state.partitions.get(&self.id).is_some_and(|runs| {
@@ -276,6 +272,7 @@ impl PartitionCache {
     }
 
     /// Bytes this partition's entries and pending runs hold.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         let state = self.cache.state.borrow();
         state.partitions.get(&self.id).map_or(0, |runs| {

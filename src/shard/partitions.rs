@@ -125,11 +125,6 @@ impl PartitionManager {
         Prefetching { chunk_bytes: self.config.prefetch_bytes, depth: self.config.prefetch_depth }
     }
 
-    /// This shard's batch cache.
-    pub fn cache(&self) -> &Rc<BatchCache> {
-        &self.cache
-    }
-
     /// The directory of a partition.
     fn dir(&self, key: PartitionKey) -> PathBuf {
         Catalog::partition_dir(&self.config.data_dir, key.stream_id, key.topic_id, key.partition)
