@@ -1,0 +1,8 @@
+//! The RabbitMQ Streams listener (`--rabbitmq-listen`): RabbitMQ's stream protocol over the
+//! broker's own semantics, so that rstream, the Java, Go, .NET and Rust stream clients work
+//! against ringbroker unchanged.
+
+pub mod chunk;
+pub mod codec;
+pub mod encode;
+pub mod entries;
