@@ -295,6 +295,12 @@ fn push_of(session: &Session) -> BrokerResult<&Rc<Push>> {
 /// Subscribe: checks the request, registers the subscription and starts one pump per
 /// subscribed partition.
 pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResult<Reply> {
+    subscribe_spread(context, request, false).await
+}
+
+/// [`subscribe`], where a single-active subscription to one partition of a super stream may ask
+/// for RabbitMQ's spreading rule (`spread`: see [`SacKey::spread`]).
+pub async fn subscribe_spread(context: &Context<'_>, request: Subscribe, spread: bool) -> BrokerResult<Reply> {
     context.require(&request.stream, Right::Read)?;
     let push = push_of(context.session)?;
     let catalog = context.shard.catalog();
@@ -326,6 +332,7 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
         topic: topic_key,
         name: request.consumer.clone(),
         partition: request.partition,
+        spread: spread && request.partition.is_some() && topic.super_stream.is_some(),
     });
     let subscription =
         Subscription::new(&request.consumer, request.credit, keys, filter, group.clone(), context.shard);

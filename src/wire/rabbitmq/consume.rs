@@ -40,6 +40,7 @@ pub(super) async fn subscribe(
     };
     let property = |name: &str| properties.iter().find(|(key, _)| *key == name).map(|(_, value)| *value);
     let single_active = property("single-active-consumer") == Some("true");
+    let spread = property("super-stream").is_some();
     let consumer = property("name").map(broker_name).unwrap_or_default();
     let mut filter: Vec<String> = properties
         .iter()
@@ -81,7 +82,7 @@ pub(super) async fn subscribe(
             return respond(code_of(&error));
         }
         respond(codes::OK);
-        if let Err(error) = subscriptions::subscribe(&context, request).await {
+        if let Err(error) = subscriptions::subscribe_spread(&context, request, spread).await {
             tracing::debug!(subscription = id, %error.message, "single-active subscribe failed after its answer");
             conn.shared.subscriptions.borrow_mut().remove(&id);
             conn.send(encode::metadata_update(codes::STREAM_NOT_AVAILABLE, stream));
