@@ -35,6 +35,8 @@ mod crate_requests_tests;
 mod crate_responses_tests;
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod test_bytes;
 
 use std::fmt;
 
