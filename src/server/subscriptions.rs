@@ -300,7 +300,11 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
 
 /// [`subscribe`], where a single-active subscription to one partition of a super stream may ask
 /// for RabbitMQ's spreading rule (`spread`: see [`SacKey::spread`]).
-pub async fn subscribe_spread(context: &Context<'_>, request: Subscribe, spread: bool) -> BrokerResult<Reply> {
+pub async fn subscribe_spread(
+    context: &Context<'_>,
+    request: Subscribe,
+    spread: bool,
+) -> BrokerResult<Reply> {
     context.require(&request.stream, Right::Read)?;
     let push = push_of(context.session)?;
     let catalog = context.shard.catalog();

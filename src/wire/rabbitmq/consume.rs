@@ -50,9 +50,9 @@ pub(super) async fn subscribe(
     filter.sort();
     filter.dedup();
     let match_unfiltered = property("match-unfiltered") == Some("true");
-    let strategy = match strategy(conn, &target, offset).await {
+    let strategy = match strategy(conn, stream, offset).await {
         Ok(strategy) => strategy,
-        Err(error) => return respond(code_of(&error)),
+        Err(code) => return respond(code),
     };
     let request = Subscribe {
         subscription_id: u32::from(id),
@@ -98,16 +98,21 @@ pub(super) async fn subscribe(
     }
 }
 
-/// The native start of a RabbitMQ offset specification.
-async fn strategy(conn: &Conn, target: &Target, offset: OffsetSpec) -> BrokerResult<PollStrategy> {
+/// The native start of a RabbitMQ offset specification: `next` is the partition's end, and an
+/// offset outside the partition is brought inside it (RabbitMQ starts at the first offset still
+/// kept, or at the end).
+async fn strategy(conn: &Conn, stream: &str, offset: OffsetSpec) -> Result<PollStrategy, u16> {
     Ok(match offset {
         OffsetSpec::First => PollStrategy::First,
         OffsetSpec::Last => PollStrategy::Last,
-        OffsetSpec::Next => PollStrategy::Offset(offsets(conn, target, "").await?.high_watermark),
+        OffsetSpec::Next => {
+            let state = super::streams::partition_state(conn, stream).await?;
+            PollStrategy::Offset(u64::try_from(state.last_offset + 1).unwrap_or(0))
+        }
         OffsetSpec::Offset(offset) => {
-            let info = offsets(conn, target, "").await?;
-            // RabbitMQ starts past the end at the end; below the first kept offset at the first.
-            PollStrategy::Offset(offset.min(info.high_watermark))
+            let state = super::streams::partition_state(conn, stream).await?;
+            let end = u64::try_from(state.last_offset + 1).unwrap_or(0);
+            PollStrategy::Offset(offset.clamp(state.first_offset.min(end), end))
         }
         OffsetSpec::Timestamp(ms) => {
             PollStrategy::Timestamp(u64::try_from(ms).unwrap_or(0).saturating_mul(1000))
@@ -150,7 +155,10 @@ pub(super) fn unsubscribe(conn: &Conn, correlation: u32, id: u8) {
 }
 
 /// The client's answer to a ConsumerUpdate: where the activated member starts.
-pub(super) async fn consumer_update_answer(conn: &Conn, correlation: u32, offset: OffsetSpec) {
+pub(super) async fn consumer_update_answer(conn: &Conn, correlation: u32, offset: Option<OffsetSpec>) {
+    // No offset (type 0): the answer of a member being deactivated, or of one that leaves the
+    // choice to the broker: the group's stored offset.
+    let offset = offset.unwrap_or(OffsetSpec::Next);
     // `next`, `offset` need a partition: the pending update knows it, so map here only what is
     // partition-free and let `Next`/`Offset` through the partition's own lookup below.
     let strategy = match offset {
