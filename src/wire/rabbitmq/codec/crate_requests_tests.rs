@@ -13,11 +13,11 @@ use rabbitmq_stream_protocol::commands::{
     delete_super_stream::DeleteSuperStreamCommand, exchange_command_versions::ExchangeCommandVersion,
     exchange_command_versions::ExchangeCommandVersionsRequest, heart_beat::HeartBeatCommand,
     metadata::MetadataCommand, open::OpenCommand, peer_properties::PeerPropertiesCommand,
-    publish::PublishCommand, query_offset::QueryOffsetRequest, query_publisher_sequence::QueryPublisherRequest,
-    sasl_authenticate::SaslAuthenticateCommand, sasl_handshake::SaslHandshakeCommand, store_offset::StoreOffset,
-    subscribe::OffsetSpecification, subscribe::SubscribeCommand,
-    superstream_partitions::SuperStreamPartitionsRequest, superstream_route::SuperStreamRouteRequest,
-    tune::TunesCommand, unsubscribe::UnSubscribeCommand,
+    publish::PublishCommand, query_offset::QueryOffsetRequest,
+    query_publisher_sequence::QueryPublisherRequest, sasl_authenticate::SaslAuthenticateCommand,
+    sasl_handshake::SaslHandshakeCommand, store_offset::StoreOffset, subscribe::OffsetSpecification,
+    subscribe::SubscribeCommand, superstream_partitions::SuperStreamPartitionsRequest,
+    superstream_route::SuperStreamRouteRequest, tune::TunesCommand, unsubscribe::UnSubscribeCommand,
 };
 use rabbitmq_stream_protocol::message::Message;
 use rabbitmq_stream_protocol::types::PublishedMessage;
@@ -56,7 +56,8 @@ fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 #[test]
 fn connection_setup_commands() {
     let frame = wire(PeerPropertiesCommand::new(7, map(&[("product", "rstream"), ("version", "1.0")])));
-    let Frame { key, version, command: Command::PeerProperties { correlation: 7, properties } } = decoded(&frame)
+    let Frame { key, version, command: Command::PeerProperties { correlation: 7, properties } } =
+        decoded(&frame)
     else {
         panic!("not PeerProperties")
     };
@@ -85,11 +86,15 @@ fn connection_setup_commands() {
     let frame = wire(HeartBeatCommand {});
     assert_eq!(decoded(&frame), Frame { key: keys::HEARTBEAT, version: 1, command: Command::Heartbeat });
 
-    let versions = vec![ExchangeCommandVersion::new(keys::DELIVER, 1, 2), ExchangeCommandVersion::new(3, 1, 1)];
+    let versions =
+        vec![ExchangeCommandVersion::new(keys::DELIVER, 1, 2), ExchangeCommandVersion::new(3, 1, 1)];
     let frame = wire(ExchangeCommandVersionsRequest::new(12, versions));
     assert_eq!(
         decoded(&frame).command,
-        Command::ExchangeCommandVersions { correlation: 12, versions: vec![(keys::DELIVER, 1, 2), (3, 1, 1)] }
+        Command::ExchangeCommandVersions {
+            correlation: 12,
+            versions: vec![(keys::DELIVER, 1, 2), (3, 1, 1)]
+        }
     );
 }
 
@@ -120,7 +125,12 @@ fn publisher_commands() {
     let frame = wire(DeclarePublisherCommand::new(18, 3, Some("producer-1".into()), "orders".into()));
     assert_eq!(
         decoded(&frame).command,
-        Command::DeclarePublisher { correlation: 18, publisher_id: 3, reference: Some("producer-1"), stream: "orders" }
+        Command::DeclarePublisher {
+            correlation: 18,
+            publisher_id: 3,
+            reference: Some("producer-1"),
+            stream: "orders"
+        }
     );
     // The crate writes a missing reference as an empty string, as the Java client does.
     let frame = wire(DeclarePublisherCommand::new(19, 4, None, "orders".into()));
@@ -216,17 +226,27 @@ fn consumer_commands() {
     assert_eq!(decoded(&frame).command, Command::Unsubscribe { correlation: 23, subscription_id: 1 });
 
     let frame = wire(StoreOffset::new("app".into(), "orders".into(), 42));
-    assert_eq!(decoded(&frame).command, Command::StoreOffset { reference: "app", stream: "orders", offset: 42 });
+    assert_eq!(
+        decoded(&frame).command,
+        Command::StoreOffset { reference: "app", stream: "orders", offset: 42 }
+    );
 
     let frame = wire(QueryOffsetRequest::new(24, "app".into(), "orders".into()));
-    assert_eq!(decoded(&frame).command, Command::QueryOffset { correlation: 24, reference: "app", stream: "orders" });
+    assert_eq!(
+        decoded(&frame).command,
+        Command::QueryOffset { correlation: 24, reference: "app", stream: "orders" }
+    );
 
     let frame = wire(ConsumerUpdateRequestCommand::new(25, codes::OK, OffsetSpecification::Offset(9)));
     let decoded = decoded(&frame);
     assert_eq!(decoded.key, keys::CONSUMER_UPDATE_RESPONSE);
     assert_eq!(
         decoded.command,
-        Command::ConsumerUpdateResponse { correlation: 25, code: codes::OK, offset: Some(OffsetSpec::Offset(9)) }
+        Command::ConsumerUpdateResponse {
+            correlation: 25,
+            code: codes::OK,
+            offset: Some(OffsetSpec::Offset(9))
+        }
     );
 }
 
@@ -284,7 +304,8 @@ fn close_and_tune_answers_from_the_client() {
 
 #[test]
 fn subscribe_without_properties_as_the_java_client_sends_it() {
-    let frame = Bytes::frame(keys::SUBSCRIBE, 1).u32(32).u8(2).string("orders").u16(4).u64(100).u16(10).done();
+    let frame =
+        Bytes::frame(keys::SUBSCRIBE, 1).u32(32).u8(2).string("orders").u16(4).u64(100).u16(10).done();
     assert_eq!(
         decoded(&frame).command,
         Command::Subscribe {
