@@ -36,6 +36,8 @@ mod crate_responses_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
+mod seed_frames;
+#[cfg(test)]
 mod test_bytes;
 
 use std::fmt;

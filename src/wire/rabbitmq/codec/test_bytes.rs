@@ -1,7 +1,7 @@
 //! Frames written byte by byte for the tests, independent of the encoders under test.
 
 /// A frame being written: size prefix (filled in by [`Bytes::done`]), key, version, fields.
-pub(super) struct Bytes(Vec<u8>);
+pub(super) struct Bytes(pub(super) Vec<u8>);
 
 impl Bytes {
     pub(super) fn frame(key: u16, version: u16) -> Self {
@@ -65,10 +65,6 @@ impl Fields<'_> {
         let (head, tail) = self.0.split_at(count);
         self.0 = tail;
         head
-    }
-
-    pub(super) fn u8(&mut self) -> u8 {
-        self.take(1)[0]
     }
 
     pub(super) fn u16(&mut self) -> u16 {
