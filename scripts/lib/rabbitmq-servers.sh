@@ -46,9 +46,11 @@ EOF
     if ! wait_accepting_on "$rabbitmq_launcher" "$rabbitmq_port" "RabbitMQ $1" "$out/logs/$1.rabbitmq.log" 90; then
         return 1
     fi
-    rabbitmq_pid=$(pgrep -f -- "beam.smp.*$rabbitmq_dir" | head -1) || true
-    if [[ -z $rabbitmq_pid ]]; then
-        log "   RabbitMQ $1: no beam.smp process found"
+    # The node writes its operating-system pid (beam.smp's) to RABBITMQ_PID_FILE as it boots.
+    rabbitmq_pid=$(cat "$rabbitmq_dir/pid" 2>/dev/null) || true
+    if ! [[ $rabbitmq_pid =~ ^[0-9]+$ ]] || [[ $(cat "/proc/$rabbitmq_pid/comm" 2>/dev/null) != beam.smp ]]; then
+        log "   RabbitMQ $1: no beam.smp pid in $rabbitmq_dir/pid"
+        rabbitmq_pid=''
         return 1
     fi
     log "   RabbitMQ $1: beam.smp pid $rabbitmq_pid, streams on 127.0.0.1:$rabbitmq_port"
@@ -57,7 +59,8 @@ EOF
 # Stops the node started last (SIGTERM: the Erlang VM shuts down cleanly), removes its directory.
 stop_rabbitmq() {
     local pid=${rabbitmq_pid:-}
-    [[ -n $pid ]] || pid=$( [[ -n $rabbitmq_dir ]] && pgrep -f -- "beam.smp.*$rabbitmq_dir" | head -1) || true
+    if [[ -z $pid && -n $rabbitmq_dir ]]; then pid=$(cat "$rabbitmq_dir/pid" 2>/dev/null) || true; fi
+    [[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == beam.smp ]] || pid=''
     if [[ -n $pid ]]; then
         kill -TERM "$pid" 2>/dev/null || true
         for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
