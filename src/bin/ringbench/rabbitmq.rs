@@ -6,7 +6,8 @@
 //! Shape: a super stream `bench` with `--partitions` members (`bench-0` ...), spread over the
 //! shards as a native topic's partitions are; producer i publishes to member `i % partitions`.
 //! Each send is one `batch_send` of `--batch` messages of `--message-size` body bytes (one Publish
-//! frame: the client's batch size is `--batch`), and a batch counts when every one of its
+//! frame: the client's batch size is `--batch`, and the send runs outside tokio's cooperative
+//! budget, which would cut it into frames of 128), and a batch counts when every one of its
 //! messages is confirmed; up to `--in-flight` batches are out per producer. The batch (random
 //! bodies) is built once and sent again and again (the client encodes each message as AMQP 1.0 on every send), as
 //! the native producer resends its prebuilt batch.
@@ -259,11 +260,14 @@ async fn publish(
             });
             let sent_at = Instant::now();
             let counter = waiter.clone();
-            producer
-                .batch_send(batch.clone(), move |status| {
-                    counter.confirm(&status);
-                    std::future::ready(())
-                })
+            let queued = producer.batch_send(batch.clone(), move |status| {
+                counter.confirm(&status);
+                std::future::ready(())
+            });
+            // The client queues each message on a channel its batching task drains into Publish
+            // frames; under tokio's cooperative budget the queueing would yield every 128 sends
+            // and the batch would go out as frames of 128. Unconstrained, it is one frame.
+            tokio::task::unconstrained(queued)
                 .await
                 .map_err(|error| format!("producer {id}: publishing: {error}"))?;
             in_flight.push(async move {
