@@ -27,12 +27,15 @@
 #   RMQ_BENCH_IN_FLIGHT=64      rstream: batches unconfirmed at most
 #   RMQ_BENCH_FSYNC="always"    ringbroker --fsync policies of the rstream part (e.g. "always never";
 #                               RabbitMQ confirms after its write, without fsync)
-#   RMQ_BENCH_LISTENER_SECONDS=8  ringbench --duration (1 s warm-up inside)
+#   RMQ_BENCH_LISTENER_SECONDS=4  ringbench --duration (1 s warm-up inside; the native producers
+#                               write ~0.85 GB/s here, so each second costs that much disk)
 #   RMQ_BENCH_LISTENER_FSYNC=never  ringbroker --fsync of the listener part
 #   RMQ_BENCH_LISTENER_IN_FLIGHT=1  ringbench --in-flight of both listener entries
 #   RMQ_BENCH_TMPDIR=target/rabbitmq-bench  data directories (on the disk under test)
 #   RMQ_BENCH_SKIP_BUILD=1      use the existing target/release binaries
 #   RMQ_BENCH_WAIT_OTHER=600    seconds to wait for another RabbitMQ (beam.smp) to stop first
+#   RMQ_BENCH_MIN_FREE_GB=6     a server is not started with less free space than this in
+#                               RMQ_BENCH_TMPDIR (each run's data directory is removed after it)
 # Exit status: 0 when every run succeeded; 1 when one failed; 3 when a prerequisite is missing.
 set -euo pipefail
 export LC_ALL=C
@@ -45,12 +48,13 @@ messages=${RMQ_BENCH_MESSAGES:-3000000}
 batch=${RMQ_BENCH_BATCH:-1000}
 in_flight=${RMQ_BENCH_IN_FLIGHT:-64}
 fsyncs=${RMQ_BENCH_FSYNC:-always}
-listener_seconds=${RMQ_BENCH_LISTENER_SECONDS:-8}
+listener_seconds=${RMQ_BENCH_LISTENER_SECONDS:-4}
 listener_fsync=${RMQ_BENCH_LISTENER_FSYNC:-never}
 listener_in_flight=${RMQ_BENCH_LISTENER_IN_FLIGHT:-1}
 wait_other=${RMQ_BENCH_WAIT_OTHER:-600}
+min_free_gb=${RMQ_BENCH_MIN_FREE_GB:-6}
 for pair in "runs:$runs" "messages:$messages" "batch:$batch" "in_flight:$in_flight" \
-    "listener_seconds:$listener_seconds" "listener_in_flight:$listener_in_flight" "wait_other:$wait_other"; do
+    "listener_seconds:$listener_seconds" "listener_in_flight:$listener_in_flight" "wait_other:$wait_other" "min_free_gb:$min_free_gb"; do
     [[ ${pair#*:} =~ ^[0-9]+$ ]] || { echo "RMQ_BENCH_${pair%%:*}: not a whole number" >&2; exit 64; }
 done
 ((runs >= 1 && runs <= 20 && listener_seconds >= 2)) || { echo "RMQ_BENCH_RUNS 1..20, RMQ_BENCH_LISTENER_SECONDS >= 2" >&2; exit 64; }
@@ -129,6 +133,16 @@ trap 'exit 143' TERM
 
 failures=0
 
+# True when the data directories' disk has RMQ_BENCH_MIN_FREE_GB free (the disk is shared).
+disk_room() {
+    local free_kib
+    free_kib=$(df -Pk "$work" | awk 'NR == 2 { print $4 }')
+    if ((free_kib < min_free_gb * 1024 * 1024)); then
+        log "   only $((free_kib / 1024 / 1024)) GB free under $work (RMQ_BENCH_MIN_FREE_GB=$min_free_gb): run skipped"
+        return 1
+    fi
+}
+
 # ----------------------------------------------------------------------------------- rstream part
 rstream_run() { # $1 = server name, $2 = run, $3 = port, $4 = user, $5 = password, $6 = broker pid
     local lines=$work/$1-$2.jsonl
@@ -153,7 +167,9 @@ if [[ $parts == *rstream* ]]; then
         for ((i = 0; i < count; i++)); do
             server=${servers[$(((i + run - 1) % count))]}
             log "== run $run: $server"
-            if [[ $server == rabbitmq ]]; then
+            if ! disk_room; then
+                failures=$((failures + 1))
+            elif [[ $server == rabbitmq ]]; then
                 if start_rabbitmq "$server-$run"; then
                     rstream_run "$server" "$run" "$rabbitmq_port" guest guest "$rabbitmq_pid"
                 else
@@ -213,7 +229,9 @@ if [[ $parts == *listener* ]]; then
         for ((i = 0; i < 2; i++)); do
             entry=${entries[$(((i + run - 1) % 2))]}
             log "== listener run $run: $entry"
-            if start_ringbroker "$entry-$run" "$listener_fsync"; then
+            if ! disk_room; then
+                failures=$((failures + 1))
+            elif start_ringbroker "$entry-$run" "$listener_fsync"; then
                 listener_run "$entry" "$run"
             else
                 failures=$((failures + 1))
