@@ -10,7 +10,14 @@ from collections import Counter
 from typing import Any, Awaitable, Callable, Iterable, Optional
 
 import pytest
-from rstream import ConfirmationStatus, Consumer, ConsumerOffsetSpecification, MessageContext, Producer
+from rstream import (
+    ConfirmationStatus,
+    Consumer,
+    ConsumerOffsetSpecification,
+    MessageContext,
+    OffsetNotFound,
+    Producer,
+)
 
 from conftest import Server
 
@@ -128,3 +135,20 @@ async def consume(
             await publish_confirmed(server, stream, publish_after_subscribe)
         await deliveries.expect_count(count)
     return deliveries.items
+
+
+async def until_stored(consumer: Consumer, stream: str, reference: str, expected: int) -> None:
+    """Polls QueryOffset until it answers `expected` for `reference` (StoreOffset has no
+    response, so a store need not be visible at once), bounded by [`WAIT_S`]."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while True:
+        try:
+            seen: Optional[int] = await consumer.query_offset(stream, reference)
+        except OffsetNotFound:
+            seen = None
+        if seen == expected:
+            return
+        if loop.time() >= deadline:
+            pytest.fail(f"stored offset of {reference} is {seen} after {WAIT_S} s, expected {expected}")
+        await asyncio.sleep(0.02)

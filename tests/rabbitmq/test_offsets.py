@@ -5,8 +5,6 @@ ringbroker alike."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from rstream import (
     Consumer,
@@ -17,28 +15,9 @@ from rstream import (
     StreamDoesNotExist,
 )
 
-from support import WAIT_S, Deliveries, consume, create_stream, payloads, publish_confirmed, run
+from support import Deliveries, consume, create_stream, payloads, publish_confirmed, run, until_stored
 
 REFERENCE = "tracker"
-
-
-async def stored_offset(consumer: Consumer, stream: str) -> int | None:
-    try:
-        return await consumer.query_offset(stream, REFERENCE)
-    except OffsetNotFound:
-        return None
-
-
-async def until_stored(consumer: Consumer, stream: str, expected: int) -> None:
-    """Polls QueryOffset until it answers `expected` (StoreOffset has no response, so a store is
-    not visible at once on every server), bounded by the suite's wait."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT_S
-    seen = None
-    while (seen := await stored_offset(consumer, stream)) != expected:
-        if loop.time() >= deadline:
-            pytest.fail(f"stored offset is {seen} after {WAIT_S} s, expected {expected}")
-        await asyncio.sleep(0.02)
 
 
 def test_store_and_query_offset(server, name):
@@ -53,9 +32,9 @@ def test_store_and_query_offset(server, name):
             with pytest.raises(OffsetNotFound):
                 await consumer.query_offset(name, REFERENCE)
             await consumer.store_offset(name, REFERENCE, 11)
-            await until_stored(consumer, name, 11)
+            await until_stored(consumer, name, REFERENCE, 11)
             await consumer.store_offset(name, REFERENCE, 17)
-            await until_stored(consumer, name, 17)
+            await until_stored(consumer, name, REFERENCE, 17)
 
     run(body)
 
@@ -82,7 +61,7 @@ def test_consumer_resumes_after_stored_offset(server, name):
         await publish_confirmed(server, name, second_half)
 
         async with Consumer(**server.client_args()) as consumer:
-            await until_stored(consumer, name, 9)
+            await until_stored(consumer, name, REFERENCE, 9)
             resume_from = await consumer.query_offset(name, REFERENCE) + 1
         assert resume_from == 10
         spec = ConsumerOffsetSpecification(OffsetType.OFFSET, resume_from)
