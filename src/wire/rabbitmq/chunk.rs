@@ -17,6 +17,7 @@ use std::fmt;
 
 use super::codec::keys;
 use crate::constants::BATCH_BYTES_MAX;
+use crate::protocol::filter::Filter;
 use crate::protocol::batch::{inflate, validate, BatchError, BatchHeader, BATCH_HEADER_BYTES};
 
 /// Osiris chunk magic (5) and version (0).
@@ -50,8 +51,8 @@ pub fn deliver_frames(
     version: u16,
     committed_offset: u64,
     batches: &[u8],
-    start: u64,
-    next: u64,
+    (start, next): (u64, u64),
+    filter: Option<&Filter>,
     out: &mut Vec<u8>,
 ) -> Result<u32, ChunkError> {
     let mut written = 0;
@@ -79,7 +80,7 @@ pub fn deliver_frames(
         if version >= 2 {
             out.extend_from_slice(&committed_offset.to_be_bytes());
         }
-        if chunk(batch, &header, start, next, out)? {
+        if chunk(batch, &header, (start, next), filter, out)? {
             let size =
                 u32::try_from(out.len() - frame_at - 4).map_err(|_| ChunkError("chunk too large".into()))?;
             out[frame_at..frame_at + 4].copy_from_slice(&size.to_be_bytes());
@@ -95,8 +96,8 @@ pub fn deliver_frames(
 fn chunk(
     batch: &[u8],
     header: &BatchHeader,
-    start: u64,
-    next: u64,
+    (start, next): (u64, u64),
+    filter: Option<&Filter>,
     out: &mut Vec<u8>,
 ) -> Result<bool, ChunkError> {
     let inflated;
@@ -111,7 +112,10 @@ fn chunk(
     out.extend_from_slice(&[0; CHUNK_HEADER_BYTES]);
     let data_at = out.len();
     let (mut entries, mut first) = (0_u32, None);
-    for record in batch.records().filter(|record| (start..next).contains(&record.offset)) {
+    let wanted = |record: &crate::protocol::batch::Record<'_>| {
+        (start..next).contains(&record.offset) && filter.is_none_or(|filter| filter.matches(record.filter_value))
+    };
+    for record in batch.records().filter(wanted) {
         let size = u32::try_from(record.payload.len()).ok().filter(|size| size >> 31 == 0);
         let size = size.ok_or_else(|| ChunkError("a record too large for a simple entry".into()))?;
         out.extend_from_slice(&size.to_be_bytes());
@@ -194,7 +198,7 @@ mod tests {
         let batches =
             [stored(10, &[b"a", b"b", b"c"]), stored(13, &[b"d"]), stored(14, &[b"e", b"f"])].concat();
         let mut out = Vec::new();
-        let written = deliver_frames(3, 1, 0, &batches, 11, 15, &mut out).expect("deliver");
+        let written = deliver_frames(3, 1, 0, &batches, (11, 15), None, &mut out).expect("deliver");
         assert_eq!(written, 3);
         let chunks = parse(&out, 1);
         assert_eq!(chunks[0], (11, 1_700_000_000_123, vec![b"b".to_vec(), b"c".to_vec()]));
@@ -206,9 +210,9 @@ mod tests {
     fn version_two_carries_the_committed_offset_and_empty_windows_write_nothing() {
         let batches = stored(0, &[b"x"]);
         let mut out = Vec::new();
-        assert_eq!(deliver_frames(1, 2, 41, &batches, 1, 5, &mut out).expect("deliver"), 0);
+        assert_eq!(deliver_frames(1, 2, 41, &batches, (1, 5), None, &mut out).expect("deliver"), 0);
         assert!(out.is_empty());
-        deliver_frames(1, 2, 41, &batches, 0, 1, &mut out).expect("deliver");
+        deliver_frames(1, 2, 41, &batches, (0, 1), None, &mut out).expect("deliver");
         assert_eq!(u64::from_be_bytes(out[9..17].try_into().unwrap()), 41);
         assert_eq!(parse(&out, 2)[0].2, vec![b"x".to_vec()]);
     }
@@ -217,6 +221,6 @@ mod tests {
     fn truncated_input_is_an_error() {
         let batches = stored(0, &[b"x"]);
         let mut out = Vec::new();
-        assert!(deliver_frames(1, 1, 0, &batches[..batches.len() - 1], 0, 1, &mut out).is_err());
+        assert!(deliver_frames(1, 1, 0, &batches[..batches.len() - 1], (0, 1), None, &mut out).is_err());
     }
 }
