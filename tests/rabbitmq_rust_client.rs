@@ -18,10 +18,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt;
-use rabbitmq_stream_client::error::ProducerPublishError;
-use rabbitmq_stream_client::types::{HashRoutingMurmurStrategy, Message, OffsetSpecification, RoutingStrategy};
-use rabbitmq_stream_client::{ConfirmationStatus, Consumer, Environment};
 use rabbitmq::Server;
+use rabbitmq_stream_client::error::ProducerPublishError;
+use rabbitmq_stream_client::types::{
+    HashRoutingMurmurStrategy, Message, OffsetSpecification, RoutingStrategy,
+};
+use rabbitmq_stream_client::{ConfirmationStatus, Consumer, Environment};
 use tokio::sync::mpsc;
 
 /// Bound of one wait for confirmations or deliveries.
@@ -76,7 +78,8 @@ fn body_of(message: &Message) -> String {
 
 /// Checks that `statuses` confirm exactly `ids`, each once.
 fn assert_confirmed(statuses: &[ConfirmationStatus], ids: impl IntoIterator<Item = u64>) {
-    let unconfirmed: Vec<u64> = statuses.iter().filter(|s| !s.confirmed()).map(|s| s.publishing_id()).collect();
+    let unconfirmed: Vec<u64> =
+        statuses.iter().filter(|s| !s.confirmed()).map(|s| s.publishing_id()).collect();
     assert!(unconfirmed.is_empty(), "not confirmed: {unconfirmed:?}");
     let mut got: Vec<u64> = statuses.iter().map(|s| s.publishing_id()).collect();
     got.sort_unstable();
@@ -87,7 +90,8 @@ fn assert_confirmed(statuses: &[ConfirmationStatus], ids: impl IntoIterator<Item
 async fn publish(environment: &Environment, stream: &str, texts: &[String]) {
     let producer = within("producer", environment.producer().build(stream)).await.expect("producer");
     let messages = texts.iter().map(|text| message(text)).collect();
-    let statuses = within("confirmations", producer.batch_send_with_confirm(messages)).await.expect("publish");
+    let statuses =
+        within("confirmations", producer.batch_send_with_confirm(messages)).await.expect("publish");
     assert_eq!(statuses.len(), texts.len());
     assert!(statuses.iter().all(ConfirmationStatus::confirmed), "a message was not confirmed");
     within("producer close", producer.close()).await.expect("close producer");
@@ -108,8 +112,14 @@ async fn take(consumer: &mut Consumer, count: usize) -> Vec<(u64, String)> {
     out
 }
 
-async fn consume(environment: &Environment, stream: &str, from: OffsetSpecification, count: usize) -> Vec<(u64, String)> {
-    let mut consumer = within("consumer", environment.consumer().offset(from).build(stream)).await.expect("consumer");
+async fn consume(
+    environment: &Environment,
+    stream: &str,
+    from: OffsetSpecification,
+    count: usize,
+) -> Vec<(u64, String)> {
+    let mut consumer =
+        within("consumer", environment.consumer().offset(from).build(stream)).await.expect("consumer");
     let got = take(&mut consumer, count).await;
     within("consumer close", consumer.handle().close()).await.expect("close consumer");
     got
@@ -121,11 +131,13 @@ fn publish_with_confirms() {
     run(async {
         let environment = environment(&server).await;
         within("create", environment.stream_creator().create("rust-confirms")).await.expect("create stream");
-        let producer = within("producer", environment.producer().build("rust-confirms")).await.expect("producer");
+        let producer =
+            within("producer", environment.producer().build("rust-confirms")).await.expect("producer");
 
         // batch_send_with_confirm: an unnamed producer numbers from 0.
         let batch = bodies("batch", 0..100).iter().map(|text| message(text)).collect();
-        let statuses = within("batch confirmations", producer.batch_send_with_confirm(batch)).await.expect("publish");
+        let statuses =
+            within("batch confirmations", producer.batch_send_with_confirm(batch)).await.expect("publish");
         assert_confirmed(&statuses, 0..100);
 
         // send with a callback per message: every callback runs once, confirmed.
@@ -153,7 +165,8 @@ fn publish_with_confirms() {
         assert_confirmed(&[status.expect("send_with_confirm")], [150]);
         within("producer close", producer.close()).await.expect("close producer");
 
-        let expected: Vec<String> = [bodies("batch", 0..100), bodies("send", 100..150), vec!["single".into()]].concat();
+        let expected: Vec<String> =
+            [bodies("batch", 0..100), bodies("send", 100..150), vec!["single".into()]].concat();
         let got = consume(&environment, "rust-confirms", OffsetSpecification::First, expected.len()).await;
         assert_eq!(got.into_iter().map(|(_, body)| body).collect::<Vec<_>>(), expected);
     });
@@ -191,21 +204,24 @@ fn named_producer_dedup_across_restarts() {
         // First run: ids 0-9.
         let mut producer = within("producer", named().build("rust-dedup")).await.expect("producer");
         let messages = (0..10).map(|i| numbered(&texts[i as usize], i)).collect();
-        let statuses = within("confirmations", producer.batch_send_with_confirm(messages)).await.expect("publish");
+        let statuses =
+            within("confirmations", producer.batch_send_with_confirm(messages)).await.expect("publish");
         assert_confirmed(&statuses, 0..10);
         within("close", producer.close()).await.expect("close");
 
         // Restart: 5-9 again (already stored) and 10-14 new; all confirmed, duplicates dropped.
         let mut producer = within("producer", named().build("rust-dedup")).await.expect("producer");
         let messages = (5..15).map(|i| numbered(&texts[i as usize], i)).collect();
-        let statuses = within("confirmations", producer.batch_send_with_confirm(messages)).await.expect("publish");
+        let statuses =
+            within("confirmations", producer.batch_send_with_confirm(messages)).await.expect("publish");
         assert_confirmed(&statuses, 5..15);
         within("close", producer.close()).await.expect("close");
 
         // Restart without ids: the client asks for the last stored id (14) and goes on at 15.
         let mut producer = within("producer", named().build("rust-dedup")).await.expect("producer");
         let messages = texts[15..].iter().map(|text| message(text)).collect();
-        let statuses = within("confirmations", producer.batch_send_with_confirm(messages)).await.expect("publish");
+        let statuses =
+            within("confirmations", producer.batch_send_with_confirm(messages)).await.expect("publish");
         assert_confirmed(&statuses, 15..18);
         within("close", producer.close()).await.expect("close");
 
@@ -228,7 +244,9 @@ fn super_stream_producer_and_consumer() {
         let environment = environment(&server).await;
         let creator = environment.stream_creator().create_super_stream("rust-super", 3, None);
         within("create super stream", creator).await.expect("create super stream");
-        let strategy = RoutingStrategy::HashRoutingStrategy(HashRoutingMurmurStrategy { routing_extractor: &routing_key });
+        let strategy = RoutingStrategy::HashRoutingStrategy(HashRoutingMurmurStrategy {
+            routing_extractor: &routing_key,
+        });
         let build = environment.super_stream_producer(strategy).build("rust-super");
         let mut producer = within("super stream producer", build).await.expect("super stream producer");
 

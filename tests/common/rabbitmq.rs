@@ -270,6 +270,9 @@ impl Reader<'_> {
     }
 }
 
+/// What became of published messages: confirmed publishing ids, and (id, code) errors.
+pub type Outcomes = (Vec<u64>, Vec<(u64, u16)>);
+
 /// How a connection ended, as a hostile test sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
@@ -459,8 +462,8 @@ impl RawClient {
     }
 
     /// Reads PublishConfirm and PublishError frames for `publisher` until `count` publishing ids
-    /// are accounted for: (confirmed ids, (id, code) errors).
-    pub fn outcomes(&mut self, publisher: u8, count: usize) -> std::io::Result<(Vec<u64>, Vec<(u64, u16)>)> {
+    /// are accounted for.
+    pub fn outcomes(&mut self, publisher: u8, count: usize) -> std::io::Result<Outcomes> {
         let (mut confirmed, mut errors) = (Vec::new(), Vec::new());
         let deadline = Instant::now() + READ_TIMEOUT;
         while confirmed.len() + errors.len() < count {
