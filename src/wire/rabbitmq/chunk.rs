@@ -17,8 +17,8 @@ use std::fmt;
 
 use super::codec::keys;
 use crate::constants::BATCH_BYTES_MAX;
-use crate::protocol::filter::Filter;
 use crate::protocol::batch::{inflate, validate, BatchError, BatchHeader, BATCH_HEADER_BYTES};
+use crate::protocol::filter::Filter;
 
 /// Osiris chunk magic (5) and version (0).
 const MAGIC_VERSION: u8 = 0x50;
@@ -113,7 +113,8 @@ fn chunk(
     let data_at = out.len();
     let (mut entries, mut first) = (0_u32, None);
     let wanted = |record: &crate::protocol::batch::Record<'_>| {
-        (start..next).contains(&record.offset) && filter.is_none_or(|filter| filter.matches(record.filter_value))
+        (start..next).contains(&record.offset)
+            && filter.is_none_or(|filter| filter.matches(record.filter_value))
     };
     for record in batch.records().filter(wanted) {
         let size = u32::try_from(record.payload.len()).ok().filter(|size| size >> 31 == 0);

@@ -158,10 +158,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
         flow.reading_body.set(false);
         flow.frames_read.set(flow.frames_read.get() + 1);
         flow.outstanding_requests.set(flow.outstanding_requests.get() + 1);
-        let outcome = super::dispatch::frame(conn, flow, &in_flight, frame, length).await;
-        if let Err(reason) = outcome {
-            return Err(reason);
-        }
+        super::dispatch::frame(conn, flow, &in_flight, frame, length).await?;
     }
 }
 

@@ -15,10 +15,10 @@ use super::names::{broker_name, resolve, Target};
 use super::native::code_of;
 use super::state::{Conn, SubscriptionInfo};
 use crate::metadata::auth::Right;
+use crate::protocol::batch::BatchHeader;
 use crate::protocol::messages::{ConsumerRef, GetOffset, OffsetInfo, PollStrategy, StoreOffset};
 use crate::protocol::subscriptions::{ConsumerUpdateAnswer, Credit, Subscribe, Unsubscribe};
 use crate::server::{data, subscriptions};
-use crate::protocol::batch::BatchHeader;
 use crate::shard::error::BrokerResult;
 use crate::shard::mesh::PollSpec;
 
@@ -79,7 +79,10 @@ pub(super) async fn subscribe(
         Ok(filter) => filter,
         Err(error) => return respond(code_of(&error)),
     };
-    conn.shared.subscriptions.borrow_mut().insert(id, SubscriptionInfo { stream: stream.to_string(), filter });
+    conn.shared
+        .subscriptions
+        .borrow_mut()
+        .insert(id, SubscriptionInfo { stream: stream.to_string(), filter });
     if single_active {
         // The group's coordinator may activate this member (a ConsumerUpdate) before the native
         // subscribe returns: answer first, as RabbitMQ does.
@@ -139,7 +142,8 @@ async fn last_chunk(conn: &Conn, stream: &str) -> Result<u64, u16> {
         filter: None,
     };
     let polled = data::poll_partition(&conn.shard, target.key, spec).await.map_err(|e| code_of(&e))?;
-    let base = polled.parts.first().and_then(|part| BatchHeader::decode(part.bytes()).ok()).map(|h| h.base_offset);
+    let base =
+        polled.parts.first().and_then(|part| BatchHeader::decode(part.bytes()).ok()).map(|h| h.base_offset);
     Ok(base.unwrap_or(last))
 }
 

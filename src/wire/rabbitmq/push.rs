@@ -36,7 +36,8 @@ impl PushFrames for RabbitFrames {
         let mut chunks = 0;
         for part in &parts {
             let window = (marks.start_offset, marks.next_offset);
-            match deliver_frames(id, version, committed, part.bytes(), window, filter.as_deref(), &mut frames) {
+            match deliver_frames(id, version, committed, part.bytes(), window, filter.as_deref(), &mut frames)
+            {
                 Ok(written) => chunks += written,
                 Err(error) => {
                     tracing::warn!(subscription = id, %error, "a stored batch could not become a chunk");
