@@ -38,7 +38,7 @@ use super::super::batch::{
 
 #[cfg(test)]
 #[path = "sub_entry_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 /// Size of the Osiris sub-batch entry header that opens a codec-3 records section: the type
 /// byte, `u16` message count, `u32` uncompressed size, `u32` data size (all big-endian).
