@@ -39,6 +39,13 @@ fn main() {
         config.write_behind_bytes,
         config.io_memory
     );
+    let rabbitmq = config.rabbitmq_listen.map(|listen| {
+        let shards = config.shards.unwrap_or_else(|| config.placement().len()) as u16;
+        let direct: Vec<String> =
+            (0..shards).filter_map(|s| config.rabbitmq_shard_address(s)).map(|a| a.to_string()).collect();
+        let direct = if direct.is_empty() { "off".to_string() } else { direct.join(", ") };
+        format!("rabbitmq streams on {listen} (per shard: {direct}; broker stream \"{}\")", config.rabbitmq_stream)
+    });
     let running = match server::start(config) {
         Ok(running) => running,
         Err(error) => fail(&error),
@@ -52,6 +59,9 @@ fn main() {
         if direct.is_empty() { "off".to_string() } else { direct.join(", ") },
         data_dir.display(),
     );
+    if let Some(rabbitmq) = rabbitmq {
+        println!("{rabbitmq}");
+    }
     println!("memory: {memory}");
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");

@@ -37,6 +37,30 @@ pub struct ServerConfig {
     #[arg(long)]
     pub shard_port_base: Option<u16>,
 
+    /// RabbitMQ Streams listener (`src/wire/rabbitmq`), e.g. `127.0.0.1:5552`: rstream and the
+    /// Java, Go, .NET and Rust stream clients connect here. Off unless given. Same TLS, limits
+    /// and users as `--listen`; every shard accepts (SO_REUSEPORT).
+    #[arg(long, env = "RINGBROKER_RABBITMQ_LISTEN")]
+    pub rabbitmq_listen: Option<SocketAddr>,
+
+    /// First port of the per-shard RabbitMQ listeners: shard N also listens on this port + N and
+    /// Metadata names it as the leader of the streams it owns, so leader-aware clients publish
+    /// and consume on the owner. Default: the `--rabbitmq-listen` port + 1. 0 disables them (then
+    /// Metadata names the main address for every stream).
+    #[arg(long)]
+    pub rabbitmq_shard_port_base: Option<u16>,
+
+    /// The broker stream that holds RabbitMQ streams: RabbitMQ stream `S` is its topic `S`, with
+    /// one partition; super stream `X` is its topic `X`, one partition per member stream. Created
+    /// on first use.
+    #[arg(long, default_value = "rabbitmq")]
+    pub rabbitmq_stream: String,
+
+    /// Host name RabbitMQ clients are told to connect to (Metadata, and the advertised host).
+    /// Default: the `--rabbitmq-listen` address (`localhost` when it is a wildcard).
+    #[arg(long)]
+    pub rabbitmq_advertised_host: Option<String>,
+
     /// Number of shards (one pinned executor each). Default: one per available core.
     #[arg(long, conflicts_with = "cores")]
     pub shards: Option<usize>,
@@ -259,6 +283,15 @@ impl ServerConfig {
                 self.listen
             ));
         }
+        if let Some(address) = self.rabbitmq_listen {
+            if !address.ip().is_loopback() && self.root_password.is_none() {
+                return Err(format!(
+                    "refusing --rabbitmq-listen on non-loopback {address} without a root password: set --root-password or RINGBROKER_ROOT_PASSWORD"
+                ));
+            }
+        }
+        crate::metadata::validate_name(&self.rabbitmq_stream)
+            .map_err(|e| format!("--rabbitmq-stream \"{}\": {e}", self.rabbitmq_stream))?;
         if self.segment_bytes < 64 * 1024 || self.segment_bytes > SEGMENT_BYTES_MAX {
             return Err(format!(
                 "--segment-bytes {} outside 64 KiB..={SEGMENT_BYTES_MAX}",
@@ -356,6 +389,28 @@ impl ServerConfig {
         }
         let port = base.checked_add(shard)?;
         Some(SocketAddr::new(self.listen.ip(), port))
+    }
+
+    /// The RabbitMQ listener of shard `shard` (its own port), if the listener and per-shard ports
+    /// are on.
+    pub fn rabbitmq_shard_address(&self, shard: u16) -> Option<SocketAddr> {
+        let listen = self.rabbitmq_listen?;
+        let base = self.rabbitmq_shard_port_base.unwrap_or(listen.port().checked_add(1)?);
+        if base == 0 {
+            return None;
+        }
+        Some(SocketAddr::new(listen.ip(), base.checked_add(shard)?))
+    }
+
+    /// The host RabbitMQ clients are told to connect to.
+    pub fn rabbitmq_host(&self) -> String {
+        if let Some(host) = &self.rabbitmq_advertised_host {
+            return host.clone();
+        }
+        match self.rabbitmq_listen {
+            Some(listen) if !listen.ip().is_unspecified() => listen.ip().to_string(),
+            _ => "localhost".to_string(),
+        }
     }
 
     /// The log settings of a partition with the topic's overrides applied.

@@ -78,7 +78,7 @@ thread_local! {
 }
 
 /// A new session id: the shard in the top 16 bits, a per-shard counter below.
-fn session_id(shard: u16) -> u64 {
+pub(crate) fn session_id(shard: u16) -> u64 {
     let counter = SESSIONS.with(|sessions| {
         let next = sessions.get() + 1;
         sessions.set(next);
@@ -181,15 +181,15 @@ async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, status: Status, message: &
 
 /// What the reader, the request tasks and the watchdog of one connection share (one thread).
 #[derive(Default)]
-struct Flow {
+pub(crate) struct Flow {
     /// Frames read completely.
-    frames_read: Cell<u64>,
+    pub(crate) frames_read: Cell<u64>,
     /// A frame's header arrived and the rest of it is being read.
-    reading_body: Cell<bool>,
+    pub(crate) reading_body: Cell<bool>,
     /// Requests answered (response queued).
     answered: Cell<u64>,
     /// Requests read and not yet answered.
-    outstanding_requests: Cell<usize>,
+    pub(crate) outstanding_requests: Cell<usize>,
     /// Bytes of request frames read (or being read) and not yet answered.
     outstanding_bytes: Cell<usize>,
     /// The reader, waiting for room under `--max-connection-memory`.
@@ -199,12 +199,12 @@ struct Flow {
     /// The reader, waiting for a frame while the connection may be killed.
     kill_waker: Cell<Option<Waker>>,
     /// The reader has stopped.
-    closed: Cell<bool>,
+    pub(crate) closed: Cell<bool>,
 }
 
 impl Flow {
     /// Asks the reader to stop (the first reason wins).
-    fn kill(&self, reason: String) {
+    pub(crate) fn kill(&self, reason: String) {
         self.kill_reason.borrow_mut().get_or_insert(reason);
         if let Some(waker) = self.kill_waker.take() {
             waker.wake();
@@ -227,7 +227,7 @@ impl Flow {
     }
 
     /// Runs `future` unless the connection is killed first.
-    async fn unless_killed<F: Future>(&self, future: F) -> Result<F::Output, String> {
+    pub(crate) async fn unless_killed<F: Future>(&self, future: F) -> Result<F::Output, String> {
         let killed = self.killed();
         futures::pin_mut!(future, killed);
         match futures::future::select(future, killed).await {
@@ -238,7 +238,7 @@ impl Flow {
 
     /// Reserves `bytes` for a frame, waiting while they would push the connection over `limit`
     /// (a frame is always admitted when nothing else is outstanding).
-    fn reserve(&self, bytes: usize, limit: usize) -> impl Future<Output = ()> + '_ {
+    pub(crate) fn reserve(&self, bytes: usize, limit: usize) -> impl Future<Output = ()> + '_ {
         futures::future::poll_fn(move |cx| {
             let used = self.outstanding_bytes.get();
             if used == 0 || used.saturating_add(bytes) <= limit {
@@ -251,7 +251,7 @@ impl Flow {
     }
 
     /// A request of `bytes` was answered: frees its room and wakes a waiting reader.
-    fn answered(&self, bytes: usize) {
+    pub(crate) fn answered(&self, bytes: usize) {
         debug_assert!(self.outstanding_bytes.get() >= bytes && self.outstanding_requests.get() > 0);
         self.outstanding_bytes.set(self.outstanding_bytes.get().saturating_sub(bytes));
         self.outstanding_requests.set(self.outstanding_requests.get().saturating_sub(1));
@@ -264,14 +264,14 @@ impl Flow {
 
 /// The watchdog's settings.
 #[derive(Debug, Clone, Copy)]
-struct Watched {
-    idle: Duration,
-    frame_read: Duration,
-    tick: Duration,
+pub(crate) struct Watched {
+    pub(crate) idle: Duration,
+    pub(crate) frame_read: Duration,
+    pub(crate) tick: Duration,
 }
 
 /// How often the watchdog looks; `None` when both timeouts are off.
-fn watchdog_tick(idle: Duration, frame_read: Duration) -> Option<Duration> {
+pub(crate) fn watchdog_tick(idle: Duration, frame_read: Duration) -> Option<Duration> {
     let shortest = [idle, frame_read].into_iter().filter(|timeout| !timeout.is_zero()).min()?;
     Some((shortest / 4).clamp(WATCHDOG_TICK_MIN, WATCHDOG_TICK_MAX))
 }
@@ -279,7 +279,7 @@ fn watchdog_tick(idle: Duration, frame_read: Duration) -> Option<Duration> {
 /// Closes the connection when a frame stalls after its header or nothing happens for the idle
 /// timeout. Looks every tick and only at counters the reader bumps, so the read path pays no
 /// clock reads; a timeout fires between its bound and two ticks later.
-async fn watch(flow: Rc<Flow>, watched: Watched) {
+pub(crate) async fn watch(flow: Rc<Flow>, watched: Watched) {
     let now = Instant::now();
     let (mut frame_mark, mut frame_since) = ((flow.frames_read.get(), flow.reading_body.get()), now);
     let (mut idle_mark, mut idle_since) = ((flow.frames_read.get(), flow.answered.get()), now);
@@ -369,7 +369,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
 
 /// Writes responses as they complete; small ones (and small payload parts) are gathered into one
 /// write, large payload parts are written straight from their read buffers.
-async fn write_responses<W: AsyncWrite + Unpin>(
+pub(crate) async fn write_responses<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut receiver: mpsc::UnboundedReceiver<Response>,
 ) {

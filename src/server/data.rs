@@ -75,22 +75,31 @@ pub async fn produce(
         Partitioning::Key(key) => (key_hash(key) % u64::from(topic.partitions)) as u32,
     };
     let key = partition_key(stream, topic, partition)?;
-    let owner = shard.table().owner(key.stream_id, key.topic_id, key.partition);
-    let payload = header.payload_range();
-    let acks = if owner == shard.id {
-        shard.partitions.produce(key, frame, payload, request.batch_count).await?
-    } else {
-        shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
-        let payload_address = frame[payload.clone()].as_ptr() as usize;
-        let batch_count = request.batch_count;
-        shard
-            .mesh
-            .ask(owner, |reply| {
-                ShardMessage::Produce(ProduceJob { key, frame, payload, batch_count, payload_address, reply })
-            })
-            .await?
-    };
+    let acks = produce_on_owner(shard, key, frame, header.payload_range(), request.batch_count).await?;
     reply(&ProduceResponse { partition, acks }, Vec::new())
+}
+
+/// Appends the `batch_count` batches at `payload` of `frame` to partition `key`, on this shard
+/// when it owns the partition, else on the owner (the buffer moves; nothing is copied).
+pub(crate) async fn produce_on_owner(
+    shard: &Shard,
+    key: PartitionKey,
+    frame: FrameBuf,
+    payload: std::ops::Range<usize>,
+    batch_count: u32,
+) -> BrokerResult<Vec<crate::protocol::messages::BatchAck>> {
+    let owner = shard.table().owner(key.stream_id, key.topic_id, key.partition);
+    if owner == shard.id {
+        return shard.partitions.produce(key, frame, payload, batch_count).await;
+    }
+    shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
+    let payload_address = frame[payload.clone()].as_ptr() as usize;
+    shard
+        .mesh
+        .ask(owner, |reply| {
+            ShardMessage::Produce(ProduceJob { key, frame, payload, batch_count, payload_address, reply })
+        })
+        .await
 }
 
 /// Polls one partition on its owner. On this shard the answer keeps the segment read buffers

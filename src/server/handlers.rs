@@ -117,7 +117,7 @@ impl Context<'_> {
 }
 
 /// The session's user, re-read from the current catalog (a deleted user loses access at once).
-fn logged_in(shard: &Shard, session: &Session) -> BrokerResult<User> {
+pub(crate) fn logged_in(shard: &Shard, session: &Session) -> BrokerResult<User> {
     let name = session.user.borrow().clone();
     let Some(name) = name else {
         return Err(BrokerError::new(

@@ -124,6 +124,12 @@ impl RunningServer {
     }
 }
 
+/// One shard's listening sockets, by wire.
+struct Listeners {
+    native: Vec<TcpListener>,
+    rabbitmq: Vec<TcpListener>,
+}
+
 /// Prepares one shard: I/O, the catalog (shard 0 replays the metadata log and broadcasts it;
 /// the others wait for it), the partitions it owns, and its listeners.
 async fn boot(
@@ -131,7 +137,7 @@ async fn boot(
     config: Arc<ServerConfig>,
     mesh: Mesh,
     counters: Arc<SharedCounters>,
-) -> Result<(Rc<Shard>, Vec<TcpListener>), String> {
+) -> Result<(Rc<Shard>, Listeners), String> {
     let io = DmaIo::new(&config.data_dir).await.map_err(|e| e.to_string())?;
     let partitions = PartitionManager::new(id, io.clone(), config.clone());
     let controller = if id == 0 {
@@ -145,15 +151,27 @@ async fn boot(
         listeners
             .push(TcpListener::bind(address).map_err(|e| format!("binding shard address {address}: {e}"))?);
     }
+    let mut rabbitmq = Vec::new();
+    if let Some(address) = config.rabbitmq_listen {
+        rabbitmq.push(
+            TcpListener::bind(address).map_err(|e| format!("binding --rabbitmq-listen {address}: {e}"))?,
+        );
+    }
+    if let Some(address) = config.rabbitmq_shard_address(id) {
+        rabbitmq.push(
+            TcpListener::bind(address)
+                .map_err(|e| format!("binding RabbitMQ shard address {address}: {e}"))?,
+        );
+    }
     let shard = Rc::new(Shard::new(id, config, mesh, counters, partitions, controller));
-    Ok((shard, listeners))
+    Ok((shard, Listeners { native: listeners, rabbitmq }))
 }
 
 /// Runs a booted shard: the controller broadcasts the catalog, every shard serves its mesh,
 /// accepts connections, and runs its timers, until shutdown.
 async fn serve(
     shard: Rc<Shard>,
-    listeners: Vec<TcpListener>,
+    listeners: Listeners,
     acceptor: Option<tls::Acceptor>,
     receiver: flume::Receiver<ShardMessage>,
     ready: mpsc::Sender<Result<u16, String>>,
@@ -176,8 +194,11 @@ async fn serve(
         .detach();
     }
     shard.wait_for_catalog().await;
-    for listener in listeners {
-        glommio::spawn_local(accept(shard.clone(), listener, acceptor.clone())).detach();
+    for listener in listeners.native {
+        glommio::spawn_local(accept(shard.clone(), listener, acceptor.clone(), Wire::Native)).detach();
+    }
+    for listener in listeners.rabbitmq {
+        glommio::spawn_local(accept(shard.clone(), listener, acceptor.clone(), Wire::RabbitMq)).detach();
     }
     glommio::spawn_local(maintain(shard.clone())).detach();
     let _ = ready.send(Ok(shard.id));
@@ -187,11 +208,20 @@ async fn serve(
 
 /// Accepts connections until shutdown; each gets its own task (which runs the TLS handshake
 /// first when TLS is on).
-async fn accept(shard: Rc<Shard>, listener: TcpListener, acceptor: Option<tls::Acceptor>) {
+async fn accept(shard: Rc<Shard>, listener: TcpListener, acceptor: Option<tls::Acceptor>, wire: Wire) {
     while !shard.shutting_down() {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(connection::serve_tcp(shard.clone(), stream, acceptor.clone())).detach();
+                let (shard, acceptor) = (shard.clone(), acceptor.clone());
+                match wire {
+                    Wire::Native => {
+                        glommio::spawn_local(connection::serve_tcp(shard, stream, acceptor)).detach()
+                    }
+                    Wire::RabbitMq => {
+                        glommio::spawn_local(crate::wire::rabbitmq::serve_tcp(shard, stream, acceptor))
+                            .detach()
+                    }
+                };
             }
             Err(error) => {
                 tracing::warn!(shard = shard.id, %error, "accept failed");
@@ -199,6 +229,13 @@ async fn accept(shard: Rc<Shard>, listener: TcpListener, acceptor: Option<tls::A
             }
         }
     }
+}
+
+/// Which protocol a listener speaks.
+#[derive(Clone, Copy)]
+enum Wire {
+    Native,
+    RabbitMq,
 }
 
 /// Interval fsyncs and retention on this shard's partitions.

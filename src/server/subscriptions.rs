@@ -59,16 +59,56 @@ use crate::shard::durable::ops::{DurableOp, DurableReply};
 use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::leases::TopicKey;
 use crate::shard::mesh::{PartitionKey, PollSpec};
+use crate::shard::partitions::PayloadPart;
 use crate::shard::sac::{MemberUpdate, SacKey, SacMember, SacOp};
 use crate::shard::Shard;
 
 /// Longest a pump's standing poll waits before it looks again whether its subscription ended.
 pub const PUMP_WAIT: Duration = Duration::from_millis(250);
 
+/// How a connection's pushes become frames: the native protocol's (kinds `Deliver`,
+/// `ConsumerUpdate`), or a foreign wire's (the RabbitMQ Streams listener builds Osiris chunks).
+pub trait PushFrames {
+    /// One delivery's frame head and payload, and the credits it used (at most `body.batches`;
+    /// the rest goes back to the subscription, for batches a wire filters out whole); `None`
+    /// drops it (and ends nothing).
+    fn deliver(&self, body: &Deliver, parts: Vec<PayloadPart>) -> Option<(Vec<u8>, Vec<PayloadPart>, u32)>;
+    /// A `ConsumerUpdate` request to the client under `correlation`.
+    fn consumer_update(&self, correlation: u64, update: &ConsumerUpdate) -> Option<Vec<u8>>;
+    /// Tells the client that subscription `id` ended on `partition` because of `error`.
+    fn failure(&self, id: u32, partition: u32, error: &BrokerError) -> Option<Vec<u8>>;
+}
+
+/// The native protocol's push frames.
+struct NativeFrames;
+
+impl PushFrames for NativeFrames {
+    fn deliver(&self, body: &Deliver, parts: Vec<PayloadPart>) -> Option<(Vec<u8>, Vec<PayloadPart>, u32)> {
+        let bytes = body.partition.payload_bytes as usize;
+        let encoded = messages::encode(body).ok()?;
+        let head = encode_head(Kind::Deliver as u16, u64::from(body.subscription_id), 0, &encoded, bytes);
+        Some((head, parts, body.batches))
+    }
+
+    fn consumer_update(&self, correlation: u64, update: &ConsumerUpdate) -> Option<Vec<u8>> {
+        let body = messages::encode(update).ok()?;
+        Some(encode_head(Kind::ConsumerUpdate as u16, correlation, 0, &body, 0))
+    }
+
+    fn failure(&self, id: u32, partition: u32, error: &BrokerError) -> Option<Vec<u8>> {
+        let body =
+            messages::encode(&ErrorBody { message: format!("partition {partition}: {}", error.message) })
+                .map(|body| body.to_vec())
+                .unwrap_or_default();
+        Some(encode_head(Kind::Deliver as u16, u64::from(id), error.status as u16, &body, 0))
+    }
+}
+
 /// The push side of one connection. See the module documentation.
 pub struct Push {
     shard: Rc<Shard>,
     session: u64,
+    frames: Box<dyn PushFrames>,
     /// `ConsumerUpdate` requests sent to the client and not answered yet, by correlation id.
     updates: RefCell<HashMap<u64, oneshot::Sender<PollStrategy>>>,
     update_next: Cell<u64>,
@@ -184,9 +224,20 @@ impl Drop for Release {
 impl Push {
     /// The push side of a new connection whose writer reads from `sender`'s channel.
     pub fn new(shard: Rc<Shard>, session: u64, sender: mpsc::UnboundedSender<Response>) -> Rc<Push> {
+        Push::with_frames(shard, session, sender, Box::new(NativeFrames))
+    }
+
+    /// The push side of a connection of another wire, whose frames `frames` builds.
+    pub fn with_frames(
+        shard: Rc<Shard>,
+        session: u64,
+        sender: mpsc::UnboundedSender<Response>,
+        frames: Box<dyn PushFrames>,
+    ) -> Rc<Push> {
         let push = Rc::new(Push {
             shard,
             session,
+            frames,
             updates: RefCell::new(HashMap::new()),
             update_next: Cell::new(1),
             sac_coordinators: RefCell::new(BTreeSet::new()),
@@ -247,6 +298,16 @@ fn push_of(session: &Session) -> BrokerResult<&Rc<Push>> {
 /// Subscribe: checks the request, registers the subscription and starts one pump per
 /// subscribed partition.
 pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResult<Reply> {
+    subscribe_spread(context, request, false).await
+}
+
+/// [`subscribe`], where a single-active subscription to one partition of a super stream may ask
+/// for RabbitMQ's spreading rule (`spread`: see [`SacKey::spread`]).
+pub async fn subscribe_spread(
+    context: &Context<'_>,
+    request: Subscribe,
+    spread: bool,
+) -> BrokerResult<Reply> {
     context.require(&request.stream, Right::Read)?;
     let push = push_of(context.session)?;
     let catalog = context.shard.catalog();
@@ -278,6 +339,7 @@ pub async fn subscribe(context: &Context<'_>, request: Subscribe) -> BrokerResul
         topic: topic_key,
         name: request.consumer.clone(),
         partition: request.partition,
+        spread: spread && request.partition.is_some() && topic.super_stream.is_some(),
     });
     let subscription =
         Subscription::new(&request.consumer, request.credit, keys, filter, group.clone(), context.shard);
@@ -606,12 +668,20 @@ impl Pump {
     /// Queues one `Deliver` with its batches, counting its bytes against the connection's queue
     /// until the writer is done with them; false once the connection is gone.
     fn queue(&self, body: &Deliver, parts: Vec<crate::shard::partitions::PayloadPart>) -> bool {
-        let bytes = body.partition.payload_bytes as usize;
-        let Ok(body) = messages::encode(body) else { return false };
-        let head = encode_head(Kind::Deliver as u16, u64::from(self.id), 0, &body, bytes);
-        self.push.queued_bytes.set(self.push.queued_bytes.get() + bytes + head.len());
-        let release = Release { push: self.push.clone(), bytes: bytes + head.len() };
-        let response = Response { head, payload: parts, release: Some(release) };
+        let Some((head, payload, used)) = self.push.frames.deliver(body, parts) else { return true };
+        if used < body.batches && body.messages.is_empty() {
+            let subscription = &self.subscription;
+            subscription.credit.set(subscription.credit.get() + (body.batches - used));
+            subscription.changed.notify(usize::MAX);
+        }
+        if head.is_empty() && payload.is_empty() {
+            return true;
+        }
+        let payload_bytes: usize = payload.iter().map(|part| part.bytes().len()).sum();
+        let bytes = payload_bytes + head.len();
+        self.push.queued_bytes.set(self.push.queued_bytes.get() + bytes);
+        let release = Release { push: self.push.clone(), bytes };
+        let response = Response { head, payload, release: Some(release) };
         if !self.push.send(response) {
             return false;
         }
@@ -631,13 +701,9 @@ impl Pump {
         if let Some(subscription) = self.push.subscriptions.borrow_mut().remove(&self.id) {
             subscription.end();
         }
-        let body = messages::encode(&ErrorBody {
-            message: format!("partition {}: {}", self.key.partition, error.message),
-        })
-        .map(|body| body.to_vec())
-        .unwrap_or_default();
-        let head = encode_head(Kind::Deliver as u16, u64::from(self.id), error.status as u16, &body, 0);
-        self.push.send(Response { head, payload: Vec::new(), release: None });
+        if let Some(head) = self.push.frames.failure(self.id, self.key.partition, error) {
+            self.push.send(Response { head, payload: Vec::new(), release: None });
+        }
     }
 }
 
@@ -680,8 +746,9 @@ async fn ask_update(push: &Rc<Push>, id: u32, partition: u32, active: bool) -> O
     push.update_next.set(correlation + 1);
     let (answer, answered) = oneshot::channel();
     push.updates.borrow_mut().insert(correlation, answer);
-    let body = messages::encode(&ConsumerUpdate { subscription_id: id, partition, active }).ok()?;
-    let head = encode_head(Kind::ConsumerUpdate as u16, correlation, 0, &body, 0);
+    let head = push
+        .frames
+        .consumer_update(correlation, &ConsumerUpdate { subscription_id: id, partition, active })?;
     if !push.send(Response { head, payload: Vec::new(), release: None }) {
         return None;
     }

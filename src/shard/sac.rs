@@ -36,6 +36,10 @@ pub struct SacKey {
     pub name: String,
     /// The partition, or `None` for the super-stream group over every partition.
     pub partition: Option<u32>,
+    /// A one-partition group of a super stream's member (RabbitMQ's `super-stream` property):
+    /// partition `i` goes to member `i % members`, so that consumers subscribing to every member
+    /// stream spread over them; otherwise the first member is active.
+    pub spread: bool,
 }
 
 /// One member: a subscription on a connection.
@@ -103,7 +107,8 @@ impl Group {
         }
         match key.partition {
             Some(partition) => {
-                wanted.insert(partition, self.members[0]);
+                let index = if key.spread { partition as usize % self.members.len() } else { 0 };
+                wanted.insert(partition, self.members[index]);
             }
             None => {
                 for partition in 0..self.partitions {

@@ -4,5 +4,17 @@
 
 pub mod chunk;
 pub mod codec;
+mod connection;
+mod consume;
+mod dispatch;
 pub mod encode;
 pub mod entries;
+mod handshake;
+mod names;
+mod native;
+mod publish;
+mod push;
+mod state;
+mod streams;
+
+pub use connection::serve_tcp;
