@@ -268,7 +268,9 @@ pub enum Command<'a> {
     },
     /// The client answering our ConsumerUpdate (key 0x801a). `offset` is `None` when the client
     /// sends offset type 0 ("none"): the Java client does when its listener returns no offset,
-    /// typically for a consumer that became inactive.
+    /// typically for a consumer that became inactive. rstream writes an unused 8-byte offset
+    /// after every type, valueless ones included; exactly 8 bytes left after type 0, 1, 2 or 3
+    /// are read and ignored.
     ConsumerUpdateResponse {
         /// The correlation id of our ConsumerUpdate.
         correlation: u32,
