@@ -74,7 +74,8 @@ async fn environment(server: &Server) -> Environment {
 
 async fn native_client(server: &Server) -> (Client, ShardRouter) {
     let broker = server.broker.as_ref().expect("a ringbroker started by the test");
-    let connect = Client::connect_addr(&broker.addr().to_string(), "ringbroker", "ringbroker");
+    let address = broker.addr().to_string();
+    let connect = Client::connect_addr(&address, "ringbroker", "ringbroker");
     let client = within("native connect", connect).await.expect("native connect");
     let router = within("router", ShardRouter::new(client.clone())).await.expect("router");
     (client, router)
@@ -103,7 +104,8 @@ fn body(tag: &str, i: usize) -> Vec<u8> {
 }
 
 /// Message `i` of direction `tag`: a data body, a string message id and one application
-/// property, so several AMQP sections travel.
+/// property, so several AMQP sections travel. Their sizes and contents keep the byte 0x0A
+/// (`\n`) out of the encoding, so that `ringctl` prints each message on one line.
 fn amqp_message(tag: &str, i: usize) -> Message {
     Message::builder()
         .body(body(tag, i))
@@ -111,7 +113,7 @@ fn amqp_message(tag: &str, i: usize) -> Message {
         .message_id(format!("{tag}-id-{i}"))
         .message_builder()
         .application_properties()
-        .insert("index", i as u64)
+        .insert("index", format!("i:{i:04}").as_str())
         .message_builder()
         .build()
 }
