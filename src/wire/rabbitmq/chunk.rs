@@ -41,6 +41,8 @@ pub use parse::{parse_chunk, parse_frames, ParsedChunk, ParsedEntry};
 #[cfg(test)]
 mod roundtrip_tests;
 #[cfg(test)]
+mod seeds;
+#[cfg(test)]
 mod tests;
 
 /// The chunk's first byte: Osiris magic 5 in the high nibble, chunk format version 0.
