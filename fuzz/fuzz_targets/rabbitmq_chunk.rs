@@ -52,7 +52,9 @@ fn run(data: &[u8]) {
                         .entries
                         .iter()
                         .map(|entry| match entry {
-                            ParsedEntry::SubEntry { uncompressed_bytes, .. } => u64::from(*uncompressed_bytes),
+                            ParsedEntry::SubEntry { uncompressed_bytes, .. } => {
+                                u64::from(*uncompressed_bytes)
+                            }
                             ParsedEntry::Simple(_) => 0,
                         })
                         .sum();
@@ -148,7 +150,8 @@ fn deliver_and_check(mut stored: Vec<u8>, start: u64) {
     }
     for version in [1, 2] {
         let mut out = vec![];
-        let chunks = deliver_frames(3, version, 5, &stored, start, next, &mut out).expect("stored batches deliver");
+        let chunks =
+            deliver_frames(3, version, 5, &stored, start, next, &mut out).expect("stored batches deliver");
         let parsed = parse_frames(&out).expect("our frames parse");
         assert_eq!(parsed.len(), chunks as usize);
         if !expected.iter().any(|e| matches!(e, Expected::Unreadable)) {
@@ -159,7 +162,9 @@ fn deliver_and_check(mut stored: Vec<u8>, start: u64) {
             assert_eq!((chunk.subscription_id, chunk.version), (3, version));
             for (index, entry) in chunk.entries.iter().enumerate() {
                 delivered.push(match entry {
-                    ParsedEntry::Simple(value) => Expected::Simple(chunk.first_offset + index as u64, value.clone()),
+                    ParsedEntry::Simple(value) => {
+                        Expected::Simple(chunk.first_offset + index as u64, value.clone())
+                    }
                     ParsedEntry::SubEntry { compression, records, uncompressed_bytes, data } => {
                         let mut bytes = vec![0x80 | (compression << 4)];
                         bytes.extend_from_slice(&records.to_be_bytes());
@@ -171,7 +176,8 @@ fn deliver_and_check(mut stored: Vec<u8>, start: u64) {
                 });
             }
         }
-        let readable: Vec<&Expected> = expected.iter().filter(|e| !matches!(e, Expected::Unreadable)).collect();
+        let readable: Vec<&Expected> =
+            expected.iter().filter(|e| !matches!(e, Expected::Unreadable)).collect();
         assert_eq!(delivered.iter().collect::<Vec<_>>(), readable, "delivered messages are the stored ones");
     }
 }
