@@ -18,13 +18,16 @@
 //!
 //! Invariants:
 //! * [`write_sub_entry_batch`] only writes batches [`validate`] accepts, or nothing.
-//! * [`check_sub_entry`] accepts exactly the batches whose entry header agrees with the batch
-//!   header (type bit, a known compression, reserved bits zero, message count, both sizes), that
-//!   carry no filter value, Bloom bit or TTL, and whose messages share one timestamp.
-//! * [`inflate_sub_entry`] writes only inside the slice it is given, whose size the header fixed
-//!   before anything was decompressed: a bomb fails once it would pass that size; decoders keep
-//!   only their fixed internal buffers (an LZ4 frame's at most two 4 MiB blocks, snappy's 64 KiB
-//!   blocks, gzip's 32 KiB window). Nothing panics on hostile input.
+//! * `check_sub_entry` (run by `validate`) accepts exactly the batches whose entry header
+//!   agrees with the batch header (type bit, a known compression, reserved bits zero, message
+//!   count, both sizes), that carry no filter value, Bloom bit or TTL, and whose messages share
+//!   one timestamp.
+//! * `inflate_sub_entry` (run by `inflate`) writes only inside the slice it is given, whose size
+//!   the header fixed before anything was decompressed: a bomb fails once it would pass that
+//!   size; decoders keep only their fixed internal buffers (an LZ4 frame's at most two 4 MiB
+//!   blocks, snappy's 64 KiB blocks, gzip's 32 KiB window). Nothing panics on hostile input.
+//!
+//! [`validate`]: crate::protocol::batch::validate
 
 use std::io::{ErrorKind, Read};
 

@@ -42,6 +42,8 @@ pub use parse::{parse_chunk, parse_frames, ParsedChunk, ParsedEntry};
 #[cfg(test)]
 mod roundtrip_tests;
 #[cfg(test)]
+mod seeds;
+#[cfg(test)]
 mod tests;
 
 /// The chunk's first byte: Osiris magic 5 in the high nibble, chunk format version 0.
@@ -176,8 +178,10 @@ fn overlap(header: &BatchHeader, start_offset: u64, next_offset: u64) -> Option<
     (from < to).then_some((from, to))
 }
 
+/// A native compressed batch that does not inflate: warned about, not delivered.
 fn skip_unreadable(at: usize, header: &BatchHeader, error: &BatchError) -> u32 {
-    tracing::warn!(at, base_offset = header.base_offset, %error, "a stored compressed batch does not inflate; not delivered");
+    let base_offset = header.base_offset;
+    tracing::warn!(at, base_offset, %error, "a stored compressed batch does not inflate; not delivered");
     0
 }
 

@@ -28,13 +28,11 @@ fn sub_entry(id: u64, compression: u8, records: u16, uncompressed: usize, data: 
     Entry::SubEntry { publishing_id: id, compression, records, uncompressed_bytes: uncompressed as u32, data }
 }
 
-/// Builds, checks the invariants every call keeps, and returns the result with each batch's
-/// header and record values (inflated when compressed).
-fn build(
-    entries: &[Entry<'_>],
-    producer_id: u64,
-    last: Option<u64>,
-) -> (Built, Vec<(BatchHeader, Vec<Vec<u8>>)>) {
+/// Each batch's header and record values (inflated when compressed).
+type Written = Vec<(BatchHeader, Vec<Vec<u8>>)>;
+
+/// Builds, checks the invariants every call keeps, and returns the result with what was written.
+fn build(entries: &[Entry<'_>], producer_id: u64, last: Option<u64>) -> (Built, Written) {
     let mut out = vec![];
     let built = build_batches(entries, producer_id, if producer_id == 0 { 0 } else { 4 }, last, &mut out);
     let mut ids: Vec<u64> = built.kept.clone();
