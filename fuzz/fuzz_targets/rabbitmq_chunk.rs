@@ -151,7 +151,7 @@ fn deliver_and_check(mut stored: Vec<u8>, start: u64) {
     for version in [1, 2] {
         let mut out = vec![];
         let chunks =
-            deliver_frames(3, version, 5, &stored, start, next, &mut out).expect("stored batches deliver");
+            deliver_frames(3, version, 5, &stored, (start, next), None, &mut out).expect("stored batches deliver");
         let parsed = parse_frames(&out).expect("our frames parse");
         assert_eq!(parsed.len(), chunks as usize);
         if !expected.iter().any(|e| matches!(e, Expected::Unreadable)) {

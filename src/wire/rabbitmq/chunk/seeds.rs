@@ -113,8 +113,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         offset += u64::from(BatchHeader::decode(&batch).unwrap().record_count);
         stamped.extend_from_slice(&batch);
     }
-    deliver_frames(1, 1, 0, &stamped, 2, u64::MAX, &mut frames_v1).unwrap();
-    deliver_frames(1, 2, 30, &stamped, 0, u64::MAX, &mut frames_v2).unwrap();
+    deliver_frames(1, 1, 0, &stamped, (2, u64::MAX), None, &mut frames_v1).unwrap();
+    deliver_frames(1, 2, 30, &stamped, (0, u64::MAX), None, &mut frames_v2).unwrap();
 
     vec![
         ("seed-publish-v1-anonymous", with(MODE_PUBLISH, &[0, 0, 2], &publish_body(1, v1.clone()))),
