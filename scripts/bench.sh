@@ -192,8 +192,13 @@ broker_port=
 broker_data=
 reuse_data= # set: the next start_broker opens this data directory instead of a fresh one
 keep_data= # set: the next stop_broker leaves the data directory
+rabbitmq_port= # the RabbitMQ Streams listener's port an entry may name as @rabbitmq_port@
 start_broker() { # $1 = name, $2 = fsync policy, rest = extra broker flags
-    broker_port=$(free_port_block "$shards") || { log "no free ports"; return 1; }
+    # The native listener and its shard ports, then room for a RabbitMQ listener and its shards.
+    broker_port=$(free_port_block "$((2 * shards + 1))") || { log "no free ports"; return 1; }
+    rabbitmq_port=$((broker_port + shards + 1))
+    local extra=("${@:3}")
+    extra=("${extra[@]//@rabbitmq_port@/$rabbitmq_port}")
     if [[ -n $reuse_data ]]; then
         broker_data=$reuse_data
         reuse_data=
@@ -201,7 +206,7 @@ start_broker() { # $1 = name, $2 = fsync policy, rest = extra broker flags
         broker_data=$(mktemp -d "$work/data-$1.XXXXXX")
     fi
     "$broker_bin" --data-dir "$broker_data" --listen "127.0.0.1:$broker_port" "${broker_core_args[@]}" \
-        --fsync "$2" "${@:3}" >"$logs/$1.broker.log" 2>&1 &
+        --fsync "$2" "${extra[@]}" >"$logs/$1.broker.log" 2>&1 &
     broker_pid=$!
     if ! wait_accepting_on "$broker_pid" "$broker_port" "broker for $1" "$logs/$1.broker.log" 15; then
         kill -0 "$broker_pid" 2>/dev/null || broker_pid=
@@ -292,6 +297,10 @@ run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
 # trip. The workqueue entries produce and fetch+ack at once (MB/s counts the producers): on a
 # limits topic (no removal: the baseline), a work-queue topic and an interest topic, with 64 MiB
 # segments so that removal can delete whole segments; `du` shows what stayed on disk.
+# The rabbitmq-producer entry is pinned-producer-100B's shape through the RabbitMQ Streams listener
+# (`--rabbitmq-listen`) with the Rust rabbitmq-stream-client: producer i publishes batches to member
+# i of a super stream and waits for every confirmation (scripts/rabbitmq-bench.sh runs the pair
+# interleaved, 3 times each, with the CPU split). `@rabbitmq_port@` is the listener's port.
 n=$pinned_actors
 suite=(
     "pinned-producer-1KB|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 1000"
@@ -309,6 +318,7 @@ suite=(
     "end-to-end-1KB-paced-800MBps|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n))"
     "end-to-end-1KB-paced-800MBps-subscribe|never|both|duration|end-to-end --producers $n --consumers $n --streams 1 --partitions $n --message-size 1000 --rate $((800 / n)) --subscribe 10"
     "pinned-producer-100B|never|producer|duration|pinned-producer --producers $n --streams 1 --partitions $n --message-size 100"
+    "rabbitmq-producer-100B|never|producer|duration|rabbitmq-producer --rabbitmq-server 127.0.0.1:@rabbitmq_port@ --producers $n --streams 1 --partitions $n --message-size 100|-|--rabbitmq-listen 127.0.0.1:@rabbitmq_port@"
     "balanced-producer-8x8-1KB|never|producer|duration|balanced-producer --producers 8 --streams 1 --partitions 8 --message-size 1000"
     "pinned-producer-1KB-fsync-always-1p|always|producer|duration|pinned-producer --producers 1 --streams 1 --partitions 1 --message-size 1000 --in-flight 2"
     "balanced-producer-4x4-1KB-fsync-always|always|producer|duration|balanced-producer --producers 4 --streams 1 --partitions 4 --message-size 1000"
@@ -372,6 +382,7 @@ for spec in "${suite[@]}"; do
             continue
         fi
     fi
+    args=("${args[@]//@rabbitmq_port@/$rabbitmq_port}")
     start_sampler "$rss_file"
     io_before=$(proc_io "$broker_pid")
     if ((!have_ringbench)); then

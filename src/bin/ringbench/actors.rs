@@ -188,6 +188,7 @@ pub fn run(workload: Workload, settings: &Settings) -> Result<Vec<ActorResult>, 
             tasks.extend((0..settings.consumers).map(fetcher));
         }
         Workload::Loopback => return Err("loopback needs no broker".to_string()),
+        Workload::RabbitmqProducer => return Err("rabbitmq-producer runs in module rabbitmq".to_string()),
     }
     run_phase(settings, tasks)
 }

@@ -27,6 +27,7 @@ mod named;
 mod payload;
 mod plot;
 mod produce;
+mod rabbitmq;
 mod report;
 mod subscribe;
 
@@ -109,6 +110,10 @@ enum WorkloadCommand {
     Workqueue(Options),
     /// No broker: raw loopback TCP bandwidth between tokio senders and receivers.
     Loopback(Options),
+    /// `pinned-producer`'s shape through the RabbitMQ Streams listener with the Rust stream
+    /// client: producer i publishes batches of --batch messages to member i of super stream
+    /// `bench` (--partitions members) and waits for every confirmation.
+    RabbitmqProducer(RabbitmqOptions),
     /// Draw a scripts/bench.sh result file (results/<timestamp>.json) as an SVG bar chart.
     Plot {
         /// The result file.
@@ -116,6 +121,17 @@ enum WorkloadCommand {
         /// The SVG to write.
         target: std::path::PathBuf,
     },
+}
+
+/// The options of `rabbitmq-producer`: the shared ones and the listener's address.
+#[derive(Args, Debug, Clone)]
+struct RabbitmqOptions {
+    /// The broker's RabbitMQ Streams listener (`--rabbitmq-listen`), `host:port`; producers
+    /// reach each member's owner shard through the addresses its Metadata names.
+    #[arg(long, default_value = rabbitmq::SERVER_DEFAULT)]
+    rabbitmq_server: String,
+    #[command(flatten)]
+    options: Options,
 }
 
 /// What a run does; see the module documentation for the measurement rules.
@@ -140,6 +156,8 @@ pub enum Workload {
     Workqueue,
     /// See [`WorkloadCommand::Loopback`].
     Loopback,
+    /// See [`WorkloadCommand::RabbitmqProducer`].
+    RabbitmqProducer,
 }
 
 impl Workload {
@@ -155,6 +173,7 @@ impl Workload {
             Workload::AckConsumer => "ack-consumer",
             Workload::Workqueue => "workqueue",
             Workload::Loopback => "loopback",
+            Workload::RabbitmqProducer => "rabbitmq-producer",
         }
     }
 }
@@ -362,6 +381,8 @@ pub struct Settings {
     pub ack: AckPolicy,
     /// Which part of a consumer workload runs.
     pub phase: Phase,
+    /// The RabbitMQ Streams listener `rabbitmq-producer` publishes through.
+    pub rabbitmq_server: Option<String>,
 }
 
 fn serialize_debug<T: std::fmt::Debug, S: serde::Serializer>(
@@ -424,6 +445,7 @@ impl Settings {
             retention: options.retention,
             ack: options.ack,
             phase: options.phase,
+            rabbitmq_server: None,
         })
     }
 
@@ -516,6 +538,7 @@ fn main() -> ExitCode {
         WorkloadCommand::AckConsumer(options) => (Workload::AckConsumer, options),
         WorkloadCommand::Workqueue(options) => (Workload::Workqueue, options),
         WorkloadCommand::Loopback(options) => (Workload::Loopback, options),
+        WorkloadCommand::RabbitmqProducer(rabbitmq) => (Workload::RabbitmqProducer, &rabbitmq.options),
         WorkloadCommand::Plot { source, target } => {
             return match plot::run(source, target) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -523,10 +546,13 @@ fn main() -> ExitCode {
             };
         }
     };
-    let settings = match Settings::new(&cli, options) {
+    let mut settings = match Settings::new(&cli, options) {
         Ok(settings) => settings,
         Err(message) => return report_error(&message, 2),
     };
+    if let WorkloadCommand::RabbitmqProducer(rabbitmq) = &cli.workload {
+        settings.rabbitmq_server = Some(rabbitmq.rabbitmq_server.clone());
+    }
     match run(workload, &settings, options.json.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => report_error(&message, 1),
@@ -539,6 +565,8 @@ fn run(workload: Workload, settings: &Settings, json: Option<&std::path::Path>) 
     let skipped_before = filtering.then(|| filtered::skipped_bytes(settings)).transpose()?;
     let results = if workload == Workload::Loopback {
         loopback::run(settings)?
+    } else if let Some(server) = settings.rabbitmq_server.as_deref() {
+        rabbitmq::run(settings, &rabbitmq::Endpoint::parse(server)?)?
     } else {
         actors::check(workload, settings)?;
         subscribe::check(workload, settings)?;
