@@ -4,7 +4,7 @@
 # overflow, an ASan report, a timeout or an out-of-memory), leaving the input in
 # fuzz/artifacts/<target>/.
 #
-# Usage: scripts/fuzz.sh [target...]      (default: all four targets)
+# Usage: scripts/fuzz.sh [target...]      (default: every target)
 #   FUZZ_SECONDS=60      seconds per target
 #   FUZZ_SANITIZER=address  cargo fuzz --sanitizer (address, none, ...); `none` runs ~2x faster
 #   FUZZ_TIMEOUT=20      seconds one input may take before libFuzzer reports a hang as a crash
@@ -24,7 +24,7 @@ seconds="${FUZZ_SECONDS:-60}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(frame_decode batch_validate metadata_replay segment_recovery rabbitmq_frame)
+    targets=(frame_decode batch_validate metadata_replay segment_recovery rabbitmq_frame rabbitmq_chunk)
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then

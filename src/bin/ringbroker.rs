@@ -44,7 +44,10 @@ fn main() {
         let direct: Vec<String> =
             (0..shards).filter_map(|s| config.rabbitmq_shard_address(s)).map(|a| a.to_string()).collect();
         let direct = if direct.is_empty() { "off".to_string() } else { direct.join(", ") };
-        format!("rabbitmq streams on {listen} (per shard: {direct}; broker stream \"{}\")", config.rabbitmq_stream)
+        format!(
+            "rabbitmq streams on {listen} (per shard: {direct}; broker stream \"{}\")",
+            config.rabbitmq_stream
+        )
     });
     let running = match server::start(config) {
         Ok(running) => running,

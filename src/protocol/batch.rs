@@ -35,6 +35,7 @@ use crate::constants::{
 use crate::model::{now_us, Offset, TimestampUs};
 
 use super::compression::compress_records;
+use super::compression::sub_entry::check_sub_entry;
 pub use super::compression::{inflate, Compression};
 
 /// The four bytes every batch starts with.
@@ -92,6 +93,13 @@ pub const CODEC_ZSTD: u8 = 1;
 /// Codec 2: the records section is one LZ4 block, without a frame (version 2 and later); the
 /// header's `records_bytes` is its decompressed size.
 pub const CODEC_LZ4: u8 = 2;
+
+/// Codec 3: the records section is one RabbitMQ sub-entry exactly as a RabbitMQ Streams client
+/// published it (version 2 and later): the Osiris sub-batch entry header, then the client's
+/// compressed bytes (gzip, snappy, LZ4 frame or zstd). The broker stores and delivers it as it
+/// came; [`inflate`] turns it into ordinary records. Layout and rules:
+/// [`super::compression::sub_entry`] and `docs/format.md`.
+pub const CODEC_RABBITMQ: u8 = 3;
 
 /// The zstd level producers compress at: level 3 is zstd's own default, a good ratio at several
 /// hundred MB/s per core.
@@ -582,7 +590,8 @@ fn check_leading_fields(bytes: &[u8]) -> Result<(), BatchError> {
     let mut length_min = header_bytes_of(version) + RECORD_HEADER_BYTES;
     if let Some(attributes) = read_le(bytes, ATTRIBUTES_AT).map(u16::from_le_bytes) {
         let codec = (attributes & ATTRIBUTE_CODEC_MASK) as u8;
-        let known = codec == CODEC_NONE || (version >= 2 && (codec == CODEC_ZSTD || codec == CODEC_LZ4));
+        let known =
+            codec == CODEC_NONE || (version >= 2 && matches!(codec, CODEC_ZSTD | CODEC_LZ4 | CODEC_RABBITMQ));
         if !known {
             return Err(BatchError::UnsupportedCodec(codec));
         }
@@ -628,8 +637,9 @@ pub fn validated_view(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
 /// Checks that `bytes` is exactly one whole, well-formed batch and returns a view of it.
 ///
 /// A compressed batch is checked as far as the broker can without inflating it: the header, the
-/// length and the CRC (which covers the compressed bytes). Its records, and the header's summary
-/// fields against them, are checked by [`inflate`], on the consumer.
+/// length and the CRC (which covers the compressed bytes), and for a RabbitMQ sub-entry
+/// ([`CODEC_RABBITMQ`]) its entry header against the batch header. Its records, and the header's
+/// summary fields against them, are checked by [`inflate`], on the consumer.
 ///
 /// In order: the header ([`BatchHeader::decode`]), `bytes.len() == length`, the CRC, then every
 /// record (bounds, dense offset deltas, flags, limits, parts adding up to `record_length`, record
@@ -647,6 +657,9 @@ pub fn validate(bytes: &[u8]) -> Result<Batch<'_>, BatchError> {
     let computed = crc32_of(bytes);
     if computed != header.crc32 {
         return Err(BatchError::CrcMismatch { stored: header.crc32, computed });
+    }
+    if header.codec() == CODEC_RABBITMQ {
+        check_sub_entry(&header, bytes)?;
     }
     if header.is_compressed() {
         return Ok(Batch { header, bytes });
@@ -1272,8 +1285,10 @@ impl BatchBuilder {
         self.producer_epoch = producer_epoch;
     }
 
-    /// Sets the sequence of the batch's last record explicitly (at least the first record's plus
-    /// the records after it): sequences may leave gaps, as RabbitMQ publishing ids do.
+    /// Sets the sequence of the batch's last record explicitly (at least the first record's):
+    /// sequences may leave gaps, as RabbitMQ publishing ids do, and several records may share one
+    /// (the messages of a RabbitMQ sub-entry share its publishing id), so it may be below
+    /// `first_sequence + record_count - 1`.
     pub fn set_last_sequence(&mut self, last_sequence: u64) {
         self.last_sequence = Some(last_sequence);
     }
@@ -1352,10 +1367,12 @@ impl BatchBuilder {
         self.first_sequence
     }
 
-    /// The producer sequence number of this batch's last record (the first's when empty).
+    /// The producer sequence number of this batch's last record: the one
+    /// [`set_last_sequence`](Self::set_last_sequence) gave (never below the first's), else
+    /// `first_sequence + record_count - 1` (the first's when empty).
     pub fn last_sequence(&self) -> u64 {
         let dense = self.first_sequence.wrapping_add(u64::from(self.record_count.max(1) - 1));
-        self.last_sequence.map_or(dense, |last| last.max(dense))
+        self.last_sequence.map_or(dense, |last| last.max(self.first_sequence))
     }
 
     /// The sequence number the next batch starts at: this one's last plus one.
@@ -1936,7 +1953,7 @@ mod tests {
         assert_eq!(with(MAGIC_AT, b"RBAX"), Err(BatchError::BadMagic(*b"RBAX")));
         assert_eq!(with(VERSION_AT, &3u16.to_le_bytes()), Err(BatchError::UnsupportedVersion(3)));
         assert_eq!(with(VERSION_AT, &0u16.to_le_bytes()), Err(BatchError::UnsupportedVersion(0)));
-        assert_eq!(with(ATTRIBUTES_AT, &[0b1011, 0]), Err(BatchError::UnsupportedCodec(3)));
+        assert_eq!(with(ATTRIBUTES_AT, &[0b1100, 0]), Err(BatchError::UnsupportedCodec(4)));
         assert_eq!(with(ATTRIBUTES_AT, &[0b1111, 0]), Err(BatchError::UnsupportedCodec(7)));
         assert_eq!(with(ATTRIBUTES_AT, &[0b10_1000, 0]), Err(BatchError::ReservedBitsSet));
         assert_eq!(with(ATTRIBUTES_AT, &[0b1000, 0x80]), Err(BatchError::ReservedBitsSet));

@@ -1,11 +1,13 @@
 //! Compressed sub-entry batches: the codecs a producer may compress a batch's records section
-//! with (zstd, LZ4), and [`inflate`], which turns a compressed batch back into the plain batch it
-//! stands for.
+//! with (zstd, LZ4), RabbitMQ sub-entries stored as they came (codec 3, [`sub_entry`]), and
+//! [`inflate`], which turns a compressed batch back into the plain batch it stands for.
 //!
 //! Pure functions with no I/O and no shared state. Producers compress (in
-//! [`BatchBuilder`](super::batch::BatchBuilder)); consumers inflate. The broker never calls
-//! [`inflate`]: it indexes, deduplicates and Bloom-filters from the header, which stays
-//! uncompressed.
+//! [`BatchBuilder`](super::batch::BatchBuilder)); consumers inflate. The broker never inflates
+//! to store: it indexes, deduplicates and Bloom-filters from the header, which stays
+//! uncompressed. It inflates only to serve: a durable topic's ledger counts a compressed batch's
+//! records, and the RabbitMQ Deliver path hands native zstd/LZ4 batches to RabbitMQ consumers as
+//! plain messages.
 //!
 //! Invariants:
 //! * [`inflate`] never produces more than the header's `records_bytes` bytes, nor more than the
@@ -19,7 +21,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::batch::{crc32_of, validate, BatchError, BatchHeader, ATTRIBUTE_CODEC_MASK, BATCH_HEADER_BYTES};
-use super::batch::{CODEC_LZ4, CODEC_NONE, CODEC_ZSTD, ZSTD_LEVEL};
+use super::batch::{CODEC_LZ4, CODEC_NONE, CODEC_RABBITMQ, CODEC_ZSTD, ZSTD_LEVEL};
+
+pub mod sub_entry;
 
 /// How a producer compresses its batches' records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,7 +99,8 @@ pub(crate) fn compress_records(records: &[u8], codec: u8, out: &mut Vec<u8>) {
 
 /// Turns a compressed batch (already through [`validate`], CRC included) into the plain batch
 /// it stands for: the same header with the codec bits cleared, the length and CRC of the plain
-/// batch, then the inflated records. Refuses with [`BatchError::Decompress`] compressed bytes
+/// batch, then the inflated records (for a RabbitMQ sub-entry, one record per message, its value
+/// the message's bytes; snappy, gzip, LZ4 frames and zstd are read). Refuses with [`BatchError::Decompress`] compressed bytes
 /// that are corrupt, truncated, of the wrong codec, or that inflate to anything but exactly the
 /// header's `records_bytes`, or past `limit_bytes` (so a bomb costs at most the limit), and with
 /// the usual [`BatchError`]s a plain batch whose records break the format or disagree with the
@@ -138,6 +143,7 @@ pub fn inflate(batch: &[u8], limit_bytes: usize) -> Result<Vec<u8>, BatchError> 
 fn decompress_into(codec: u8, compressed: &[u8], out: &mut [u8]) -> Result<usize, BatchError> {
     let failed = |what: &str, error: &dyn fmt::Display| BatchError::Decompress(format!("{what}: {error}"));
     match codec {
+        CODEC_RABBITMQ => sub_entry::inflate_sub_entry(compressed, out),
         CODEC_LZ4 => lz4_flex::block::decompress_into(compressed, out).map_err(|e| failed("lz4", &e)),
         CODEC_ZSTD => {
             let mut decompressor = zstd::bulk::Decompressor::new().map_err(|e| failed("zstd", &e))?;

@@ -140,11 +140,7 @@ where
         return;
     }
     let flow = Rc::new(Flow::default());
-    let config = &shard.config;
-    let watchdog = watchdog_tick(config.idle_timeout, config.frame_read_timeout).map(|tick| {
-        let watched = Watched { idle: config.idle_timeout, frame_read: config.frame_read_timeout, tick };
-        glommio::spawn_local(watch(flow.clone(), watched))
-    });
+    let watchdog = start_watchdog(&shard, &flow);
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
     let writing = glommio::spawn_local(write_responses(writer, receiver));
@@ -160,17 +156,30 @@ where
     if let Err(reason) = read_requests(&shard, &flow, session.clone(), reader, sender).await {
         tracing::debug!(shard = shard.id, ?peer, %reason, "connection closed");
     }
-    // Subscriptions end with their connection, and let go of the writer's channel.
+    end_session(&shard, &session, &push).await;
+    flow.closed.set(true);
+    drop(watchdog);
+    let _ = writing.await;
+}
+
+/// Starts the watchdog of a connection (none when both timeouts are off).
+pub(crate) fn start_watchdog(shard: &Shard, flow: &Rc<Flow>) -> Option<glommio::Task<()>> {
+    let config = &shard.config;
+    watchdog_tick(config.idle_timeout, config.frame_read_timeout).map(|tick| {
+        let watched = Watched { idle: config.idle_timeout, frame_read: config.frame_read_timeout, tick };
+        glommio::spawn_local(watch(flow.clone(), watched))
+    })
+}
+
+/// A connection ended: its subscriptions end and let go of the writer's channel, and its
+/// producer leases end (their coordinators are told).
+pub(crate) async fn end_session(shard: &Shard, session: &Session, push: &Push) {
     push.close();
-    // Producer leases end with their connection.
     let coordinators: Vec<u16> = session.producer_coordinators.borrow().iter().copied().collect();
     for coordinator in coordinators {
         let op = crate::shard::mesh::ProducerOp::SessionEnded { session: session.id };
         let _ = shard.producer_op(coordinator, op).await;
     }
-    flow.closed.set(true);
-    drop(watchdog);
-    let _ = writing.await;
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(mut stream: S, status: Status, message: &str) {
@@ -264,14 +273,14 @@ impl Flow {
 
 /// The watchdog's settings.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Watched {
-    pub(crate) idle: Duration,
-    pub(crate) frame_read: Duration,
-    pub(crate) tick: Duration,
+struct Watched {
+    idle: Duration,
+    frame_read: Duration,
+    tick: Duration,
 }
 
 /// How often the watchdog looks; `None` when both timeouts are off.
-pub(crate) fn watchdog_tick(idle: Duration, frame_read: Duration) -> Option<Duration> {
+fn watchdog_tick(idle: Duration, frame_read: Duration) -> Option<Duration> {
     let shortest = [idle, frame_read].into_iter().filter(|timeout| !timeout.is_zero()).min()?;
     Some((shortest / 4).clamp(WATCHDOG_TICK_MIN, WATCHDOG_TICK_MAX))
 }
@@ -279,7 +288,7 @@ pub(crate) fn watchdog_tick(idle: Duration, frame_read: Duration) -> Option<Dura
 /// Closes the connection when a frame stalls after its header or nothing happens for the idle
 /// timeout. Looks every tick and only at counters the reader bumps, so the read path pays no
 /// clock reads; a timeout fires between its bound and two ticks later.
-pub(crate) async fn watch(flow: Rc<Flow>, watched: Watched) {
+async fn watch(flow: Rc<Flow>, watched: Watched) {
     let now = Instant::now();
     let (mut frame_mark, mut frame_since) = ((flow.frames_read.get(), flow.reading_body.get()), now);
     let (mut idle_mark, mut idle_since) = ((flow.frames_read.get(), flow.answered.get()), now);

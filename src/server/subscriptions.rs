@@ -69,8 +69,10 @@ pub const PUMP_WAIT: Duration = Duration::from_millis(250);
 /// How a connection's pushes become frames: the native protocol's (kinds `Deliver`,
 /// `ConsumerUpdate`), or a foreign wire's (the RabbitMQ Streams listener builds Osiris chunks).
 pub trait PushFrames {
-    /// One delivery's frame head and payload; `None` drops it (and ends nothing).
-    fn deliver(&self, body: &Deliver, parts: Vec<PayloadPart>) -> Option<(Vec<u8>, Vec<PayloadPart>)>;
+    /// One delivery's frame head and payload, and the credits it used (at most `body.batches`;
+    /// the rest goes back to the subscription, for batches a wire filters out whole); `None`
+    /// drops it (and ends nothing).
+    fn deliver(&self, body: &Deliver, parts: Vec<PayloadPart>) -> Option<(Vec<u8>, Vec<PayloadPart>, u32)>;
     /// A `ConsumerUpdate` request to the client under `correlation`.
     fn consumer_update(&self, correlation: u64, update: &ConsumerUpdate) -> Option<Vec<u8>>;
     /// Tells the client that subscription `id` ended on `partition` because of `error`.
@@ -81,10 +83,11 @@ pub trait PushFrames {
 struct NativeFrames;
 
 impl PushFrames for NativeFrames {
-    fn deliver(&self, body: &Deliver, parts: Vec<PayloadPart>) -> Option<(Vec<u8>, Vec<PayloadPart>)> {
+    fn deliver(&self, body: &Deliver, parts: Vec<PayloadPart>) -> Option<(Vec<u8>, Vec<PayloadPart>, u32)> {
         let bytes = body.partition.payload_bytes as usize;
         let encoded = messages::encode(body).ok()?;
-        Some((encode_head(Kind::Deliver as u16, u64::from(body.subscription_id), 0, &encoded, bytes), parts))
+        let head = encode_head(Kind::Deliver as u16, u64::from(body.subscription_id), 0, &encoded, bytes);
+        Some((head, parts, body.batches))
     }
 
     fn consumer_update(&self, correlation: u64, update: &ConsumerUpdate) -> Option<Vec<u8>> {
@@ -665,7 +668,15 @@ impl Pump {
     /// Queues one `Deliver` with its batches, counting its bytes against the connection's queue
     /// until the writer is done with them; false once the connection is gone.
     fn queue(&self, body: &Deliver, parts: Vec<crate::shard::partitions::PayloadPart>) -> bool {
-        let Some((head, payload)) = self.push.frames.deliver(body, parts) else { return true };
+        let Some((head, payload, used)) = self.push.frames.deliver(body, parts) else { return true };
+        if used < body.batches && body.messages.is_empty() {
+            let subscription = &self.subscription;
+            subscription.credit.set(subscription.credit.get() + (body.batches - used));
+            subscription.changed.notify(usize::MAX);
+        }
+        if head.is_empty() && payload.is_empty() {
+            return true;
+        }
         let payload_bytes: usize = payload.iter().map(|part| part.bytes().len()).sum();
         let bytes = payload_bytes + head.len();
         self.push.queued_bytes.set(self.push.queued_bytes.get() + bytes);

@@ -1,222 +1,345 @@
-//! Deliver frames: each stored batch becomes one Osiris chunk, the unit RabbitMQ Streams clients
-//! read, inside one Deliver frame.
+//! Deliver frames from stored batches: each batch a subscription delivers becomes one Osiris
+//! chunk in one RabbitMQ Deliver frame, built around the batch's bytes with one copy of the
+//! message values and one CRC pass over them.
 //!
-//! Pure functions, run by the subscription pump on the connection's shard. A chunk header is 48
-//! bytes (magic and version `0x50`, chunk type 0 = user, entry and record counts, timestamp in
-//! ms, epoch, first offset, CRC32 of the data, data and trailer lengths, 4 reserved bytes, the
-//! first of which is the Bloom filter size, 0 here). Every delivered record is a simple entry: a
-//! big-endian u32 size with the top bit clear, then the value. Keys and headers stay on the
-//! native side.
+//! Runs on the connection's shard, in the subscription pump, on batches the broker validated
+//! when they were appended (so only their headers are decoded again here, not their CRC); the
+//! record iterator stays bounds-checked, so even bytes that were never validated give an error
+//! or garbage messages, never a panic.
 //!
-//! Invariants: a chunk holds only the records with offsets in `[start, next)`, so a chunk's first
-//! offset can fall inside a batch; a batch with no such record yields no chunk; a compressed
-//! native batch is inflated (bounded by its header) before its records are copied. That is the
-//! broker's only inflate. One copy of the values and one CRC pass are the cost.
-
-use std::fmt;
+//! What a chunk holds (layout: `docs/format.md`, "RabbitMQ Deliver chunks"):
+//! * a plain batch: one simple entry per record with an offset in `[start_offset, next_offset)`
+//!   (the record's value, as published; keys, filter values and headers are not delivered), and
+//!   `ChunkFirstOffset` the first of those offsets, so a batch straddling `start_offset` is
+//!   trimmed;
+//! * a RabbitMQ sub-entry batch (codec 3): its records section, which is the Osiris sub-batch
+//!   entry exactly as the client published it, as the chunk's one entry, with `NumRecords` its
+//!   message count. A sub-entry cannot be divided, so it is delivered whole even when
+//!   `start_offset` falls inside it, as RabbitMQ delivers whole chunks: clients skip the
+//!   messages below the offset they asked for;
+//! * a native zstd/LZ4 batch: inflated (bounded by `BATCH_BYTES_MAX`; the broker's only inflate
+//!   on this path, since RabbitMQ clients cannot read our codecs) and delivered as a plain one.
+//!   One that does not inflate is skipped with a warning: its producer lied, and no client could
+//!   read it.
+//!
+//! Invariants: the frame's size prefix, `NumEntries`, `NumRecords`, `DataLength` and CRC agree
+//! with the bytes written (checked by [`parse_chunk`] in the tests and the `rabbitmq_chunk`
+//! fuzz target); a chunk holds at most 65,535 entries (`NumEntries` is a `u16`), so a plain
+//! batch with more records in range becomes several chunks, one after another; on error `out`
+//! is left as it was.
 
 use super::codec::keys;
 use crate::constants::BATCH_BYTES_MAX;
-use crate::protocol::batch::{inflate, validate, BatchError, BatchHeader, BATCH_HEADER_BYTES};
+use crate::protocol::batch::{
+    inflate, validated_view, Batch, BatchError, BatchHeader, Record, BATCH_HEADER_BYTES, CODEC_NONE,
+    CODEC_RABBITMQ,
+};
+use crate::protocol::filter::Filter;
 
-/// Osiris chunk magic (5) and version (0).
-const MAGIC_VERSION: u8 = 0x50;
-/// Chunk type of user data.
-const CHUNK_TYPE_USER: u8 = 0;
-/// Size of an Osiris chunk header.
+mod parse;
+pub use parse::{parse_chunk, parse_frames, ParsedChunk, ParsedEntry};
+
+#[cfg(test)]
+mod roundtrip_tests;
+#[cfg(test)]
+mod seeds;
+#[cfg(test)]
+mod tests;
+
+/// The chunk's first byte: Osiris magic 5 in the high nibble, chunk format version 0.
+pub const OSIRIS_MAGIC_VERSION: u8 = 0x50;
+
+/// Chunk type "user" (the only one a Deliver carries; 1 and 2 are tracking chunks).
+pub const CHUNK_TYPE_USER: u8 = 0;
+
+/// Size of the Osiris chunk header: magic and version, type, `u16` entries, `u32` records,
+/// `i64` timestamp, `u64` epoch, `u64` first offset, `u32` CRC, `u32` data length, `u32` trailer
+/// length, `u8` Bloom filter size, 3 reserved bytes.
 pub const CHUNK_HEADER_BYTES: usize = 48;
 
-/// A stored batch that cannot be delivered (only a broker bug or corrupt storage gets here).
-#[derive(Debug)]
-pub struct ChunkError(pub String);
+/// The Osiris epoch written into every chunk. Osiris counts leader elections there; a partition
+/// here has one writer that never changes, and clients do not read it.
+pub const OSIRIS_EPOCH: u64 = 1;
 
-impl fmt::Display for ChunkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// The most entries a chunk holds (`NumEntries` is a `u16`).
+pub const CHUNK_ENTRIES_MAX: usize = u16::MAX as usize;
+
+/// Deliver frame bytes before the chunk: size prefix, key, version, subscription id, and in
+/// version 2 the committed chunk id.
+const FRAME_PREFIX_V1_BYTES: usize = 4 + 2 + 2 + 1;
+const FRAME_PREFIX_V2_BYTES: usize = FRAME_PREFIX_V1_BYTES + 8;
+
+/// Why Deliver frames could not be written, or a frame could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkError {
+    /// A Deliver version other than 1 and 2.
+    UnsupportedVersion(u16),
+    /// The stored batch at byte `at` of the input does not decode.
+    Batch {
+        /// Where the batch starts in the bytes given.
+        at: usize,
+        /// What is wrong with it.
+        error: BatchError,
+    },
+    /// [`parse_chunk`]: the frame breaks the Deliver or Osiris layout.
+    Malformed(&'static str),
+}
+
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnsupportedVersion(version) => write!(f, "Deliver version {version} (1 and 2 are written)"),
+            Self::Batch { at, error } => write!(f, "the stored batch at byte {at}: {error}"),
+            Self::Malformed(reason) => write!(f, "malformed Deliver frame: {reason}"),
+        }
     }
 }
 
-impl From<BatchError> for ChunkError {
-    fn from(error: BatchError) -> Self {
-        ChunkError(error.to_string())
-    }
-}
+impl std::error::Error for ChunkError {}
 
-/// Appends one whole Deliver frame (size prefix included; version 2 carries
-/// `committed_offset`) per batch of `batches` holding a record in `[start, next)`; returns how
-/// many it wrote.
+/// Appends one whole RabbitMQ Deliver frame (4-byte size prefix, key 8, version 1 or 2) per
+/// batch in `batches` (whole stored batches back to back, server fields stamped), covering only
+/// records with offsets in [start_offset, next_offset) that `filter` (when given) matches exactly
+/// (a filtering subscription gets no record it did not ask for); batches with no such record are
+/// skipped. Version 2 carries `committed_offset` (the CommittedChunkId). Returns the chunks
+/// written: one per batch, more for a plain batch with over 65,535 records in range, none for a
+/// native compressed batch that does not inflate.
 pub fn deliver_frames(
     subscription_id: u8,
     version: u16,
     committed_offset: u64,
     batches: &[u8],
-    start: u64,
-    next: u64,
+    (start_offset, next_offset): (u64, u64),
+    filter: Option<&Filter>,
     out: &mut Vec<u8>,
 ) -> Result<u32, ChunkError> {
-    let mut written = 0;
-    let mut rest = batches;
-    while !rest.is_empty() {
-        let header = BatchHeader::decode(rest)?;
-        let length = header.length as usize;
-        let Some((batch, tail)) = rest.split_at_checked(length).filter(|_| length >= BATCH_HEADER_BYTES)
-        else {
-            return Err(ChunkError(format!(
-                "a batch of {length} bytes runs past the {} delivered",
-                rest.len()
-            )));
-        };
-        rest = tail;
-        let last = header.base_offset.saturating_add(u64::from(header.record_count));
-        if last <= start || header.base_offset >= next {
-            continue;
-        }
-        let frame_at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(&keys::DELIVER.to_be_bytes());
-        out.extend_from_slice(&version.to_be_bytes());
-        out.push(subscription_id);
-        if version >= 2 {
-            out.extend_from_slice(&committed_offset.to_be_bytes());
-        }
-        if chunk(batch, &header, start, next, out)? {
-            let size =
-                u32::try_from(out.len() - frame_at - 4).map_err(|_| ChunkError("chunk too large".into()))?;
-            out[frame_at..frame_at + 4].copy_from_slice(&size.to_be_bytes());
-            written += 1;
-        } else {
-            out.truncate(frame_at);
-        }
-    }
-    Ok(written)
-}
-
-/// Appends the chunk of `batch`'s records in `[start, next)`; false when there is none.
-fn chunk(
-    batch: &[u8],
-    header: &BatchHeader,
-    start: u64,
-    next: u64,
-    out: &mut Vec<u8>,
-) -> Result<bool, ChunkError> {
-    let inflated;
-    let plain = if header.is_compressed() {
-        inflated = inflate(batch, BATCH_BYTES_MAX)?;
-        &inflated[..]
-    } else {
-        batch
+    let wanted = |record: &Record<'_>| filter.is_none_or(|filter| filter.matches(record.filter_value));
+    let prefix = match version {
+        1 => Prefix { subscription_id, committed_offset: None },
+        2 => Prefix { subscription_id, committed_offset: Some(committed_offset) },
+        other => return Err(ChunkError::UnsupportedVersion(other)),
     };
-    let batch = validate(plain)?;
-    let header_at = out.len();
-    out.extend_from_slice(&[0; CHUNK_HEADER_BYTES]);
-    let data_at = out.len();
-    let (mut entries, mut first) = (0_u32, None);
-    for record in batch.records().filter(|record| (start..next).contains(&record.offset)) {
-        let size = u32::try_from(record.payload.len()).ok().filter(|size| size >> 31 == 0);
-        let size = size.ok_or_else(|| ChunkError("a record too large for a simple entry".into()))?;
-        out.extend_from_slice(&size.to_be_bytes());
-        out.extend_from_slice(record.payload);
-        entries += 1;
-        first.get_or_insert(record.offset);
-    }
-    let Some(first) = first else {
-        out.truncate(header_at);
-        return Ok(false);
-    };
-    let data_len = u32::try_from(out.len() - data_at).map_err(|_| ChunkError("chunk too large".into()))?;
-    let crc = crc32fast::hash(&out[data_at..]);
-    let entry_count =
-        u16::try_from(entries).map_err(|_| ChunkError(format!("{entries} records in one chunk")))?;
-    let timestamp_ms = header.append_timestamp_us / 1000;
-    let head = &mut out[header_at..data_at];
-    head[0] = MAGIC_VERSION;
-    head[1] = CHUNK_TYPE_USER;
-    head[2..4].copy_from_slice(&entry_count.to_be_bytes());
-    head[4..8].copy_from_slice(&entries.to_be_bytes());
-    head[8..16].copy_from_slice(&timestamp_ms.to_be_bytes());
-    head[16..24].copy_from_slice(&0_u64.to_be_bytes());
-    head[24..32].copy_from_slice(&first.to_be_bytes());
-    head[32..36].copy_from_slice(&crc.to_be_bytes());
-    head[36..40].copy_from_slice(&data_len.to_be_bytes());
-    // Trailer length 0, then the Bloom filter size (0) and three reserved bytes.
-    Ok(true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::batch::{patch_server_fields, BatchBuilder};
-
-    fn stored(base: u64, values: &[&[u8]]) -> Vec<u8> {
-        let mut builder = BatchBuilder::new(0, 0);
-        for value in values {
-            builder.push_payload(value).expect("push");
-        }
-        let mut bytes = builder.finish().expect("finish");
-        patch_server_fields(&mut bytes, base, 1_700_000_000_123_456);
-        bytes
-    }
-
-    /// (first offset, timestamp ms, values) of each Deliver frame in `frames`.
-    fn parse(mut frames: &[u8], version: u16) -> Vec<(u64, u64, Vec<Vec<u8>>)> {
-        let mut chunks = Vec::new();
-        while !frames.is_empty() {
-            let size = u32::from_be_bytes(frames[..4].try_into().unwrap()) as usize;
-            let frame = &frames[4..4 + size];
-            assert_eq!(u16::from_be_bytes([frame[0], frame[1]]), keys::DELIVER);
-            assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), version);
-            let chunk = &frame[if version >= 2 { 13 } else { 5 }..];
-            assert_eq!((chunk[0], chunk[1]), (MAGIC_VERSION, CHUNK_TYPE_USER));
-            let entries = u16::from_be_bytes([chunk[2], chunk[3]]);
-            let first = u64::from_be_bytes(chunk[24..32].try_into().unwrap());
-            let timestamp = u64::from_be_bytes(chunk[8..16].try_into().unwrap());
-            let crc = u32::from_be_bytes(chunk[32..36].try_into().unwrap());
-            let data_len = u32::from_be_bytes(chunk[36..40].try_into().unwrap()) as usize;
-            let data = &chunk[CHUNK_HEADER_BYTES..];
-            assert_eq!(data.len(), data_len);
-            assert_eq!(crc32fast::hash(data), crc);
-            let mut values = Vec::new();
-            let mut rest = data;
-            for _ in 0..entries {
-                let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-                values.push(rest[4..4 + len].to_vec());
-                rest = &rest[4 + len..];
+    let restore = out.len();
+    let mut chunks = 0u32;
+    for stored in StoredBatches::new(batches) {
+        let (at, batch) = match stored {
+            Ok(stored) => stored,
+            Err(error) => {
+                out.truncate(restore);
+                return Err(error);
             }
-            assert!(rest.is_empty());
-            chunks.push((first, timestamp, values));
-            frames = &frames[4 + size..];
+        };
+        let header = batch.header();
+        let Some((from, to)) = overlap(header, start_offset, next_offset) else { continue };
+        let written = match header.codec() {
+            CODEC_NONE => write_records(&prefix, header, batch.records().filter(wanted), from, to, out),
+            // A sub-entry's messages carry no filter value.
+            CODEC_RABBITMQ if filter.is_some_and(|filter| !filter.matches(None)) => 0,
+            CODEC_RABBITMQ => write_sub_entry(&prefix, &batch, out),
+            _ => match inflate(batch.as_bytes(), BATCH_BYTES_MAX) {
+                Ok(plain) => match validated_view(&plain) {
+                    Ok(plain) => {
+                        write_records(&prefix, header, plain.records().filter(wanted), from, to, out)
+                    }
+                    Err(error) => skip_unreadable(at, header, &error),
+                },
+                Err(error) => skip_unreadable(at, header, &error),
+            },
+        };
+        chunks = chunks.saturating_add(written);
+    }
+    Ok(chunks)
+}
+
+/// The number of chunks [`deliver_frames`] writes for the same arguments (reading headers
+/// only; a native compressed batch that would not inflate still counts), so that a caller can
+/// check credit before building anything. Stops at the first batch that does not decode.
+pub fn chunk_count(batches: &[u8], start_offset: u64, next_offset: u64) -> u32 {
+    let mut chunks = 0u32;
+    for stored in StoredBatches::new(batches) {
+        let Ok((_, batch)) = stored else { break };
+        let header = batch.header();
+        let Some((from, to)) = overlap(header, start_offset, next_offset) else { continue };
+        let count = if header.codec() == CODEC_RABBITMQ {
+            1
+        } else {
+            ((to - from) as usize).div_ceil(CHUNK_ENTRIES_MAX) as u32
+        };
+        chunks = chunks.saturating_add(count);
+    }
+    chunks
+}
+
+/// The offsets of `header`'s records inside `[start_offset, next_offset)`, as `[from, to)`, or
+/// `None` when there are none.
+fn overlap(header: &BatchHeader, start_offset: u64, next_offset: u64) -> Option<(u64, u64)> {
+    let from = header.base_offset.max(start_offset);
+    let to = header.next_offset().min(next_offset);
+    (from < to).then_some((from, to))
+}
+
+/// A native compressed batch that does not inflate: warned about, not delivered.
+fn skip_unreadable(at: usize, header: &BatchHeader, error: &BatchError) -> u32 {
+    let base_offset = header.base_offset;
+    tracing::warn!(at, base_offset, %error, "a stored compressed batch does not inflate; not delivered");
+    0
+}
+
+/// Iterates whole stored batches: each header decoded and its length checked, the CRC not.
+struct StoredBatches<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    failed: bool,
+}
+
+impl<'a> StoredBatches<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        StoredBatches { bytes, at: 0, failed: false }
+    }
+}
+
+impl<'a> Iterator for StoredBatches<'a> {
+    type Item = Result<(usize, Batch<'a>), ChunkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.at..).filter(|rest| !rest.is_empty() && !self.failed)?;
+        let at = self.at;
+        let batch = BatchHeader::decode(rest).and_then(|header| {
+            let length = header.length as usize;
+            let bytes =
+                rest.get(..length).ok_or(BatchError::Truncated { needed: length, available: rest.len() })?;
+            validated_view(bytes)
+        });
+        match batch {
+            Ok(batch) => {
+                self.at += batch.as_bytes().len();
+                Some(Ok((at, batch)))
+            }
+            Err(error) => {
+                self.failed = true;
+                Some(Err(ChunkError::Batch { at, error }))
+            }
         }
-        chunks
     }
+}
 
-    #[test]
-    fn one_chunk_per_batch_trimmed_to_the_window() {
-        let batches =
-            [stored(10, &[b"a", b"b", b"c"]), stored(13, &[b"d"]), stored(14, &[b"e", b"f"])].concat();
-        let mut out = Vec::new();
-        let written = deliver_frames(3, 1, 0, &batches, 11, 15, &mut out).expect("deliver");
-        assert_eq!(written, 3);
-        let chunks = parse(&out, 1);
-        assert_eq!(chunks[0], (11, 1_700_000_000_123, vec![b"b".to_vec(), b"c".to_vec()]));
-        assert_eq!(chunks[1].2, vec![b"d".to_vec()]);
-        assert_eq!((chunks[2].0, &chunks[2].2), (14, &vec![b"e".to_vec()]));
-    }
+/// What every Deliver frame of one call starts with.
+struct Prefix {
+    subscription_id: u8,
+    /// Version 2's committed chunk id; `None` writes version 1.
+    committed_offset: Option<u64>,
+}
 
-    #[test]
-    fn version_two_carries_the_committed_offset_and_empty_windows_write_nothing() {
-        let batches = stored(0, &[b"x"]);
-        let mut out = Vec::new();
-        assert_eq!(deliver_frames(1, 2, 41, &batches, 1, 5, &mut out).expect("deliver"), 0);
-        assert!(out.is_empty());
-        deliver_frames(1, 2, 41, &batches, 0, 1, &mut out).expect("deliver");
-        assert_eq!(u64::from_be_bytes(out[9..17].try_into().unwrap()), 41);
-        assert_eq!(parse(&out, 2)[0].2, vec![b"x".to_vec()]);
-    }
+/// The fields of one chunk's header that depend on its contents.
+struct ChunkFields {
+    entries: usize,
+    records: u32,
+    timestamp_ms: i64,
+    first_offset: u64,
+}
 
-    #[test]
-    fn truncated_input_is_an_error() {
-        let batches = stored(0, &[b"x"]);
-        let mut out = Vec::new();
-        assert!(deliver_frames(1, 1, 0, &batches[..batches.len() - 1], 0, 1, &mut out).is_err());
+/// Writes the frame prefix and a zeroed chunk header; returns where the frame starts.
+fn begin_chunk(prefix: &Prefix, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&keys::DELIVER.to_be_bytes());
+    match prefix.committed_offset {
+        None => {
+            out.extend_from_slice(&1u16.to_be_bytes());
+            out.push(prefix.subscription_id);
+        }
+        Some(committed) => {
+            out.extend_from_slice(&2u16.to_be_bytes());
+            out.push(prefix.subscription_id);
+            out.extend_from_slice(&committed.to_be_bytes());
+        }
     }
+    out.extend_from_slice(&[0; CHUNK_HEADER_BYTES]);
+    start
+}
+
+/// Fills in the chunk header and the frame's size once the entries are written.
+fn finish_chunk(prefix: &Prefix, start: usize, fields: &ChunkFields, out: &mut [u8]) {
+    let header_at =
+        start + if prefix.committed_offset.is_some() { FRAME_PREFIX_V2_BYTES } else { FRAME_PREFIX_V1_BYTES };
+    let data_at = header_at + CHUNK_HEADER_BYTES;
+    let data = out.get(data_at..).unwrap_or_default();
+    let crc32 = crc32fast::hash(data);
+    let data_length = data.len() as u32;
+    let mut header = [0u8; CHUNK_HEADER_BYTES];
+    header[0] = OSIRIS_MAGIC_VERSION;
+    header[1] = CHUNK_TYPE_USER;
+    header[2..4].copy_from_slice(&(fields.entries as u16).to_be_bytes());
+    header[4..8].copy_from_slice(&fields.records.to_be_bytes());
+    header[8..16].copy_from_slice(&fields.timestamp_ms.to_be_bytes());
+    header[16..24].copy_from_slice(&OSIRIS_EPOCH.to_be_bytes());
+    header[24..32].copy_from_slice(&fields.first_offset.to_be_bytes());
+    header[32..36].copy_from_slice(&crc32.to_be_bytes());
+    header[36..40].copy_from_slice(&data_length.to_be_bytes());
+    // Trailer length, Bloom filter size and reserved bytes stay 0: no trailer or filter bytes.
+    let frame_size = (out.len() - start - 4) as u32;
+    if let Some(slot) = out.get_mut(header_at..data_at) {
+        slot.copy_from_slice(&header);
+    }
+    if let Some(slot) = out.get_mut(start..start + 4) {
+        slot.copy_from_slice(&frame_size.to_be_bytes());
+    }
+}
+
+/// The chunk timestamp: the batch's append time in milliseconds.
+fn timestamp_ms(header: &BatchHeader) -> i64 {
+    i64::try_from(header.append_timestamp_us / 1000).unwrap_or(i64::MAX)
+}
+
+/// Writes the records of `records` with offsets in `[from, to)` as simple entries, at most
+/// [`CHUNK_ENTRIES_MAX`] per chunk; returns the chunks written.
+fn write_records<'a>(
+    prefix: &Prefix,
+    header: &BatchHeader,
+    records: impl Iterator<Item = Record<'a>>,
+    from: u64,
+    to: u64,
+    out: &mut Vec<u8>,
+) -> u32 {
+    let mut records =
+        records.skip_while(|record| record.offset < from).take_while(|record| record.offset < to);
+    let mut chunks = 0;
+    let mut next = records.next();
+    while let Some(first) = next {
+        let start = begin_chunk(prefix, out);
+        let mut entries = 0;
+        let mut record = Some(first);
+        while let Some(current) = record {
+            // Values are at most BATCH_BYTES_MAX bytes, far below the 31-bit entry size.
+            out.extend_from_slice(&(current.payload.len() as u32).to_be_bytes());
+            out.extend_from_slice(current.payload);
+            entries += 1;
+            record = if entries < CHUNK_ENTRIES_MAX { records.next() } else { None };
+        }
+        let fields = ChunkFields {
+            entries,
+            records: entries as u32,
+            timestamp_ms: timestamp_ms(header),
+            first_offset: first.offset,
+        };
+        finish_chunk(prefix, start, &fields, out);
+        chunks += 1;
+        next = if entries == CHUNK_ENTRIES_MAX { records.next() } else { None };
+    }
+    chunks
+}
+
+/// Writes a codec-3 batch's records section (the Osiris sub-batch entry) as a chunk's one entry.
+fn write_sub_entry(prefix: &Prefix, batch: &Batch<'_>, out: &mut Vec<u8>) -> u32 {
+    let header = batch.header();
+    let start = begin_chunk(prefix, out);
+    out.extend_from_slice(batch.as_bytes().get(BATCH_HEADER_BYTES..).unwrap_or_default());
+    let fields = ChunkFields {
+        entries: 1,
+        records: header.record_count,
+        timestamp_ms: timestamp_ms(header),
+        first_offset: header.base_offset,
+    };
+    finish_chunk(prefix, start, &fields, out);
+    1
 }

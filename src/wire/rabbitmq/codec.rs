@@ -22,6 +22,9 @@
 //! - a [`DecodeError`] carries the key, and the correlation id as soon as it was read, so the
 //!   caller can answer with the command's response key and [`DecodeError::response_code`].
 
+pub mod codes;
+pub mod keys;
+
 mod client;
 mod parse;
 mod publish;
@@ -41,168 +44,6 @@ mod seed_frames;
 mod test_bytes;
 
 use std::fmt;
-
-/// Command keys (the low 15 bits of a frame's first field; a response sets the top bit).
-pub mod keys {
-    /// The top bit of a key: set on responses (`key | RESPONSE`).
-    pub const RESPONSE: u16 = 0x8000;
-    /// Client: declare a publisher (optionally named, for deduplication).
-    pub const DECLARE_PUBLISHER: u16 = 1;
-    /// Client: publish messages (version 1, or 2 with a filter value per message).
-    pub const PUBLISH: u16 = 2;
-    /// Server: publishing ids written.
-    pub const PUBLISH_CONFIRM: u16 = 3;
-    /// Server: publishing ids refused, with a code each.
-    pub const PUBLISH_ERROR: u16 = 4;
-    /// Client: last publishing id of a named publisher.
-    pub const QUERY_PUBLISHER_SEQUENCE: u16 = 5;
-    /// Client: delete a publisher.
-    pub const DELETE_PUBLISHER: u16 = 6;
-    /// Client: subscribe to a stream.
-    pub const SUBSCRIBE: u16 = 7;
-    /// Server: a chunk for a subscription.
-    pub const DELIVER: u16 = 8;
-    /// Client: more chunks for a subscription (answered only on error).
-    pub const CREDIT: u16 = 9;
-    /// Client: store a consumer offset (no answer).
-    pub const STORE_OFFSET: u16 = 10;
-    /// Client: read a stored consumer offset.
-    pub const QUERY_OFFSET: u16 = 11;
-    /// Client: end a subscription.
-    pub const UNSUBSCRIBE: u16 = 12;
-    /// Client: create a stream.
-    pub const CREATE: u16 = 13;
-    /// Client: delete a stream.
-    pub const DELETE: u16 = 14;
-    /// Client: brokers and leaders of streams.
-    pub const METADATA: u16 = 15;
-    /// Server: a stream changed (deleted, moved).
-    pub const METADATA_UPDATE: u16 = 16;
-    /// Client: exchange connection properties.
-    pub const PEER_PROPERTIES: u16 = 17;
-    /// Client: list SASL mechanisms.
-    pub const SASL_HANDSHAKE: u16 = 18;
-    /// Client: a SASL response.
-    pub const SASL_AUTHENTICATE: u16 = 19;
-    /// Server proposes, client answers: frame size and heartbeat.
-    pub const TUNE: u16 = 20;
-    /// Client: open a virtual host.
-    pub const OPEN: u16 = 21;
-    /// Either side: close the connection.
-    pub const CLOSE: u16 = 22;
-    /// Either side: keep-alive.
-    pub const HEARTBEAT: u16 = 23;
-    /// Client: streams of a super stream for a routing key.
-    pub const ROUTE: u16 = 24;
-    /// Client: partitions of a super stream.
-    pub const PARTITIONS: u16 = 25;
-    /// Server: a single-active-consumer subscription became active or inactive.
-    pub const CONSUMER_UPDATE: u16 = 26;
-    /// Client: the command versions each side supports.
-    pub const EXCHANGE_COMMAND_VERSIONS: u16 = 27;
-    /// Client: statistics of a stream.
-    pub const STREAM_STATS: u16 = 28;
-    /// Client: create a super stream.
-    pub const CREATE_SUPER_STREAM: u16 = 29;
-    /// Client: delete a super stream.
-    pub const DELETE_SUPER_STREAM: u16 = 30;
-    /// Client (RabbitMQ 4.3): resolve an offset specification. Not supported: [`super::decode`]
-    /// returns `UnknownKey`, and it is not advertised, so clients do not send it.
-    pub const RESOLVE_OFFSET_SPEC: u16 = 31;
-    /// Client: its answer to our [`CLOSE`].
-    pub const CLOSE_RESPONSE: u16 = RESPONSE | CLOSE;
-    /// Client: its answer to our [`TUNE`] (the Java client sets the response bit; others send
-    /// [`TUNE`]; both decode to `Command::Tune`).
-    pub const TUNE_RESPONSE: u16 = RESPONSE | TUNE;
-    /// Client: its answer to our [`CONSUMER_UPDATE`], with the offset to start from.
-    pub const CONSUMER_UPDATE_RESPONSE: u16 = RESPONSE | CONSUMER_UPDATE;
-
-    /// The command's name for logs and errors (`"unknown"` for keys we do not know).
-    pub fn name(key: u16) -> &'static str {
-        match key & !RESPONSE {
-            DECLARE_PUBLISHER => "DeclarePublisher",
-            PUBLISH => "Publish",
-            PUBLISH_CONFIRM => "PublishConfirm",
-            PUBLISH_ERROR => "PublishError",
-            QUERY_PUBLISHER_SEQUENCE => "QueryPublisherSequence",
-            DELETE_PUBLISHER => "DeletePublisher",
-            SUBSCRIBE => "Subscribe",
-            DELIVER => "Deliver",
-            CREDIT => "Credit",
-            STORE_OFFSET => "StoreOffset",
-            QUERY_OFFSET => "QueryOffset",
-            UNSUBSCRIBE => "Unsubscribe",
-            CREATE => "Create",
-            DELETE => "Delete",
-            METADATA => "Metadata",
-            METADATA_UPDATE => "MetadataUpdate",
-            PEER_PROPERTIES => "PeerProperties",
-            SASL_HANDSHAKE => "SaslHandshake",
-            SASL_AUTHENTICATE => "SaslAuthenticate",
-            TUNE => "Tune",
-            OPEN => "Open",
-            CLOSE => "Close",
-            HEARTBEAT => "Heartbeat",
-            ROUTE => "Route",
-            PARTITIONS => "Partitions",
-            CONSUMER_UPDATE => "ConsumerUpdate",
-            EXCHANGE_COMMAND_VERSIONS => "ExchangeCommandVersions",
-            STREAM_STATS => "StreamStats",
-            CREATE_SUPER_STREAM => "CreateSuperStream",
-            DELETE_SUPER_STREAM => "DeleteSuperStream",
-            RESOLVE_OFFSET_SPEC => "ResolveOffsetSpec",
-            _ => "unknown",
-        }
-    }
-}
-
-/// Response codes (PROTOCOL.adoc's table, and the Java client's `Constants` past it).
-pub mod codes {
-    /// Success.
-    pub const OK: u16 = 1;
-    /// The stream does not exist.
-    pub const STREAM_DOES_NOT_EXIST: u16 = 2;
-    /// The subscription id is in use on this connection.
-    pub const SUBSCRIPTION_ID_ALREADY_EXISTS: u16 = 3;
-    /// No subscription with this id on this connection.
-    pub const SUBSCRIPTION_ID_DOES_NOT_EXIST: u16 = 4;
-    /// The stream exists already.
-    pub const STREAM_ALREADY_EXISTS: u16 = 5;
-    /// The stream exists but cannot serve (also the MetadataUpdate code of a deleted stream).
-    pub const STREAM_NOT_AVAILABLE: u16 = 6;
-    /// The SASL mechanism is not offered.
-    pub const SASL_MECHANISM_NOT_SUPPORTED: u16 = 7;
-    /// Wrong user or password.
-    pub const AUTHENTICATION_FAILURE: u16 = 8;
-    /// The SASL exchange failed.
-    pub const SASL_ERROR: u16 = 9;
-    /// The server sends a SASL challenge.
-    pub const SASL_CHALLENGE: u16 = 10;
-    /// The user may connect from the loopback interface only.
-    pub const AUTHENTICATION_FAILURE_LOOPBACK: u16 = 11;
-    /// The virtual host does not exist or is refused.
-    pub const VIRTUAL_HOST_ACCESS_FAILURE: u16 = 12;
-    /// The frame's key (or key and version) is not one the peer knows.
-    pub const UNKNOWN_FRAME: u16 = 13;
-    /// The frame is larger than the negotiated maximum.
-    pub const FRAME_TOO_LARGE: u16 = 14;
-    /// The server failed.
-    pub const INTERNAL_ERROR: u16 = 15;
-    /// The user lacks the permission.
-    pub const ACCESS_REFUSED: u16 = 16;
-    /// The request is not valid in this state or with these arguments.
-    pub const PRECONDITION_FAILED: u16 = 17;
-    /// No publisher with this id on this connection.
-    pub const PUBLISHER_DOES_NOT_EXIST: u16 = 18;
-    /// No offset stored for this reference (QueryOffset). The Java client calls it `NO_OFFSET`.
-    pub const OFFSET_NOT_FOUND: u16 = 19;
-    /// The same code under the Java client's and RabbitMQ's name.
-    pub const NO_OFFSET: u16 = OFFSET_NOT_FOUND;
-    /// A re-authentication tried another SASL mechanism (RabbitMQ 3.13+).
-    pub const SASL_CANNOT_CHANGE_MECHANISM: u16 = 20;
-    /// A re-authentication tried another user name (RabbitMQ 3.13+).
-    pub const SASL_CANNOT_CHANGE_USERNAME: u16 = 21;
-}
 
 /// A decoded client frame; `body` given to [`decode`] is the frame without its 4-byte size
 /// prefix.
@@ -427,7 +268,9 @@ pub enum Command<'a> {
     },
     /// The client answering our ConsumerUpdate (key 0x801a). `offset` is `None` when the client
     /// sends offset type 0 ("none"): the Java client does when its listener returns no offset,
-    /// typically for a consumer that became inactive.
+    /// typically for a consumer that became inactive. rstream writes an unused 8-byte offset
+    /// after every type, valueless ones included; exactly 8 bytes left after type 0, 1, 2 or 3
+    /// are read and ignored.
     ConsumerUpdateResponse {
         /// The correlation id of our ConsumerUpdate.
         correlation: u32,

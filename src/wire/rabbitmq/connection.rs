@@ -28,7 +28,7 @@ use super::encode;
 use super::push::RabbitFrames;
 use super::state::{Conn, Shared};
 use crate::server::connection::{
-    session_id, watch, watchdog_tick, write_responses, Flow, Response, Session, Watched,
+    end_session, session_id, start_watchdog, write_responses, Flow, Response, Session,
 };
 use crate::server::frame_pool::FrameBuf;
 use crate::server::subscriptions::Push;
@@ -72,10 +72,7 @@ async fn serve<S>(
     }
     let flow = Rc::new(Flow::default());
     let config = &shard.config;
-    let watchdog = watchdog_tick(config.idle_timeout, config.frame_read_timeout).map(|tick| {
-        let watched = Watched { idle: config.idle_timeout, frame_read: config.frame_read_timeout, tick };
-        glommio::spawn_local(watch(flow.clone(), watched))
-    });
+    let watchdog = start_watchdog(&shard, &flow);
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
     let writing = glommio::spawn_local(write_responses(writer, receiver));
@@ -108,12 +105,7 @@ async fn serve<S>(
     if let Err(reason) = read_frames(&conn, &flow, reader).await {
         tracing::debug!(shard = shard.id, ?peer, %reason, "rabbitmq connection closed");
     }
-    push.close();
-    let coordinators: Vec<u16> = session.producer_coordinators.borrow().iter().copied().collect();
-    for coordinator in coordinators {
-        let op = crate::shard::mesh::ProducerOp::SessionEnded { session: session.id };
-        let _ = shard.producer_op(coordinator, op).await;
-    }
+    end_session(&shard, &session, &push).await;
     flow.closed.set(true);
     drop(beating);
     drop(watchdog);
@@ -158,10 +150,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
         flow.reading_body.set(false);
         flow.frames_read.set(flow.frames_read.get() + 1);
         flow.outstanding_requests.set(flow.outstanding_requests.get() + 1);
-        let outcome = super::dispatch::frame(conn, flow, &in_flight, frame, length).await;
-        if let Err(reason) = outcome {
-            return Err(reason);
-        }
+        super::dispatch::frame(conn, flow, &in_flight, frame, length).await?;
     }
 }
 

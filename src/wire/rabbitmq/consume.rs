@@ -15,10 +15,12 @@ use super::names::{broker_name, resolve, Target};
 use super::native::code_of;
 use super::state::{Conn, SubscriptionInfo};
 use crate::metadata::auth::Right;
+use crate::protocol::batch::BatchHeader;
 use crate::protocol::messages::{ConsumerRef, GetOffset, OffsetInfo, PollStrategy, StoreOffset};
 use crate::protocol::subscriptions::{ConsumerUpdateAnswer, Credit, Subscribe, Unsubscribe};
 use crate::server::{data, subscriptions};
 use crate::shard::error::BrokerResult;
+use crate::shard::mesh::PollSpec;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn subscribe(
@@ -73,14 +75,17 @@ pub(super) async fn subscribe(
     if let Err(error) = context.require(conn.broker_stream(), Right::Read) {
         return respond(code_of(&error));
     }
-    conn.shared.subscriptions.borrow_mut().insert(id, SubscriptionInfo { stream: stream.to_string() });
+    let filter = match data::filter_of(&request.filter, request.match_unfiltered) {
+        Ok(filter) => filter,
+        Err(error) => return respond(code_of(&error)),
+    };
+    conn.shared
+        .subscriptions
+        .borrow_mut()
+        .insert(id, SubscriptionInfo { stream: stream.to_string(), filter });
     if single_active {
         // The group's coordinator may activate this member (a ConsumerUpdate) before the native
         // subscribe returns: answer first, as RabbitMQ does.
-        if let Err(error) = data::filter_of(&request.filter, request.match_unfiltered) {
-            conn.shared.subscriptions.borrow_mut().remove(&id);
-            return respond(code_of(&error));
-        }
         respond(codes::OK);
         if let Err(error) = subscriptions::subscribe_spread(&context, request, spread).await {
             tracing::debug!(subscription = id, %error.message, "single-active subscribe failed after its answer");
@@ -104,7 +109,7 @@ pub(super) async fn subscribe(
 async fn strategy(conn: &Conn, stream: &str, offset: OffsetSpec) -> Result<PollStrategy, u16> {
     Ok(match offset {
         OffsetSpec::First => PollStrategy::First,
-        OffsetSpec::Last => PollStrategy::Last,
+        OffsetSpec::Last => PollStrategy::Offset(last_chunk(conn, stream).await?),
         OffsetSpec::Next => {
             let state = super::streams::partition_state(conn, stream).await?;
             PollStrategy::Offset(u64::try_from(state.last_offset + 1).unwrap_or(0))
@@ -118,6 +123,28 @@ async fn strategy(conn: &Conn, stream: &str, offset: OffsetSpec) -> Result<PollS
             PollStrategy::Timestamp(u64::try_from(ms).unwrap_or(0).saturating_mul(1000))
         }
     })
+}
+
+/// The first offset of the last stored batch (RabbitMQ's `last`: the last chunk, whole), or the
+/// partition's end when it is empty.
+async fn last_chunk(conn: &Conn, stream: &str) -> Result<u64, u16> {
+    let state = super::streams::partition_state(conn, stream).await?;
+    let Ok(last) = u64::try_from(state.last_offset) else { return Ok(0) };
+    let target = resolve(&conn.shard.catalog(), conn.broker_stream(), stream)?;
+    let spec = PollSpec {
+        strategy: PollStrategy::Offset(last),
+        consumer_key: String::new(),
+        max_messages: 1,
+        max_bytes: 1,
+        max_batches: 1,
+        max_wait: std::time::Duration::ZERO,
+        auto_commit: false,
+        filter: None,
+    };
+    let polled = data::poll_partition(&conn.shard, target.key, spec).await.map_err(|e| code_of(&e))?;
+    let base =
+        polled.parts.first().and_then(|part| BatchHeader::decode(part.bytes()).ok()).map(|h| h.base_offset);
+    Ok(base.unwrap_or(last))
 }
 
 /// The stored offset of `consumer` (none for "") and the partition's end.

@@ -4,7 +4,9 @@
 //! of a subscription (its partition deleted or unreadable) into MetadataUpdate.
 //!
 //! Runs on the connection's shard, inside the pump that delivers. Invariant: one chunk per stored
-//! batch, so a credit (one batch on the native side) is one chunk, as RabbitMQ counts it.
+//! batch, so a credit (one batch on the native side) is one chunk, as RabbitMQ counts it; a batch
+//! that yields no chunk (outside the window, or filtered out to the last record) gives its credit
+//! back. A filtering subscription gets only the records that match its filter exactly.
 
 use std::rc::Rc;
 
@@ -24,27 +26,26 @@ pub(super) struct RabbitFrames {
 }
 
 impl PushFrames for RabbitFrames {
-    fn deliver(&self, body: &Deliver, parts: Vec<PayloadPart>) -> Option<(Vec<u8>, Vec<PayloadPart>)> {
+    fn deliver(&self, body: &Deliver, parts: Vec<PayloadPart>) -> Option<(Vec<u8>, Vec<PayloadPart>, u32)> {
         let id = u8::try_from(body.subscription_id).ok()?;
+        let filter = self.shared.subscriptions.borrow().get(&id).and_then(|info| info.filter.clone());
         let marks = &body.partition;
         let committed = marks.high_watermark.saturating_sub(1);
         let version = self.shared.deliver_version.get();
         let mut frames = Vec::with_capacity(parts.iter().map(|part| part.bytes().len() + 64).sum());
+        let mut chunks = 0;
         for part in &parts {
-            if let Err(error) = deliver_frames(
-                id,
-                version,
-                committed,
-                part.bytes(),
-                marks.start_offset,
-                marks.next_offset,
-                &mut frames,
-            ) {
-                tracing::warn!(subscription = id, %error, "a stored batch could not become a chunk");
-                return None;
+            let window = (marks.start_offset, marks.next_offset);
+            match deliver_frames(id, version, committed, part.bytes(), window, filter.as_deref(), &mut frames)
+            {
+                Ok(written) => chunks += written,
+                Err(error) => {
+                    tracing::warn!(subscription = id, %error, "a stored batch could not become a chunk");
+                    return None;
+                }
             }
         }
-        Some((frames, Vec::new()))
+        Some((frames, Vec::new(), chunks))
     }
 
     fn consumer_update(&self, correlation: u64, update: &ConsumerUpdate) -> Option<Vec<u8>> {

@@ -39,6 +39,8 @@ pub(super) struct Publisher {
 pub(super) struct SubscriptionInfo {
     /// The RabbitMQ stream it reads (named in MetadataUpdate when it ends).
     pub(super) stream: String,
+    /// Its filter: chunks hold only the records that match it.
+    pub(super) filter: Option<std::sync::Arc<crate::protocol::filter::Filter>>,
 }
 
 /// State shared by a connection's tasks and its push frames.

@@ -5,7 +5,8 @@
 //! Pure. Invariant: `decode(&encode_client_frame(f)[4..]) == Ok(f)` for every frame `decode`
 //! returns (its normalisations are fixed points here: a missing reference or filter value is
 //! written as null, a Subscribe always writes its property count, an empty SASL response is
-//! written with length 0).
+//! written with length 0, a ConsumerUpdate answer writes no offset value after a valueless
+//! type).
 
 use super::{Command, Entry, Frame, OffsetSpec};
 use crate::wire::rabbitmq::encode::FrameWriter;

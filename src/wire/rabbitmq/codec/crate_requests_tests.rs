@@ -348,6 +348,21 @@ fn consumer_update_response_without_an_offset() {
 }
 
 #[test]
+fn consumer_update_response_as_rstream_sends_it() {
+    // rstream writes an offset value for every type; after a valueless type it is ignored.
+    for (offset_type, offset) in [(0, None), (1, Some(OffsetSpec::First)), (3, Some(OffsetSpec::Next))] {
+        let frame = Bytes::frame(keys::CONSUMER_UPDATE_RESPONSE, 1)
+            .u32(36)
+            .u16(codes::OK)
+            .u16(offset_type)
+            .u64(0)
+            .done();
+        let decoded = decode(&frame[4..]).map(|frame| frame.command);
+        assert_eq!(decoded, Ok(Command::ConsumerUpdateResponse { correlation: 36, code: codes::OK, offset }));
+    }
+}
+
+#[test]
 fn publish_sub_entries_as_the_java_client_and_rstream_send_them() {
     // Java: 0x80 | compression << 4, u16 records, u32 uncompressed size, u32 data size, data.
     let frame = Bytes::frame(keys::PUBLISH, 1)

@@ -38,7 +38,22 @@ fn every_truncation_of_every_command_is_refused() {
                 assert!(properties.is_empty(), "{name} cut at {len}");
                 continue;
             }
+            // rstream's ConsumerUpdate answer cut before its unused offset value is the Java
+            // client's.
+            if let (
+                Ok(Frame { command: Command::ConsumerUpdateResponse { offset, .. }, .. }),
+                Command::ConsumerUpdateResponse { offset: whole_offset, .. },
+            ) = (&result, &whole.command)
+            {
+                assert_eq!((offset, len), (whole_offset, body.len() - 8), "{name} cut at {len}");
+                continue;
+            }
             let error = result.expect_err(&format!("{name} cut at {len} decoded"));
+            if name == "consumer-update-response-rstream" && len > body.len() - 8 {
+                // Part of the unused offset value: neither the Java form nor rstream's.
+                assert_eq!(error.kind, DecodeErrorKind::Malformed("trailing bytes after the command"));
+                continue;
+            }
             assert_eq!(error.kind, DecodeErrorKind::Truncated, "{name} cut at {len}");
             if len >= 2 {
                 assert_eq!(error.key, whole.key, "{name} cut at {len}");
@@ -239,16 +254,24 @@ fn error_codes_and_messages() {
 }
 
 /// Whatever decodes must re-encode (client side) to a frame that decodes to the same value and
-/// has the same length: every byte accounted for. The one exception is a Subscribe without
-/// properties, whose re-encoding adds the 4-byte count.
+/// has the same length: every byte accounted for. Two exceptions: a Subscribe without
+/// properties re-encodes with the 4-byte count, and rstream's ConsumerUpdate answer with an
+/// unused offset value after a valueless type re-encodes without those 8 bytes.
 fn check_round_trip(body: &[u8]) {
     let Ok(frame) = decode(body) else { return };
     let again = encode_client_frame(&frame);
     assert_eq!(decode(&again[4..]).as_ref(), Ok(&frame));
-    let extra = again.len() - 4 - body.len();
+    let extra = again.len() as i64 - 4 - body.len() as i64;
     match (&frame.command, extra) {
         (_, 0) => {}
         (Command::Subscribe { properties, .. }, 4) if properties.is_empty() => {}
+        (
+            Command::ConsumerUpdateResponse {
+                offset: None | Some(OffsetSpec::First | OffsetSpec::Last | OffsetSpec::Next),
+                ..
+            },
+            -8,
+        ) => {}
         _ => panic!("{extra} more bytes re-encoding {frame:?}"),
     }
 }

@@ -187,11 +187,18 @@ fn command<'a>(
         keys::UNSUBSCRIBE => {
             Command::Unsubscribe { correlation: correlation_id(reader, slot)?, subscription_id: reader.u8()? }
         }
-        keys::CONSUMER_UPDATE_RESPONSE => Command::ConsumerUpdateResponse {
-            correlation: correlation_id(reader, slot)?,
-            code: reader.u16()?,
-            offset: offset_spec(reader)?,
-        },
+        keys::CONSUMER_UPDATE_RESPONSE => {
+            let correlation = correlation_id(reader, slot)?;
+            let code = reader.u16()?;
+            let offset = offset_spec(reader)?;
+            // rstream writes an offset value (0) for every type, valueless ones included.
+            if matches!(offset, None | Some(OffsetSpec::First | OffsetSpec::Last | OffsetSpec::Next))
+                && reader.remaining() == 8
+            {
+                reader.u64()?;
+            }
+            Command::ConsumerUpdateResponse { correlation, code, offset }
+        }
         keys::STORE_OFFSET => Command::StoreOffset {
             reference: reader.string()?,
             stream: reader.string()?,

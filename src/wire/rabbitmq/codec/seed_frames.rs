@@ -151,6 +151,10 @@ pub(super) fn seed_frames() -> Vec<(&'static str, Vec<u8>)> {
             "consumer-update-response-none",
             f(keys::CONSUMER_UPDATE_RESPONSE, 1).u32(21).u16(codes::OK).u16(0).done(),
         ),
+        (
+            "consumer-update-response-rstream",
+            f(keys::CONSUMER_UPDATE_RESPONSE, 1).u32(21).u16(codes::OK).u16(3).u64(0).done(),
+        ),
         ("store-offset", f(keys::STORE_OFFSET, 1).string("app").string("orders").u64(99).done()),
         ("query-offset", f(keys::QUERY_OFFSET, 1).u32(22).string("app").string("orders").done()),
         (
