@@ -13,7 +13,8 @@
 # shape: `ringbench pinned-producer` (native) and `ringbench rabbitmq-producer` (the Rust
 # rabbitmq-stream-client through the listener) with the same producers, partitions, message size,
 # batch and batches in flight, interleaved on fresh ringbrokers, with the same CPU split (ringbench
-# from its rusage).
+# from its rusage); then the native producers paced (--rate) to the listener's rate of the run, for
+# broker CPU per message at equal throughput.
 #
 # Prints Markdown tables and writes them, the JSON lines they come from and the logs to
 # results/rabbitmq-<UTC timestamp>/.
@@ -196,11 +197,22 @@ if [[ $parts == *rstream* ]]; then
 fi
 
 # ---------------------------------------------------------------------------------- listener part
-listener_run() { # $1 = entry name (native | rabbitmq-listener), $2 = run
+listener_run() { # $1 = entry name (native | rabbitmq-listener | native-paced), $2 = run
     local json=$work/$1-$2.json measured=$work/$1-$2.measure shards
     shards=$(nproc)
     local workload=(pinned-producer)
-    [[ $1 == native ]] || workload=(rabbitmq-producer --rabbitmq-server "127.0.0.1:$ringbroker_rabbitmq_port")
+    case $1 in
+    rabbitmq-listener) workload=(rabbitmq-producer --rabbitmq-server "127.0.0.1:$ringbroker_rabbitmq_port") ;;
+    native-paced)
+        # Each producer at its share of this run's listener rate (MB/s of 100-byte messages).
+        local rate
+        rate=$(jq -r --argjson run "$2" --argjson shards "$shards" \
+            'select(.server == "rabbitmq-listener" and .run == $run) | .msgs_per_s * 100 / 1e6 / $shards' \
+            "$out/listener.jsonl" | tail -n 1)
+        [[ -n $rate ]] || { log "   no listener figure in run $2 to pace by: skipped"; return 0; }
+        workload=(pinned-producer --rate "$rate")
+        ;;
+    esac
     local args=("${workload[@]}" --producers "$shards" --streams 1 --partitions "$shards" --message-size 100
         --batch "$batch" --in-flight "$listener_in_flight" --duration "$listener_seconds" --warmup 1 --json "$json")
     echo "+ ringbench --server 127.0.0.1:$ringbroker_port ${args[*]}" >"$out/logs/$1-$2.ringbench.out"
@@ -226,8 +238,10 @@ if [[ $parts == *listener* ]]; then
     : >"$out/listener.jsonl"
     entries=(native rabbitmq-listener)
     for ((run = 1; run <= runs; run++)); do
-        for ((i = 0; i < 2; i++)); do
-            entry=${entries[$(((i + run - 1) % 2))]}
+        for ((i = 0; i < 3; i++)); do
+            # native and the listener alternate first; native-paced follows at the listener's rate.
+            entry=native-paced
+            ((i < 2)) && entry=${entries[$(((i + run - 1) % 2))]}
             log "== listener run $run: $entry"
             if ! disk_room; then
                 failures=$((failures + 1))
@@ -242,7 +256,7 @@ if [[ $parts == *listener* ]]; then
     {
         echo "## Listener against native: $(nproc) producers on $(nproc) partitions, 100-byte messages, batches of $batch, $listener_in_flight in flight, --fsync $listener_fsync, ${listener_seconds} s runs (1 s warm-up)"
         echo
-        echo "msg/s over the measured phase; CPU over the whole ringbench process (set-up and warm-up included), µs/msg over every message it published."
+        echo "msg/s over the measured phase; CPU over the whole ringbench process (set-up and warm-up included), µs/msg over every message it published. native-paced: the native producers held (--rate) to the listener's rate of the same run, so that broker CPU per message compares at equal throughput (an idle-more broker pays its wake-ups and smaller disk writes over fewer messages)."
         echo
         python3 "$bench_py" table --baseline native "$out/listener.jsonl"
         echo

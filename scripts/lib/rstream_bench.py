@@ -16,7 +16,8 @@ listener run of ringbench get the same CPU split as the rstream runs.
 
 `table`: reads JSON lines of `run` (and `measure` lines made into the same form by the caller),
 each tagged with "server" and "run", and prints a Markdown table of the medians per server and
-phase, with the ratio of every server's median to the --baseline server's.
+phase (CPU per message: the median of each run's CPU over its messages), with the ratio of every
+server's median to the --baseline server's.
 
 Every wait is bounded (--timeout seconds per phase); a run that fails exits non-zero with one
 line on stderr.
@@ -194,12 +195,19 @@ def table(args: argparse.Namespace) -> None:
                 "seconds": median([row["seconds"] for row in picked]),
                 "client_cpu_s": median([row["client_cpu_s"] for row in picked]),
                 "broker_cpu_s": median([row["broker_cpu_s"] for row in picked]),
-                "messages": picked[0]["messages"],
+                "broker_us_per_message": median([
+                    row["broker_cpu_s"] / row["messages"] * 1e6
+                    if row["broker_cpu_s"] is not None and row["messages"] else None
+                    for row in picked
+                ]),
+                "client_us_per_message": median([
+                    row["client_cpu_s"] / row["messages"] * 1e6 if row["messages"] else None for row in picked
+                ]),
             }
     baseline = args.baseline or servers[0]
     print("| phase | server | runs | msg/s each run (M) | median M msg/s | vs " + baseline
-          + " | wall s | client CPU s | broker CPU s | broker CPU µs/msg |")
-    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+          + " | wall s | client CPU s | broker CPU s | client CPU µs/msg | broker CPU µs/msg |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for phase in phases:
         base = medians.get((baseline, phase))
         for server in servers:
@@ -209,13 +217,11 @@ def table(args: argparse.Namespace) -> None:
             ratio = None
             if base and base["msgs_per_s"] and m["msgs_per_s"] is not None:
                 ratio = m["msgs_per_s"] / base["msgs_per_s"]
-            per_message = None
-            if m["broker_cpu_s"] is not None and m["messages"]:
-                per_message = m["broker_cpu_s"] / m["messages"] * 1e6
             each = ", ".join(f"{v / 1e6:.3f}" for v in m["each"])
             print(f"| {phase} | {server} | {m['runs']} | {each} | {cell(m['msgs_per_s'] / 1e6, 3)} | "
                   f"{cell(ratio)}× | {cell(m['seconds'])} | {cell(m['client_cpu_s'])} | "
-                  f"{cell(m['broker_cpu_s'])} | {cell(per_message)} |")
+                  f"{cell(m['broker_cpu_s'])} | {cell(m['client_us_per_message'])} | "
+                  f"{cell(m['broker_us_per_message'])} |")
 
 
 def main() -> None:
