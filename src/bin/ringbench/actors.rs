@@ -247,6 +247,15 @@ fn run_phase(settings: &Settings, tasks: Vec<Task>) -> Result<Vec<ActorResult>, 
             }
         }
     }
+    join_all(threads, "an actor thread panicked")
+}
+
+/// Joins every thread: their results in order, or the first error (`panicked` when one
+/// panicked).
+pub fn join_all<T>(
+    threads: Vec<std::thread::JoinHandle<Result<T, String>>>,
+    panicked: &str,
+) -> Result<Vec<T>, String> {
     let mut results = Vec::with_capacity(threads.len());
     let mut first_error = None;
     for thread in threads {
@@ -256,14 +265,11 @@ fn run_phase(settings: &Settings, tasks: Vec<Task>) -> Result<Vec<ActorResult>, 
                 first_error.get_or_insert(error);
             }
             Err(_) => {
-                first_error.get_or_insert_with(|| "an actor thread panicked".to_string());
+                first_error.get_or_insert_with(|| panicked.to_string());
             }
         }
     }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(results),
-    }
+    first_error.map_or(Ok(results), Err)
 }
 
 /// The body of an actor thread.

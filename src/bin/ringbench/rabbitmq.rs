@@ -29,7 +29,7 @@ use rabbitmq_stream_client::error::ProducerPublishError;
 use rabbitmq_stream_client::types::Message;
 use rabbitmq_stream_client::{ConfirmationStatus, Environment, NoDedup, Producer};
 
-use crate::actors::{micros, new_result};
+use crate::actors::{join_all, micros, new_result};
 use crate::payload::Payload;
 use crate::report::{self, ActorResult, Role};
 use crate::{current_thread_runtime, Bound, Phase, Settings};
@@ -124,20 +124,7 @@ pub fn run(settings: &Settings, endpoint: &Endpoint) -> Result<Vec<ActorResult>,
             }
         }
     }
-    let mut results = Vec::with_capacity(threads.len());
-    let mut first_error = None;
-    for thread in threads {
-        match thread.join() {
-            Ok(Ok(result)) => results.push(result),
-            Ok(Err(error)) => {
-                first_error.get_or_insert(error);
-            }
-            Err(_) => {
-                first_error.get_or_insert_with(|| "a producer thread panicked".to_string());
-            }
-        }
-    }
-    first_error.map_or(Ok(results), Err)
+    join_all(threads, "a producer thread panicked")
 }
 
 /// Deletes (when present) and creates the super stream with `--partitions` members.
