@@ -61,6 +61,45 @@ pub struct ServerConfig {
     #[arg(long)]
     pub rabbitmq_advertised_host: Option<String>,
 
+    /// Kafka listener (`src/wire/kafka`), e.g. `127.0.0.1:9092`: kcat, librdkafka, kafka-python
+    /// and the Java clients connect here. Off unless given. Same TLS, limits and users as
+    /// `--listen` (SASL PLAIN); every shard accepts (SO_REUSEPORT).
+    #[arg(long, env = "RINGBROKER_KAFKA_LISTEN")]
+    pub kafka_listen: Option<SocketAddr>,
+
+    /// First port of the per-shard Kafka listeners: shard N also listens on this port + N and is
+    /// Kafka broker (node) N, named in Metadata as the leader of the partitions it owns and as the
+    /// coordinator of the groups it hosts. Default: the `--kafka-listen` port + 1. 0 disables them
+    /// (then Metadata names one broker, the main address, and requests are forwarded to owners).
+    #[arg(long)]
+    pub kafka_shard_port_base: Option<u16>,
+
+    /// The broker stream that holds Kafka topics: Kafka topic `T` is its topic `T`, with the same
+    /// partitions. Created on first use.
+    #[arg(long, default_value = "kafka")]
+    pub kafka_stream: String,
+
+    /// Host name Kafka clients are told to connect to (Metadata brokers and coordinators).
+    /// Default: the `--kafka-listen` address (`localhost` when it is a wildcard).
+    #[arg(long)]
+    pub kafka_advertised_host: Option<String>,
+
+    /// Partitions of a Kafka topic created on first use (Metadata with auto-creation allowed, as
+    /// Kafka's `auto.create.topics.enable` / `num.partitions`). 0 turns auto-creation off.
+    #[arg(long, default_value_t = 1)]
+    pub kafka_auto_create_partitions: u32,
+
+    /// Prometheus endpoint, e.g. `127.0.0.1:9721`: `GET /metrics` in the text exposition format.
+    /// Off unless given. Served by its own thread from counters the shards publish; a scrape never
+    /// waits on a shard.
+    #[arg(long, env = "RINGBROKER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// How often each shard publishes its per-partition figures (messages, bytes, offsets,
+    /// segments, consumer lag) for the metrics endpoint. Counters and histograms are always live.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub metrics_publish_interval: Duration,
+
     /// Number of shards (one pinned executor each). Default: one per available core.
     #[arg(long, conflicts_with = "cores")]
     pub shards: Option<usize>,
@@ -290,6 +329,15 @@ impl ServerConfig {
                 ));
             }
         }
+        if let Some(address) = self.kafka_listen {
+            if !address.ip().is_loopback() && self.root_password.is_none() {
+                return Err(format!(
+                    "refusing --kafka-listen on non-loopback {address} without a root password: set --root-password or RINGBROKER_ROOT_PASSWORD"
+                ));
+            }
+        }
+        crate::metadata::validate_name(&self.kafka_stream)
+            .map_err(|e| format!("--kafka-stream \"{}\": {e}", self.kafka_stream))?;
         crate::metadata::validate_name(&self.rabbitmq_stream)
             .map_err(|e| format!("--rabbitmq-stream \"{}\": {e}", self.rabbitmq_stream))?;
         if self.segment_bytes < 64 * 1024 || self.segment_bytes > SEGMENT_BYTES_MAX {
@@ -408,6 +456,28 @@ impl ServerConfig {
             return host.clone();
         }
         match self.rabbitmq_listen {
+            Some(listen) if !listen.ip().is_unspecified() => listen.ip().to_string(),
+            _ => "localhost".to_string(),
+        }
+    }
+
+    /// The Kafka listener of shard `shard` (its own port), if the listener and per-shard ports
+    /// are on.
+    pub fn kafka_shard_address(&self, shard: u16) -> Option<SocketAddr> {
+        let listen = self.kafka_listen?;
+        let base = self.kafka_shard_port_base.unwrap_or(listen.port().checked_add(1)?);
+        if base == 0 {
+            return None;
+        }
+        Some(SocketAddr::new(listen.ip(), base.checked_add(shard)?))
+    }
+
+    /// The host Kafka clients are told to connect to.
+    pub fn kafka_host(&self) -> String {
+        if let Some(host) = &self.kafka_advertised_host {
+            return host.clone();
+        }
+        match self.kafka_listen {
             Some(listen) if !listen.ip().is_unspecified() => listen.ip().to_string(),
             _ => "localhost".to_string(),
         }

@@ -6,4 +6,5 @@
 //! native ones, run on the connection's shard and forwarded to owner shards as native requests
 //! are. The native protocol itself stays in `crate::server`.
 
+pub mod kafka;
 pub mod rabbitmq;
