@@ -7,31 +7,11 @@
 //! unarchive of a small body each); Publish and Deliver take the direct paths in `publish` and
 //! `push`. Invariant: every native status maps to exactly one RabbitMQ code ([`code_of`]).
 
-use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
-use rkyv::bytecheck::CheckBytes;
-use rkyv::rancor::Error as RkyvError;
-use rkyv::ser::allocator::ArenaHandle;
-use rkyv::util::AlignedVec;
-use rkyv::Archive;
-
 use super::codec::codes;
-use crate::protocol::messages::{self, Kind, Status};
-use crate::server::admin;
-use crate::server::handlers::Context;
-use crate::shard::error::{BrokerError, BrokerResult};
+use crate::protocol::messages::Status;
+use crate::shard::error::BrokerError;
 
-/// Runs native request `kind` with `request` as its body and decodes the answer's body.
-pub(super) async fn call<Req, Resp>(context: &Context<'_>, kind: Kind, request: &Req) -> BrokerResult<Resp>
-where
-    Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
-    Resp: Archive,
-    Resp::Archived: for<'a> CheckBytes<HighValidator<'a, RkyvError>>
-        + rkyv::Deserialize<Resp, HighDeserializer<RkyvError>>,
-{
-    let body = messages::encode(request).map_err(|e| BrokerError::new(Status::Internal, e.to_string()))?;
-    let (answer, _) = admin::dispatch(context, kind, &body).await?;
-    messages::decode(&answer).map_err(|e| BrokerError::new(Status::Internal, e.to_string()))
-}
+pub(super) use crate::wire::native_call as call;
 
 /// The RabbitMQ response code for a native failure.
 pub(super) fn code_of(error: &BrokerError) -> u16 {
