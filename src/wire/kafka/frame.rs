@@ -131,7 +131,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
     let Some((min, max)) = served.filter(|(min, max)| (*min..=*max).contains(&version)) else {
         // Kafka defines the key: answer it at the request's version if the crate encodes that.
         let known = api_key.valid_versions();
-        if version < known.min || version > known.max {
+        // ApiVersions is the exception: a newer client asks at a version no broker knows yet,
+        // and gets the v0 answer (KIP-511).
+        if api_key != ApiKey::ApiVersions && (version < known.min || version > known.max) {
             return Err(FrameError::UnknownKey { api_key: key, correlation_id });
         }
         return Err(FrameError::UnsupportedVersion { api_key, version, correlation_id });
