@@ -17,8 +17,8 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression as KafkaCompression, Record as KafkaRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    Compression as KafkaCompression, Record as KafkaRecord, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 
 use super::{share, Fetched, RecordsError};
@@ -121,8 +121,9 @@ fn encode(plain: &Bytes, records: &mut Vec<KafkaRecord>, out: &mut BytesMut) -> 
         )));
     }
     let options = RecordEncodeOptions { version: MAGIC_V2, compression: KafkaCompression::None };
-    RecordBatchEncoder::encode(out, records.iter(), &options)
-        .map_err(|error| RecordsError::Corrupt(format!("encoding the batch at offset {base_offset}: {error:#}")))
+    RecordBatchEncoder::encode(out, records.iter(), &options).map_err(|error| {
+        RecordsError::Corrupt(format!("encoding the batch at offset {base_offset}: {error:#}"))
+    })
 }
 
 /// One stored record as the crate's record. The sequence is chosen so that the encoder keeps

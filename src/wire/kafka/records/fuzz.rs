@@ -149,8 +149,11 @@ fn assert_same(offset: i64, got: &KafkaRecord, expected: &KafkaRecord) {
 fn reseal(bytes: &[u8]) -> Vec<u8> {
     let mut bytes = bytes.to_vec();
     let mut at = 0usize;
-    while let Some(length) = bytes.get(at + 8..at + 12).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) {
-        let Some(end) = usize::try_from(length).ok().and_then(|length| (at + 12).checked_add(length)) else { break };
+    while let Some(length) = bytes.get(at + 8..at + 12).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    {
+        let Some(end) = usize::try_from(length).ok().and_then(|length| (at + 12).checked_add(length)) else {
+            break;
+        };
         if end > bytes.len() || end < at + BATCH_HEADER_BYTES {
             break;
         }

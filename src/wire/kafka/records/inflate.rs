@@ -42,14 +42,16 @@ pub(super) fn inflate(
     budget: &Cell<usize>,
 ) -> Result<Vec<u8>, RecordsError> {
     let limit = budget.get();
-    let corrupt = |what: &str, error: &dyn std::fmt::Display| RecordsError::Corrupt(format!("{what}: {error}"));
+    let corrupt =
+        |what: &str, error: &dyn std::fmt::Display| RecordsError::Corrupt(format!("{what}: {error}"));
     let out = match codec {
         KafkaCompression::None => return Ok(data.to_vec()),
         KafkaCompression::Gzip => read_bounded(flate2::read::MultiGzDecoder::new(data), limit, "gzip")?,
         KafkaCompression::Snappy => snappy(data, limit)?,
         KafkaCompression::Lz4 => read_bounded(lz4_flex::frame::FrameDecoder::new(data), limit, "lz4")?,
         KafkaCompression::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", &e))?;
+            let mut decoder =
+                zstd::stream::read::Decoder::with_buffer(data).map_err(|e| corrupt("zstd", &e))?;
             decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| corrupt("zstd", &e))?;
             read_bounded(decoder, limit, "zstd")?
         }
@@ -89,7 +91,9 @@ fn read_bounded(mut reader: impl Read, limit: usize, what: &str) -> Result<Vec<u
 }
 
 fn too_large(what: &str, limit: usize) -> RecordsError {
-    RecordsError::TooLarge(format!("{what} records inflate past the {limit} bytes left of the request's limit"))
+    RecordsError::TooLarge(format!(
+        "{what} records inflate past the {limit} bytes left of the request's limit"
+    ))
 }
 
 /// Snappy as Kafka clients write it: xerial-framed blocks, or one raw block.
@@ -97,10 +101,12 @@ fn snappy(data: &[u8], limit: usize) -> Result<Vec<u8>, RecordsError> {
     let mut out = Vec::new();
     match data.strip_prefix(&XERIAL_MAGIC[..]) {
         Some(_) => {
-            let mut rest = data.get(XERIAL_HEADER_BYTES..).ok_or_else(|| snappy_corrupt("a short xerial header"))?;
+            let mut rest =
+                data.get(XERIAL_HEADER_BYTES..).ok_or_else(|| snappy_corrupt("a short xerial header"))?;
             while !rest.is_empty() {
-                let (size, after) =
-                    rest.split_first_chunk::<4>().ok_or_else(|| snappy_corrupt("a short xerial block size"))?;
+                let (size, after) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| snappy_corrupt("a short xerial block size"))?;
                 let size = u32::from_be_bytes(*size) as usize;
                 let block = after.get(..size).ok_or_else(|| snappy_corrupt("a xerial block past the end"))?;
                 raw_snappy_block(block, limit, &mut out)?;
@@ -115,11 +121,16 @@ fn snappy(data: &[u8], limit: usize) -> Result<Vec<u8>, RecordsError> {
 /// Appends one raw snappy block to `out`, after checking its declared size against `limit`.
 fn raw_snappy_block(block: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), RecordsError> {
     let declared = snap::raw::decompress_len(block).map_err(|e| snappy_corrupt(&e.to_string()))?;
-    let end = out.len().checked_add(declared).filter(|&end| end <= limit).ok_or_else(|| too_large("snappy", limit))?;
+    let end = out
+        .len()
+        .checked_add(declared)
+        .filter(|&end| end <= limit)
+        .ok_or_else(|| too_large("snappy", limit))?;
     let start = out.len();
     out.resize(end, 0);
     let room = out.get_mut(start..).unwrap_or_default();
-    let written = snap::raw::Decoder::new().decompress(block, room).map_err(|e| snappy_corrupt(&e.to_string()))?;
+    let written =
+        snap::raw::Decoder::new().decompress(block, room).map_err(|e| snappy_corrupt(&e.to_string()))?;
     if written != declared {
         return Err(snappy_corrupt("a block shorter than it declares"));
     }

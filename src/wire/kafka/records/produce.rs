@@ -111,7 +111,10 @@ fn produce_into(
 /// Reads and checks the lengths of the Kafka batch at the start of `rest`.
 fn read_header(rest: &[u8]) -> Result<KafkaHeader, RecordsError> {
     let Some(&magic) = rest.get(MAGIC_AT) else {
-        return Err(RecordsError::Corrupt(format!("{} bytes left, a batch header is {BATCH_HEADER_BYTES}", rest.len())));
+        return Err(RecordsError::Corrupt(format!(
+            "{} bytes left, a batch header is {BATCH_HEADER_BYTES}",
+            rest.len()
+        )));
     };
     match magic {
         2 => {}
@@ -119,7 +122,10 @@ fn read_header(rest: &[u8]) -> Result<KafkaHeader, RecordsError> {
         other => return Err(RecordsError::Corrupt(format!("magic byte {other}"))),
     }
     let Some(fixed) = rest.first_chunk::<BATCH_HEADER_BYTES>() else {
-        return Err(RecordsError::Corrupt(format!("{} bytes left, a batch header is {BATCH_HEADER_BYTES}", rest.len())));
+        return Err(RecordsError::Corrupt(format!(
+            "{} bytes left, a batch header is {BATCH_HEADER_BYTES}",
+            rest.len()
+        )));
     };
     let i16_at = |at: usize| i16::from_be_bytes([fixed[at], fixed[at + 1]]);
     let i32_at = |at: usize| i32::from_be_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
@@ -128,7 +134,9 @@ fn read_header(rest: &[u8]) -> Result<KafkaHeader, RecordsError> {
         .ok()
         .and_then(|length| length.checked_add(LOG_OVERHEAD_BYTES))
         .filter(|&bytes| (BATCH_HEADER_BYTES..=rest.len()).contains(&bytes))
-        .ok_or_else(|| RecordsError::Corrupt(format!("batch length {length} with {} bytes left", rest.len())))?;
+        .ok_or_else(|| {
+            RecordsError::Corrupt(format!("batch length {length} with {} bytes left", rest.len()))
+        })?;
     let mut producer_id = [0u8; 8];
     producer_id.copy_from_slice(&fixed[PRODUCER_ID_AT..PRODUCER_ID_AT + 8]);
     Ok(KafkaHeader {
@@ -155,7 +163,9 @@ fn check_header(header: &KafkaHeader, budget: usize, batch: &Bytes) -> Result<()
 fn header_rules(header: &KafkaHeader, budget: usize) -> Result<(), RecordsError> {
     let attributes = header.attributes;
     if attributes & (ATTRIBUTE_TRANSACTIONAL | ATTRIBUTE_CONTROL) != 0 {
-        return Err(RecordsError::Unsupported("transactional and control batches (no transactions here)".into()));
+        return Err(RecordsError::Unsupported(
+            "transactional and control batches (no transactions here)".into(),
+        ));
     }
     let codec = attributes & ATTRIBUTE_CODEC_MASK;
     if codec > KafkaCompression::Zstd as i16 {
@@ -202,8 +212,12 @@ fn decode(mut batch: Bytes, budget: &Cell<usize>, count: i32) -> Result<Vec<Kafk
     );
     match decoded {
         Ok(set) if set.records.len() == count as usize => Ok(set.records),
-        Ok(set) => Err(RecordsError::Corrupt(format!("{} records decoded, {count} declared", set.records.len()))),
-        Err(error) => Err(failure.into_inner().unwrap_or_else(|| RecordsError::Corrupt(format!("{error:#}")))),
+        Ok(set) => {
+            Err(RecordsError::Corrupt(format!("{} records decoded, {count} declared", set.records.len())))
+        }
+        Err(error) => {
+            Err(failure.into_inner().unwrap_or_else(|| RecordsError::Corrupt(format!("{error:#}"))))
+        }
     }
 }
 
@@ -216,7 +230,9 @@ fn account(produced: &mut Produced, header: &KafkaHeader) -> Result<(), RecordsE
     let last = if last < 0 { last.wrapping_sub(i32::MIN) } else { last };
     if produced.records > 0 {
         if produced.producer != producer {
-            return Err(RecordsError::InvalidRecord("batches of one partition from different producers".into()));
+            return Err(RecordsError::InvalidRecord(
+                "batches of one partition from different producers".into(),
+            ));
         }
         if let Some(previous) = produced.last_sequence {
             let expected = if previous == i32::MAX { 0 } else { previous + 1 };
@@ -263,7 +279,9 @@ impl Writer<'_> {
         let mut headers: Vec<(&[u8], &[u8])> = Vec::new();
         for record in records {
             headers.clear();
-            headers.extend(record.headers.iter().map(|(key, value)| (key.as_bytes(), value.as_deref().unwrap_or(&[]))));
+            headers.extend(
+                record.headers.iter().map(|(key, value)| (key.as_bytes(), value.as_deref().unwrap_or(&[]))),
+            );
             let message = Message {
                 key: record.key.as_deref(),
                 filter_value: None,
