@@ -97,7 +97,7 @@ pub(crate) struct Fetched {
     pub(crate) records: u64,
     /// The offset after the last batch written or skipped; the fetch offset when none was.
     pub(crate) next_offset: u64,
-    /// Kafka batches written.
+    /// Kafka batches written: one per stored batch, more for one of over 4096 records.
     pub(crate) batches: u32,
 }
 

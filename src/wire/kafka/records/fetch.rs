@@ -9,7 +9,8 @@
 //! and header value handed to the crate's encoder is a slice of it: no allocation per record
 //! beyond the crate's header map, and none for records without headers.
 //!
-//! Invariants: the Kafka batches written carry the stored offsets and create times (µs / 1000),
+//! Invariants: one Kafka batch per stored batch, or one per [`KAFKA_BATCH_RECORDS_MAX`] records
+//! of it; the Kafka batches written carry the stored offsets and create times (µs / 1000),
 //! producer id -1 and base sequence -1; into an empty `out`, at least one batch is written when
 //! `stored` holds one past the fetch offset; no other batch is written once `max_bytes` would
 //! be exceeded; on error `out` is left as it was.
@@ -27,6 +28,11 @@ use crate::protocol::batch::{inflate, validated_view, BatchError, BatchHeader, R
 
 /// The only record batch version written (and read).
 const MAGIC_V2: i8 = 2;
+
+/// The most records in one Kafka batch written: a stored batch with more (up to
+/// `BATCH_RECORDS_MAX`) becomes several Kafka batches, so the crate's records of one batch (about
+/// 170 bytes each) stay under a megabyte.
+pub(super) const KAFKA_BATCH_RECORDS_MAX: usize = 4096;
 
 /// Appends the Kafka batches for the stored batches of `stored` that end after `fetch_offset` to
 /// `out`, stopping before the bytes this call writes would exceed `max_bytes`; but when `out` is
@@ -68,16 +74,19 @@ pub(crate) fn fetch_records(
             continue;
         };
         let before = out.len();
-        if let Err(error) = encode(&plain, &mut records, out) {
-            out.truncate(start);
-            return Err(error);
-        }
+        let kafka_batches = match encode(&plain, &mut records, out) {
+            Ok(kafka_batches) => kafka_batches,
+            Err(error) => {
+                out.truncate(start);
+                return Err(error);
+            }
+        };
         let must_write = start == 0 && fetched.batches == 0;
         if !must_write && out.len() - start > max_bytes {
             out.truncate(before);
             break;
         }
-        fetched.batches += 1;
+        fetched.batches = fetched.batches.saturating_add(kafka_batches);
         fetched.records += u64::from(header.record_count);
         fetched.next_offset = header.next_offset();
     }
@@ -104,34 +113,44 @@ fn plain_batch(bytes: &[u8], header: &BatchHeader) -> Option<Bytes> {
     }
 }
 
-/// Appends one Kafka batch holding the records of the plain batch `plain`.
-fn encode(plain: &Bytes, records: &mut Vec<KafkaRecord>, out: &mut BytesMut) -> Result<(), RecordsError> {
+/// Appends the Kafka batches holding the records of the plain batch `plain`: one, or one per
+/// [`KAFKA_BATCH_RECORDS_MAX`] records, so the crate's records of a batch stay small.
+fn encode(plain: &Bytes, records: &mut Vec<KafkaRecord>, out: &mut BytesMut) -> Result<u32, RecordsError> {
     let batch = validated_view(plain).map_err(|error| stored_corrupt(0, &error))?;
-    let base_offset = batch.header().base_offset;
-    records.clear();
-    records.reserve(batch.header().record_count as usize);
-    for record in batch.records() {
-        records.push(kafka_record(plain, &record, base_offset)?);
+    let header = batch.header();
+    let base_offset = header.base_offset;
+    let options = RecordEncodeOptions { version: MAGIC_V2, compression: KafkaCompression::None };
+    let mut stored = batch.records();
+    let (mut written, mut kafka_batches) = (0usize, 0u32);
+    loop {
+        records.clear();
+        for (index, record) in stored.by_ref().take(KAFKA_BATCH_RECORDS_MAX).enumerate() {
+            records.push(kafka_record(plain, &record, index as i32)?);
+        }
+        if records.is_empty() {
+            break;
+        }
+        written += records.len();
+        kafka_batches += 1;
+        RecordBatchEncoder::encode(out, records.iter(), &options).map_err(|error| {
+            RecordsError::Corrupt(format!("encoding the batch at offset {base_offset}: {error:#}"))
+        })?;
     }
-    if records.len() != batch.header().record_count as usize {
+    if written != header.record_count as usize {
         return Err(RecordsError::Corrupt(format!(
-            "the stored batch at offset {base_offset} holds {} of its {} records",
-            records.len(),
-            batch.header().record_count
+            "the stored batch at offset {base_offset} holds {written} of its {} records",
+            header.record_count
         )));
     }
-    let options = RecordEncodeOptions { version: MAGIC_V2, compression: KafkaCompression::None };
-    RecordBatchEncoder::encode(out, records.iter(), &options).map_err(|error| {
-        RecordsError::Corrupt(format!("encoding the batch at offset {base_offset}: {error:#}"))
-    })
+    Ok(kafka_batches)
 }
 
-/// One stored record as the crate's record. The sequence is chosen so that the encoder keeps
-/// the batch whole (it splits where `offset - sequence` changes) and writes base sequence -1.
-fn kafka_record(plain: &Bytes, record: &Record<'_>, base_offset: u64) -> Result<KafkaRecord, RecordsError> {
+/// Stored record `index` of a Kafka batch as the crate's record. Its sequence is chosen so that
+/// the encoder keeps the batch whole (it splits where `offset - sequence` changes) and writes
+/// base sequence -1.
+fn kafka_record(plain: &Bytes, record: &Record<'_>, index: i32) -> Result<KafkaRecord, RecordsError> {
     let offset = i64::try_from(record.offset)
         .map_err(|_| RecordsError::Corrupt(format!("offset {} past Kafka's i64", record.offset)))?;
-    let index = record.offset.wrapping_sub(base_offset) as i32;
     let mut kafka = KafkaRecord {
         transactional: false,
         control: false,

@@ -98,7 +98,7 @@ fn produce_into(
         let rest = records.get(at..).unwrap_or_default();
         let header = read_header(rest)?;
         let batch = records.slice(at..at + header.bytes);
-        check_header(&header, budget.get(), &batch)?;
+        check_header(&header, (budget.get(), limits.max_inflated_bytes), &batch)?;
         let set = decode(batch, &budget, header.record_count)?;
         account(&mut produced, &header)?;
         writer.convert(&header, &set)?;
@@ -152,15 +152,19 @@ fn read_header(rest: &[u8]) -> Result<KafkaHeader, RecordsError> {
 
 /// The header's rules. A batch breaking one may just be damaged, so the CRC decides between
 /// that rule's error and [`RecordsError::Corrupt`] (the crate checks it without inflating).
-fn check_header(header: &KafkaHeader, budget: usize, batch: &Bytes) -> Result<(), RecordsError> {
-    let Err(error) = header_rules(header, budget) else { return Ok(()) };
+fn check_header(
+    header: &KafkaHeader,
+    (budget, limit): (usize, usize),
+    batch: &Bytes,
+) -> Result<(), RecordsError> {
+    let Err(error) = header_rules(header, budget, limit) else { return Ok(()) };
     match RecordBatchDecoder::decode_batch_info(&mut batch.clone()) {
         Ok(_) => Err(error),
         Err(crc) => Err(RecordsError::Corrupt(format!("{crc:#}"))),
     }
 }
 
-fn header_rules(header: &KafkaHeader, budget: usize) -> Result<(), RecordsError> {
+fn header_rules(header: &KafkaHeader, budget: usize, limit: usize) -> Result<(), RecordsError> {
     let attributes = header.attributes;
     if attributes & (ATTRIBUTE_TRANSACTIONAL | ATTRIBUTE_CONTROL) != 0 {
         return Err(RecordsError::Unsupported(
@@ -183,6 +187,14 @@ fn header_rules(header: &KafkaHeader, budget: usize) -> Result<(), RecordsError>
     let room = if codec == 0 { header.bytes - BATCH_HEADER_BYTES } else { budget };
     if count as usize > room / RECORD_BYTES_MIN {
         return Err(RecordsError::Corrupt(format!("{count} records in {room} bytes")));
+    }
+    // The crate holds a batch's records decoded, each `size_of::<KafkaRecord>()` bytes however
+    // small it is on the wire: that too must fit the call's limit.
+    let decoded_bytes = (count as usize).saturating_mul(std::mem::size_of::<KafkaRecord>());
+    if decoded_bytes > limit {
+        return Err(RecordsError::TooLarge(format!(
+            "{count} records would take {decoded_bytes} bytes decoded"
+        )));
     }
     match (header.producer_id, header.producer_epoch, header.base_sequence) {
         (-1, _, _) => Ok(()),

@@ -408,6 +408,33 @@ fn fetch_inflates_compressed_batches_and_refuses_garbage() {
     assert_eq!((error.kafka_code(), &out[..]), (2, &b"xy"[..]));
 }
 
+#[test]
+fn a_stored_batch_of_many_records_becomes_several_kafka_batches() {
+    let stored = stored(&[10_000], 50);
+    let mut out = BytesMut::new();
+    let fetched = fetch_records(&stored, 0, usize::MAX, &mut out).unwrap();
+    assert_eq!(fetched, Fetched { records: 10_000, next_offset: 10_050, batches: 3 });
+    let mut bytes = out.freeze();
+    let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
+    let shape: Vec<(i64, i32, i32, i64)> =
+        infos.iter().map(|i| (i.min_offset, i.record_count, i.base_sequence, i.producer_id)).collect();
+    assert_eq!(shape, [(50, 4096, -1, -1), (4146, 4096, -1, -1), (8242, 1808, -1, -1)]);
+    let offsets: Vec<i64> =
+        decode_all(BytesMut::from(&bytes.split_off(0)[..])).iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (50..10_050).collect::<Vec<i64>>());
+}
+
+#[test]
+fn a_record_count_whose_decoded_records_pass_the_limit_is_too_large() {
+    let records: Vec<KafkaRecord> =
+        (0..2000).map(|i| kafka_record(i, T0_MS, None, None, Vec::new())).collect();
+    let input = plain_batch(&records);
+    let small = ProduceLimits { max_inflated_bytes: 100 << 10 };
+    let error = produce_batches(&input, None, &mut Vec::new(), &small).unwrap_err();
+    assert!(matches!(error, RecordsError::TooLarge(_)), "{error}");
+    assert_eq!(produce(&input).unwrap().0.records, 2000);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
