@@ -261,3 +261,13 @@ fn cost() {
     }
     println!("size_of kafka_protocol Record: {} B", std::mem::size_of::<KafkaRecord>());
 }
+
+/// Fuzzing finding, against the unpatched crate (the fuzz workspace missed the vendored one): a
+/// Produce v9 frame whose topic array claims 3 × 2^30 entries made the decoder reserve 400 GB.
+/// With the vendored crate it is an error.
+#[test]
+fn finding_a_huge_topic_array_is_refused() {
+    super::fuzz::fuzz_request(include_bytes!("finding-topic-array.bin"));
+    let frame = Bytes::from_static(&include_bytes!("finding-topic-array.bin")[1..]);
+    assert!(crate::wire::kafka::frame::decode_request(frame).is_err());
+}
