@@ -271,3 +271,10 @@ fn finding_a_huge_topic_array_is_refused() {
     let frame = Bytes::from_static(&include_bytes!("finding-topic-array.bin")[1..]);
     assert!(crate::wire::kafka::frame::decode_request(frame).is_err());
 }
+
+/// Fuzzing finding: a record whose timestamp delta overflows the batch's base timestamp made the
+/// crate's `+` panic in debug builds (vendored crate now adds wrapping, as Kafka does).
+#[test]
+fn finding_a_timestamp_delta_past_i64_does_not_panic() {
+    super::fuzz::fuzz_request(include_bytes!("finding-timestamp-overflow.bin"));
+}
