@@ -37,6 +37,8 @@ mod produce;
 mod tests;
 #[cfg(test)]
 mod tests_codecs;
+#[cfg(test)]
+mod tests_fetch;
 
 pub(crate) use fetch::fetch_records;
 pub(crate) use produce::produce_batches;

@@ -219,9 +219,9 @@ fn cost() {
     use std::time::Instant;
     let records: Vec<KafkaRecord> = (0..1000)
         .map(|i| {
-            let value: Vec<u8> = (0..1024)
-                .map(|j| b"abcdefghijklmnopqrstuvwxyz0123456789 {}\":,"[(i * 7 + j * 13 + j / 5) % 44])
-                .collect();
+            let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 {}\":,";
+            let value: Vec<u8> =
+                (0..1024).map(|j| alphabet[(i * 7 + j * 13 + j / 5) % alphabet.len()]).collect();
             kafka_record(
                 i as i64,
                 T0_MS + i as i64,
