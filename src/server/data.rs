@@ -61,6 +61,7 @@ pub async fn produce(
     header: FrameHeader,
     frame: FrameBuf,
 ) -> BrokerResult<Reply> {
+    let started = Instant::now();
     context.require(&request.stream, Right::Write)?;
     let shard = context.shard;
     let catalog = shard.catalog();
@@ -76,6 +77,7 @@ pub async fn produce(
     };
     let key = partition_key(stream, topic, partition)?;
     let acks = produce_on_owner(shard, key, frame, header.payload_range(), request.batch_count).await?;
+    shard.metrics.produce_acked(started.elapsed());
     reply(&ProduceResponse { partition, acks }, Vec::new())
 }
 
@@ -93,6 +95,7 @@ pub(crate) async fn produce_on_owner(
         return shard.partitions.produce(key, frame, payload, batch_count).await;
     }
     shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
+    shard.metrics.forwarded();
     let payload_address = frame[payload.clone()].as_ptr() as usize;
     shard
         .mesh
@@ -114,6 +117,7 @@ pub(crate) async fn poll_partition(
         shard.partitions.poll(key, &spec).await?
     } else {
         shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
+        shard.metrics.forwarded();
         let PollOutcome { partition, bytes, filtered } =
             shard.mesh.ask(owner, |reply| ShardMessage::Poll { key, spec, reply }).await?;
         let parts = if bytes.is_empty() { Vec::new() } else { vec![PayloadPart::Owned(bytes)] };
@@ -149,6 +153,7 @@ fn check_name(kind: &str, name: &str) -> BrokerResult<()> {
 
 /// Poll: one partition as a named consumer, or a group member's assignment.
 pub async fn poll(context: &Context<'_>, request: PollRequest) -> BrokerResult<Reply> {
+    let started = Instant::now();
     context.require(&request.stream, Right::Read)?;
     let shard = context.shard;
     let catalog = shard.catalog();
@@ -194,6 +199,7 @@ pub async fn poll(context: &Context<'_>, request: PollRequest) -> BrokerResult<R
         payload.extend(outcome.parts);
         partitions.push(outcome.partition);
     }
+    context.shard.metrics.polled(started.elapsed());
     reply_parts(&PollResponse { partitions }, payload)
 }
 
