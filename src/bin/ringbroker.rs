@@ -49,6 +49,13 @@ fn main() {
             config.rabbitmq_stream
         )
     });
+    let kafka = config.kafka_listen.map(|listen| {
+        let shards = config.shards.unwrap_or_else(|| config.placement().len()) as u16;
+        let direct: Vec<String> =
+            (0..shards).filter_map(|s| config.kafka_shard_address(s)).map(|a| a.to_string()).collect();
+        let direct = if direct.is_empty() { "off".to_string() } else { direct.join(", ") };
+        format!("kafka on {listen} (per shard: {direct}; broker stream \"{}\")", config.kafka_stream)
+    });
     let running = match server::start(config) {
         Ok(running) => running,
         Err(error) => fail(&error),
@@ -64,6 +71,9 @@ fn main() {
     );
     if let Some(rabbitmq) = rabbitmq {
         println!("{rabbitmq}");
+    }
+    if let Some(kafka) = kafka {
+        println!("{kafka}");
     }
     println!("memory: {memory}");
     if let Some(signal) = signals.forever().next() {

@@ -158,7 +158,7 @@ where
     if let Err(reason) = read_requests(&shard, &flow, session.clone(), reader, sender).await {
         tracing::debug!(shard = shard.id, ?peer, %reason, "connection closed");
     }
-    end_session(&shard, &session, &push).await;
+    end_session(&shard, &session, Some(&push)).await;
     flow.closed.set(true);
     drop(watchdog);
     let _ = writing.await;
@@ -175,8 +175,10 @@ pub(crate) fn start_watchdog(shard: &Shard, flow: &Rc<Flow>) -> Option<glommio::
 
 /// A connection ended: its subscriptions end and let go of the writer's channel, and its
 /// producer leases end (their coordinators are told).
-pub(crate) async fn end_session(shard: &Shard, session: &Session, push: &Push) {
-    push.close();
+pub(crate) async fn end_session(shard: &Shard, session: &Session, push: Option<&Push>) {
+    if let Some(push) = push {
+        push.close();
+    }
     let coordinators: Vec<u16> = session.producer_coordinators.borrow().iter().copied().collect();
     for coordinator in coordinators {
         let op = crate::shard::mesh::ProducerOp::SessionEnded { session: session.id };

@@ -149,6 +149,7 @@ impl RunningServer {
 struct Listeners {
     native: Vec<TcpListener>,
     rabbitmq: Vec<TcpListener>,
+    kafka: Vec<TcpListener>,
 }
 
 /// Prepares one shard: I/O, the catalog (shard 0 replays the metadata log and broadcasts it;
@@ -185,8 +186,17 @@ async fn boot(
                 .map_err(|e| format!("binding RabbitMQ shard address {address}: {e}"))?,
         );
     }
+    let mut kafka = Vec::new();
+    if let Some(address) = config.kafka_listen {
+        kafka.push(TcpListener::bind(address).map_err(|e| format!("binding --kafka-listen {address}: {e}"))?);
+    }
+    if let Some(address) = config.kafka_shard_address(id) {
+        kafka.push(
+            TcpListener::bind(address).map_err(|e| format!("binding Kafka shard address {address}: {e}"))?,
+        );
+    }
     let shard = Rc::new(Shard::new(id, config, mesh, counters, partitions, controller));
-    Ok((shard, Listeners { native: listeners, rabbitmq }))
+    Ok((shard, Listeners { native: listeners, rabbitmq, kafka }))
 }
 
 /// Runs a booted shard: the controller broadcasts the catalog, every shard serves its mesh,
@@ -222,6 +232,9 @@ async fn serve(
     for listener in listeners.rabbitmq {
         glommio::spawn_local(accept(shard.clone(), listener, acceptor.clone(), Wire::RabbitMq)).detach();
     }
+    for listener in listeners.kafka {
+        glommio::spawn_local(accept(shard.clone(), listener, acceptor.clone(), Wire::Kafka)).detach();
+    }
     glommio::spawn_local(maintain(shard.clone())).detach();
     glommio::spawn_local(crate::shard::publish_metrics(shard.clone())).detach();
     let _ = ready.send(Ok(shard.id));
@@ -244,6 +257,9 @@ async fn accept(shard: Rc<Shard>, listener: TcpListener, acceptor: Option<tls::A
                         glommio::spawn_local(crate::wire::rabbitmq::serve_tcp(shard, stream, acceptor))
                             .detach()
                     }
+                    Wire::Kafka => {
+                        glommio::spawn_local(crate::wire::kafka::serve_tcp(shard, stream, acceptor)).detach()
+                    }
                 };
             }
             Err(error) => {
@@ -259,6 +275,7 @@ async fn accept(shard: Rc<Shard>, listener: TcpListener, acceptor: Option<tls::A
 enum Wire {
     Native,
     RabbitMq,
+    Kafka,
 }
 
 /// Interval fsyncs and retention on this shard's partitions.

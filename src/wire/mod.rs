@@ -24,7 +24,11 @@ use crate::shard::error::{BrokerError, BrokerResult};
 /// Runs native request `kind` with `request` as its body through the native handlers (rights
 /// checks, metadata log, owner forwarding) and decodes the answer's body: how a foreign wire's
 /// control command becomes the native request of the same meaning.
-pub(crate) async fn native_call<Req, Resp>(context: &Context<'_>, kind: Kind, request: &Req) -> BrokerResult<Resp>
+pub(crate) async fn native_call<Req, Resp>(
+    context: &Context<'_>,
+    kind: Kind,
+    request: &Req,
+) -> BrokerResult<Resp>
 where
     Req: for<'a> rkyv::Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>>,
     Resp: Archive,

@@ -146,14 +146,22 @@ pub fn encode_response(
     api_key: ApiKey,
     version: i16,
     response: &ResponseKind,
-) -> anyhow::Result<()> {
+) -> Result<(), String> {
     let start = out.len();
     out.put_u32(0);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    header.encode(out, api_key.response_header_version(version))?;
-    response.encode(out, version)?;
+    let encoded = header
+        .encode(out, api_key.response_header_version(version))
+        .and_then(|()| response.encode(out, version));
+    if let Err(error) = encoded {
+        out.truncate(start);
+        return Err(format!("encoding the {api_key:?} v{version} response: {error:#}"));
+    }
     let size = out.len() - start - LENGTH_BYTES;
-    let size = u32::try_from(size).map_err(|_| anyhow::anyhow!("response of {size} bytes"))?;
+    let Ok(size) = u32::try_from(size) else {
+        out.truncate(start);
+        return Err(format!("a {api_key:?} response of {size} bytes"));
+    };
     out[start..start + LENGTH_BYTES].copy_from_slice(&size.to_be_bytes());
     Ok(())
 }

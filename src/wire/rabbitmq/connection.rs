@@ -105,7 +105,7 @@ async fn serve<S>(
     if let Err(reason) = read_frames(&conn, &flow, reader).await {
         tracing::debug!(shard = shard.id, ?peer, %reason, "rabbitmq connection closed");
     }
-    end_session(&shard, &session, &push).await;
+    end_session(&shard, &session, Some(&push)).await;
     flow.closed.set(true);
     drop(beating);
     drop(watchdog);
