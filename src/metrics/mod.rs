@@ -20,6 +20,8 @@ pub mod figures;
 pub mod histogram;
 pub mod kinds;
 pub mod shard_metrics;
+#[cfg(test)]
+mod tests;
 
 pub use endpoint::Endpoint;
 pub use exposition::BrokerCounters;
