@@ -115,7 +115,8 @@ pub(crate) fn parse(head: &[u8]) -> Request {
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Request::Bad;
     };
@@ -184,7 +185,8 @@ fn serve(stream: TcpStream, registry: &Registry) {
     let head = match read_head(&stream) {
         Head::Complete(head) => head,
         Head::TooLarge => {
-            let _ = respond(&stream, "431 Request Header Fields Too Large", "text/plain", b"request too large\n");
+            let _ =
+                respond(&stream, "431 Request Header Fields Too Large", "text/plain", b"request too large\n");
             return;
         }
         Head::TimedOut => {

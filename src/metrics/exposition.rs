@@ -108,7 +108,8 @@ fn encode_requests(encoder: &mut DescriptorEncoder<'_>, shards: &[(String, &Shar
             if wire == OVERFLOW_LABEL && kind == OVERFLOW_LABEL && ok == 0 && error == 0 {
                 continue;
             }
-            let labels = |status| [("shard", id.as_str()), ("wire", wire), ("kind", kind), ("status", status)];
+            let labels =
+                |status| [("shard", id.as_str()), ("wire", wire), ("kind", kind), ("status", status)];
             counter(&mut family, &labels("ok"), ok)?;
             counter(&mut family, &labels("error"), error)?;
         }
@@ -182,12 +183,14 @@ fn encode_shard_scalars(
         counter(&mut family, &[("shard", id)], m.fsync.count())?;
     }
     let help = "Appended bytes acknowledged and not yet written (--fsync never), at the last publication";
-    let mut family = encoder.encode_descriptor("storage_write_behind_bytes", help, None, MetricType::Gauge)?;
+    let mut family =
+        encoder.encode_descriptor("storage_write_behind_bytes", help, None, MetricType::Gauge)?;
     for (id, f) in figures {
         gauge_u64(&mut family, &[("shard", id)], f.write_behind_bytes)?;
     }
     let help = "Partitions refusing writes after a failed write or fsync, at the last publication";
-    let mut family = encoder.encode_descriptor("storage_poisoned_partitions", help, None, MetricType::Gauge)?;
+    let mut family =
+        encoder.encode_descriptor("storage_poisoned_partitions", help, None, MetricType::Gauge)?;
     for (id, f) in figures {
         gauge_u64(&mut family, &[("shard", id)], f.poisoned_partitions)?;
     }
@@ -241,8 +244,12 @@ fn encode_partitions(
 }
 
 fn encode_broker(encoder: &mut DescriptorEncoder<'_>, broker: &ServerCounters) -> fmt::Result {
-    let family =
-        encoder.encode_descriptor("shards", "Shards running (one pinned core each)", None, MetricType::Gauge)?;
+    let family = encoder.encode_descriptor(
+        "shards",
+        "Shards running (one pinned core each)",
+        None,
+        MetricType::Gauge,
+    )?;
     ConstGauge::new(i64::from(broker.shards)).encode(family)?;
     let family =
         encoder.encode_descriptor("subscriptions", "Push subscriptions open now", None, MetricType::Gauge)?;

@@ -94,11 +94,8 @@ impl Histogram {
     pub fn snapshot(&self) -> HistogramSnapshot {
         let counts: Vec<u64> = self.buckets.iter().map(|bucket| bucket.load(Ordering::Relaxed)).collect();
         let count = counts.iter().fold(0_u64, |sum, &c| sum.wrapping_add(c));
-        let buckets = LATENCY_BOUNDS_NANOS
-            .iter()
-            .zip(&counts)
-            .map(|(&bound, &c)| (bound as f64 / 1e9, c))
-            .collect();
+        let buckets =
+            LATENCY_BOUNDS_NANOS.iter().zip(&counts).map(|(&bound, &c)| (bound as f64 / 1e9, c)).collect();
         let sum_seconds = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         HistogramSnapshot { buckets, count, sum_seconds }
     }

@@ -164,7 +164,8 @@ impl ShardMetrics {
     /// are dropped after it is released).
     pub fn publish(&self, figures: ShardFigures) {
         let figures = Arc::new(figures);
-        let old = std::mem::replace(&mut *self.figures.lock().unwrap_or_else(PoisonError::into_inner), figures);
+        let old =
+            std::mem::replace(&mut *self.figures.lock().unwrap_or_else(PoisonError::into_inner), figures);
         drop(old);
     }
 

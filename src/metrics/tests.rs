@@ -36,7 +36,8 @@ fn loaded() -> Metrics {
     zero.produce_acked(Duration::from_micros(300));
     zero.fsync.observe(Duration::from_millis(2));
     zero.fsync.observe(Duration::from_millis(20));
-    let lag = ConsumerLag { consumer_type: ConsumerType::Group, consumer: "g\"1".to_string(), lag_messages: 7 };
+    let lag =
+        ConsumerLag { consumer_type: ConsumerType::Group, consumer: "g\"1".to_string(), lag_messages: 7 };
     zero.publish(ShardFigures {
         partitions: vec![figures("s", 0, 10, vec![lag]), figures("s", 1, 5, Vec::new())],
         write_behind_bytes: 4096,
@@ -49,7 +50,6 @@ fn loaded() -> Metrics {
     });
     metrics
 }
-
 
 fn broker() -> Option<BrokerCounters> {
     Some(Box::new(|| ServerCounters { shards: 2, deliveries: 3, ..ServerCounters::default() }))
@@ -85,11 +85,15 @@ fn scrape_lines() {
     has(r#"ringbroker_partition_bytes{stream="s",topic="t",partition="1"} 500"#);
     has(r#"ringbroker_partition_next_offset{stream="s",topic="t",partition="0"} 10"#);
     has(r#"ringbroker_partition_segments{stream="s",topic="t",partition="1"} 1"#);
-    has(r#"ringbroker_consumer_lag_messages{stream="s",topic="t",partition="0",consumer_type="group",consumer="g\"1"} 7"#);
+    has(
+        r#"ringbroker_consumer_lag_messages{stream="s",topic="t",partition="0",consumer_type="group",consumer="g\"1"} 7"#,
+    );
     has("ringbroker_shards 2");
     has("ringbroker_deliveries_total 3");
     has("ringbroker_forwarded_copied_bytes_total 0");
-    let once = text.lines().filter(|l| l.starts_with(r#"ringbroker_partition_messages{stream="s",topic="t",partition="1"}"#));
+    let once = text
+        .lines()
+        .filter(|l| l.starts_with(r#"ringbroker_partition_messages{stream="s",topic="t",partition="1"}"#));
     assert_eq!(once.count(), 1, "a partition two shards report appears once");
     assert!(!text.contains("overflow"), "empty overflow slots are not reported");
     let families = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
@@ -123,6 +127,7 @@ fn promtool_accepts_the_encoding() {
     let text = loaded().render(broker());
     child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
     let output = child.wait_with_output().expect("promtool");
-    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success() && said.trim().is_empty(), "promtool: {said}\n{text}");
 }

@@ -145,7 +145,8 @@ where
     let watchdog = start_watchdog(&shard, &flow);
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
-    let writing = glommio::spawn_local(write_counted(writer, receiver, Some(shard.metrics.wire(WIRE_NATIVE))));
+    let writing =
+        glommio::spawn_local(write_counted(writer, receiver, Some(shard.metrics.wire(WIRE_NATIVE))));
     let id = session_id(shard.id);
     let push = Push::new(shard.clone(), id, sender.clone());
     let session = Rc::new(Session {

@@ -14,9 +14,9 @@ use rkyv::Archive;
 
 use super::connection::{Response, Session};
 use super::{admin, data, subscriptions};
-use crate::metrics::{native_kind_name, WIRE_NATIVE};
 use crate::metadata::auth::{self, Right};
 use crate::metadata::catalog::User;
+use crate::metrics::{native_kind_name, WIRE_NATIVE};
 use crate::protocol::frame::{encode_head, FrameHeader};
 use crate::protocol::messages::{self, Kind, Status};
 use crate::server::frame_pool::FrameBuf;

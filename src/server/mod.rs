@@ -107,7 +107,13 @@ pub fn start(mut config: ServerConfig) -> Result<RunningServer, String> {
         }
     }
     let shard_addresses = (0..shards as u16).map(|s| config.shard_address(s)).collect();
-    Ok(RunningServer { mesh: mesh_handle, threads, listen: config.listen, shard_addresses, metrics: endpoint })
+    Ok(RunningServer {
+        mesh: mesh_handle,
+        threads,
+        listen: config.listen,
+        shard_addresses,
+        metrics: endpoint,
+    })
 }
 
 /// Starts the metrics endpoint when `--metrics-listen` is given.

@@ -76,7 +76,9 @@ fn previous_lags<'a>(
 ) -> impl Iterator<Item = ConsumerLag> + 'a {
     let found = previous
         .partitions
-        .binary_search_by(|p| (p.stream.as_str(), p.topic.as_str(), p.partition).cmp(&(stream, topic, partition)))
+        .binary_search_by(|p| {
+            (p.stream.as_str(), p.topic.as_str(), p.partition).cmp(&(stream, topic, partition))
+        })
         .ok()
         .and_then(|at| previous.partitions.get(at));
     found
