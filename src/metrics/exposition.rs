@@ -58,6 +58,10 @@ pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
 }
 
 type Labels<'a> = [(&'static str, &'a str)];
+/// Which histogram of a shard a family reports.
+type HistogramOf = fn(&ShardMetrics) -> &Histogram;
+/// Which figure of a partition a family reports.
+type FigureOf = fn(&PartitionFigures) -> u64;
 
 fn counter(family: &mut MetricEncoder<'_>, labels: &Labels<'_>, value: u64) -> fmt::Result {
     ConstCounter::new(value).encode(family.encode_family(&labels)?)
@@ -162,7 +166,7 @@ fn encode_shard_scalars(
     for (id, m) in shards {
         gauge(&mut family, &[("shard", id)], m.in_flight.load(Ordering::Relaxed))?;
     }
-    let histograms: [(&str, &str, fn(&ShardMetrics) -> &Histogram); 3] = [
+    let histograms: [(&str, &str, HistogramOf); 3] = [
         ("produce_ack_duration_seconds", "Produce requests, from dispatch to acknowledgement", |m| {
             &m.produce_ack
         }),
@@ -213,7 +217,7 @@ fn encode_partitions(
             (p, [("stream", p.stream.as_str()), ("topic", p.topic.as_str()), ("partition", id.as_str())])
         })
     };
-    let gauges: [(&str, &str, fn(&PartitionFigures) -> u64); 4] = [
+    let gauges: [(&str, &str, FigureOf); 4] = [
         ("partition_messages", "Live messages in the partition", |p| p.messages),
         ("partition_bytes", "Bytes of the partition's segments on disk", |p| p.bytes),
         ("partition_next_offset", "Offset the partition's next message gets", |p| p.next_offset),
