@@ -167,9 +167,11 @@ fn encode_shard_scalars(
         gauge(&mut family, &[("shard", id)], m.in_flight.load(Ordering::Relaxed))?;
     }
     let histograms: [(&str, &str, HistogramOf); 3] = [
-        ("produce_ack_duration_seconds", "Produce requests, from dispatch to acknowledgement", |m| {
-            &m.produce_ack
-        }),
+        (
+            "produce_ack_duration_seconds",
+            "Produces of every wire, from append request to acknowledgement",
+            |m| &m.produce_ack,
+        ),
         ("poll_duration_seconds", "Poll requests, from dispatch to answer (long-poll wait included)", |m| {
             &m.poll
         }),

@@ -65,7 +65,7 @@ pub struct ShardMetrics {
     pub(crate) requests_overflow: RequestSlot,
     pub(crate) forwarded_requests: AtomicU64,
     pub(crate) in_flight: AtomicI64,
-    /// Produce requests, from dispatch to acknowledgement (successful ones).
+    /// Produces of every wire, from the append request to its acknowledgement (successful ones).
     pub produce_ack: Histogram,
     /// Poll requests, from dispatch to answer, long-poll wait included.
     pub poll: Histogram,

@@ -61,7 +61,6 @@ pub async fn produce(
     header: FrameHeader,
     frame: FrameBuf,
 ) -> BrokerResult<Reply> {
-    let started = Instant::now();
     context.require(&request.stream, Right::Write)?;
     let shard = context.shard;
     let catalog = shard.catalog();
@@ -77,12 +76,12 @@ pub async fn produce(
     };
     let key = partition_key(stream, topic, partition)?;
     let acks = produce_on_owner(shard, key, frame, header.payload_range(), request.batch_count).await?;
-    shard.metrics.produce_acked(started.elapsed());
     reply(&ProduceResponse { partition, acks }, Vec::new())
 }
 
 /// Appends the `batch_count` batches at `payload` of `frame` to partition `key`, on this shard
-/// when it owns the partition, else on the owner (the buffer moves; nothing is copied).
+/// when it owns the partition, else on the owner (the buffer moves; nothing is copied). Every
+/// wire's produce path comes through here, so the produce-acknowledgement latency is taken here.
 pub(crate) async fn produce_on_owner(
     shard: &Shard,
     key: PartitionKey,
@@ -90,19 +89,25 @@ pub(crate) async fn produce_on_owner(
     payload: std::ops::Range<usize>,
     batch_count: u32,
 ) -> BrokerResult<Vec<crate::protocol::messages::BatchAck>> {
+    let started = Instant::now();
     let owner = shard.table().owner(key.stream_id, key.topic_id, key.partition);
-    if owner == shard.id {
-        return shard.partitions.produce(key, frame, payload, batch_count).await;
+    let acks = if owner == shard.id {
+        shard.partitions.produce(key, frame, payload, batch_count).await
+    } else {
+        shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
+        shard.metrics.forwarded();
+        let payload_address = frame[payload.clone()].as_ptr() as usize;
+        shard
+            .mesh
+            .ask(owner, |reply| {
+                ShardMessage::Produce(ProduceJob { key, frame, payload, batch_count, payload_address, reply })
+            })
+            .await
+    };
+    if acks.is_ok() {
+        shard.metrics.produce_acked(started.elapsed());
     }
-    shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
-    shard.metrics.forwarded();
-    let payload_address = frame[payload.clone()].as_ptr() as usize;
-    shard
-        .mesh
-        .ask(owner, |reply| {
-            ShardMessage::Produce(ProduceJob { key, frame, payload, batch_count, payload_address, reply })
-        })
-        .await
+    acks
 }
 
 /// Polls one partition on its owner. On this shard the answer keeps the segment read buffers
