@@ -80,6 +80,8 @@ impl ShardMetrics {
     pub fn new(shard: u16) -> Arc<ShardMetrics> {
         let wires: [WireSlot; WIRES_MAX + 1] = std::array::from_fn(|_| WireSlot::default());
         let _ = wires[WIRES_MAX].name.set(OVERFLOW_LABEL);
+        // The native wire is always there, so its series exist before the first connection.
+        let _ = wires[0].name.set(super::WIRE_NATIVE);
         let requests_overflow = RequestSlot::default();
         let _ = requests_overflow.key.set((OVERFLOW_LABEL, OVERFLOW_LABEL));
         Arc::new(ShardMetrics {

@@ -107,6 +107,7 @@ fn scrape_without_anything_published() {
     let text = Metrics::new(1).render(None);
     assert!(text.contains("# TYPE ringbroker_partition_messages gauge"));
     assert!(text.contains(r#"ringbroker_storage_fsyncs_total{shard="0"} 0"#));
+    assert!(text.contains(r#"ringbroker_connections{shard="0",wire="native"} 0"#));
     assert!(!text.contains("ringbroker_shards"), "no broker counters without a reader");
 }
 
