@@ -21,12 +21,19 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, MetadataRequest,
+    MetadataResponse, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use crate::common::Broker;
 
@@ -333,6 +340,66 @@ impl RawClient {
         self.request(version, &MetadataRequest::default().with_topics(topics))
     }
 
+    /// Produce v7 (acks all) of `records` (Kafka record batches) to `partition` of `topic`; the
+    /// partition's answer.
+    pub fn produce(&mut self, topic: &str, partition: i32, records: Vec<u8>) -> PartitionProduceResponse {
+        let data =
+            PartitionProduceData::default().with_index(partition).with_records(Some(Bytes::from(records)));
+        let topic_data = TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![data]);
+        let request =
+            ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![topic_data]);
+        let response = self.request(7, &request).expect("a Produce answer");
+        let answer =
+            response.responses.into_iter().next().and_then(|t| t.partition_responses.into_iter().next());
+        answer.expect("the Produce answer names the partition")
+    }
+
+    /// Fetch v11 of `partition` of `topic` from `offset` (no waiting); the partition's answer.
+    pub fn fetch(&mut self, topic: &str, partition: i32, offset: i64) -> PartitionData {
+        let wanted = FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(4 << 20)
+            .with_current_leader_epoch(-1)
+            .with_log_start_offset(-1);
+        let topic = FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![wanted]);
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(8 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![topic]);
+        let response = self.request(11, &request).expect("a Fetch answer");
+        assert_eq!(response.error_code, 0, "Fetch error code");
+        let answer = response.responses.into_iter().next().and_then(|t| t.partitions.into_iter().next());
+        answer.expect("the Fetch answer names the partition")
+    }
+
+    /// Every record of `partition` of `topic` from `offset` to the high watermark (bounded).
+    pub fn fetch_all(&mut self, topic: &str, partition: i32, offset: i64) -> Vec<Record> {
+        let mut out: Vec<Record> = Vec::new();
+        let mut next = offset;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = self.fetch(topic, partition, next);
+            assert_eq!(answer.error_code, 0, "Fetch of {topic}/{partition} at {next}");
+            let mut records = answer.records.unwrap_or_default();
+            for set in RecordBatchDecoder::decode_all(&mut records).expect("fetched record batches decode") {
+                out.extend(set.records.into_iter().filter(|record| record.offset >= next));
+            }
+            next = out.last().map_or(next, |record| record.offset + 1);
+            if next >= answer.high_watermark {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "fetching {topic}/{partition} did not reach its end");
+        }
+    }
+
     /// Reads until the server closes the connection or sends a frame; panics when neither
     /// happens within [`READ_TIMEOUT`].
     pub fn ending(&mut self) -> Ending {
@@ -346,6 +413,40 @@ impl RawClient {
             Err(_) => Ending::Closed,
         }
     }
+}
+
+/// A plain (non-idempotent) record for a batch: `key`, `value`, `headers`, create time
+/// `timestamp_ms`.
+pub fn record(key: &[u8], value: &[u8], headers: &[(&str, &[u8])], timestamp_ms: i64) -> Record {
+    let mut record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: timestamp_ms,
+        key: Some(Bytes::copy_from_slice(key)),
+        value: Some(Bytes::copy_from_slice(value)),
+        headers: Default::default(),
+    };
+    for (name, value) in headers {
+        record.headers.insert(StrBytes::from_string(name.to_string()), Some(Bytes::copy_from_slice(value)));
+    }
+    record
+}
+
+/// One uncompressed RecordBatch v2 of `records` (their offsets are made 0, 1, ...).
+pub fn record_batch(records: &[Record]) -> Vec<u8> {
+    let numbered: Vec<Record> =
+        records.iter().enumerate().map(|(i, r)| Record { offset: i as i64, ..r.clone() }).collect();
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut out, &numbered, &options).expect("encode a record batch");
+    out.to_vec()
 }
 
 /// A well-behaved client's exchange on `client`: ApiVersions v3 lists Produce, Fetch and
