@@ -96,6 +96,7 @@ pub(crate) async fn fetch(conn: &Conn, version: i16, request: FetchRequest) -> F
             topic.partitions.push(data);
         }
     }
+    conn.shard.metrics.polled(started.elapsed());
     FetchResponse::default().with_responses(topics)
 }
 
