@@ -73,7 +73,6 @@ pub(crate) struct Joined {
     /// The chosen assignor.
     pub(crate) protocol_name: Option<String>,
     /// The leader's member id.
-    #[cfg(test)]
     pub(crate) leader: String,
     /// The member's id (also with MEMBER_ID_REQUIRED: the id to join with).
     pub(crate) member_id: String,
@@ -319,7 +318,7 @@ impl Group {
             return;
         }
         self.members.retain(|m| m.joined);
-        self.generation = if self.generation >= i32::MAX { 1 } else { self.generation.saturating_add(1) };
+        self.generation = if self.generation == i32::MAX { 1 } else { self.generation.saturating_add(1) };
         self.rebalance_deadline = None;
         if self.members.is_empty() {
             self.phase = Phase::Empty;

@@ -258,9 +258,7 @@ fn protocols_must_fit_and_the_favourite_common_one_wins() {
 fn ids_handed_out_lapse_and_the_group_size_is_bounded() {
     let now = Instant::now();
     let mut group = Group::default();
-    let mut counter = 0;
-    for _ in 0..MEMBERS_PER_GROUP_MAX {
-        counter += 1;
+    for counter in 1..=MEMBERS_PER_GROUP_MAX {
         let mut answer = group.join(range(""), || format!("m{counter}"), now);
         assert_eq!(ready(&mut answer).map(|j| j.error), Some(MEMBER_ID_REQUIRED));
     }
