@@ -29,10 +29,9 @@ use kafka_protocol::protocol::StrBytes;
 use super::super::errors::{code_of, ILLEGAL_GENERATION, OFFSET_OUT_OF_RANGE};
 use super::members::INVALID_GROUP_ID;
 use crate::metadata::catalog::MetadataOp;
-use crate::protocol::messages::{ConsumerRef, Empty, GetOffset, Kind, OffsetInfo, Status, StoreOffset};
+use crate::protocol::messages::{ConsumerRef, GetOffset, OffsetInfo, Status, StoreOffset};
 use crate::server::handlers::Context;
-use crate::shard::error::BrokerResult;
-use crate::wire::native_call as call;
+use crate::shard::error::{BrokerError, BrokerResult};
 
 /// The membership check of a commit: 0 when allowed.
 fn may_commit(context: &Context<'_>, group: &str, member_id: &str, generation: i32) -> i16 {
@@ -82,7 +81,7 @@ async fn store(
         consumer: ConsumerRef::Group(group.to_string()),
         offset,
     };
-    match call::<_, Empty>(context, Kind::OffsetStore, &request).await {
+    match crate::server::data::store_offset(context, request).await {
         Ok(_) => 0,
         Err(error) => code_of(&error),
     }
@@ -132,6 +131,13 @@ pub(crate) async fn commit(
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// Native OffsetGet (a data request: it runs through the data handler, not `native_call`'s
+/// admin dispatcher).
+async fn stored(context: &Context<'_>, request: GetOffset) -> BrokerResult<OffsetInfo> {
+    let (body, _) = crate::server::data::get_offset(context, request).await?;
+    crate::protocol::messages::decode(&body).map_err(|e| BrokerError::new(Status::Internal, e.to_string()))
+}
+
 /// One partition's committed offset: (offset or -1, code).
 async fn committed(
     context: &Context<'_>,
@@ -149,7 +155,7 @@ async fn committed(
         partition,
         consumer: ConsumerRef::Group(group.to_string()),
     };
-    match call::<_, OffsetInfo>(context, Kind::OffsetGet, &request).await {
+    match stored(context, request).await {
         Ok(info) => (info.stored.and_then(|o| i64::try_from(o).ok()).unwrap_or(-1), 0),
         Err(error) if matches!(error.status, Status::UnknownGroup | Status::UnknownTopic) => (-1, 0),
         Err(error) => (-1, code_of(&error)),
