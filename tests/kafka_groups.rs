@@ -1,6 +1,7 @@
 //! Kafka classic consumer groups over the wire: two raw Kafka clients (requests encoded with the
-//! `kafka-protocol` crate) against a real broker started with `--kafka-listen`, per-shard ports
-//! off so group requests landing on the wrong shard travel to the coordinator over the mesh.
+//! `kafka-protocol` crate) against a real broker started with `--kafka-listen`. One member talks
+//! to the group's coordinator shard (its per-shard port), the other to the other shard, whose
+//! group requests travel to the coordinator over the mesh.
 //!
 //! Two members split four partitions (the leader's assignment relayed to the follower), commit
 //! offsets, one leaves and the other takes every partition over, reading the committed offsets
@@ -214,8 +215,15 @@ impl Kafka {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr").port()
+/// `count` consecutive free loopback ports.
+fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let base = TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr").port();
+        if base < 65000 && (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free loopback ports");
 }
 
 /// Heartbeats until the coordinator asks for a rejoin.
@@ -233,7 +241,7 @@ fn until_rebalance(client: &mut Kafka, group: &str, generation: i32, member_id: 
 }
 
 /// Two members split the partitions, commit, one leaves, the other takes over from the commits.
-fn two_members_then_one(kafka: SocketAddr, group: &str) {
+fn two_members_then_one(kafka: SocketAddr, elsewhere: SocketAddr, group: &str) {
     let mut a = Kafka::connect(kafka);
     let joined = a.join_new(group, b"meta-a");
     assert_eq!(joined.error_code, 0);
@@ -245,7 +253,7 @@ fn two_members_then_one(kafka: SocketAddr, group: &str) {
 
     let group_name = group.to_string();
     let follower = thread::spawn(move || {
-        let mut b = Kafka::connect(kafka);
+        let mut b = Kafka::connect(elsewhere);
         let joined = b.join_new(&group_name, b"meta-b");
         assert_eq!(joined.error_code, 0);
         assert!(joined.members.is_empty(), "followers get no member list");
@@ -295,9 +303,11 @@ fn two_members_then_one(kafka: SocketAddr, group: &str) {
 
 #[test]
 fn kafka_groups_split_commit_and_take_over() {
-    let kafka_port = free_port();
-    let listen = format!("127.0.0.1:{kafka_port}");
-    let mut broker = Broker::start(2, &["--kafka-listen", &listen, "--kafka-shard-port-base", "0"]);
+    // The listener, then one port per shard.
+    let base = free_ports(3);
+    let listen = format!("127.0.0.1:{base}");
+    let shard_ports = (base + 1).to_string();
+    let mut broker = Broker::start(2, &["--kafka-listen", &listen, "--kafka-shard-port-base", &shard_ports]);
     let mut root = broker.root();
     root.create_stream(STREAM);
     root.create_topic(STREAM, TOPIC, 4);
@@ -306,13 +316,15 @@ fn kafka_groups_split_commit_and_take_over() {
             .expect("produce");
     }
     let kafka: SocketAddr = listen.parse().expect("address");
-    // Group names coordinated by each of the two shards.
+    let shard_port = |shard: u64| SocketAddr::from(([127, 0, 0, 1], base + 1 + shard as u16));
+    // Group names coordinated by each of the two shards (FindCoordinator's hash).
     let shard_of = |name: &str| ringbroker::server::data::key_hash(name.as_bytes()) % 2;
     let names: Vec<String> = (0..20).map(|i| format!("group-{i}")).collect();
     let on_zero = names.iter().find(|n| shard_of(n) == 0).expect("a group on shard 0");
     let on_one = names.iter().find(|n| shard_of(n) == 1).expect("a group on shard 1");
     for group in [on_zero, on_one] {
-        two_members_then_one(kafka, group);
+        let coordinator = shard_of(group);
+        two_members_then_one(shard_port(coordinator), shard_port(1 - coordinator), group);
     }
     // A client assigning partitions itself commits with generation -1 and reads it back.
     let mut solo = Kafka::connect(kafka);

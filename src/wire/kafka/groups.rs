@@ -16,6 +16,7 @@
 //! most [`GROUPS_PER_SHARD_MAX`] groups and drops a group once it has no members; every wait is
 //! bounded by the request's timeouts.
 
+mod answers;
 mod members;
 mod offsets;
 mod state;
