@@ -24,7 +24,7 @@ seconds="${FUZZ_SECONDS:-60}"
 sanitizer="${FUZZ_SANITIZER:-address}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(frame_decode batch_validate metadata_replay segment_recovery rabbitmq_frame rabbitmq_chunk)
+    targets=(frame_decode batch_validate metadata_replay segment_recovery rabbitmq_frame rabbitmq_chunk kafka_request)
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then

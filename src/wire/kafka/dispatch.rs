@@ -133,6 +133,23 @@ pub(crate) fn refused(error: &FrameError, answer: Answer) -> bool {
             reply.send(ResponseKind::ApiVersions(super::meta::api_versions(frame::UNSUPPORTED_VERSION)));
             false
         }
+        FrameError::UnsupportedVersion { api_key, version, correlation_id } => {
+            let (api_key, version) = (*api_key, *version);
+            let mut out = BytesMut::new();
+            let encoded =
+                [super::unsupported::response(api_key), super::unsupported::plain_response(api_key)]
+                    .into_iter()
+                    .flatten()
+                    .any(|response| {
+                        frame::encode_response(&mut out, *correlation_id, api_key, version, &response).is_ok()
+                    });
+            if encoded {
+                let _ = answer.send(Some(out.to_vec()));
+                return false;
+            }
+            let _ = answer.send(None);
+            true
+        }
         _ => {
             let _ = answer.send(None);
             true

@@ -72,17 +72,18 @@ pub struct Request {
 pub enum FrameError {
     /// Fewer than the 8 bytes of a header's fixed start: nothing to answer, close.
     Truncated,
-    /// An API key the listener does not serve, or Kafka does not define. There is no response
-    /// body to give a key the broker does not know, so the connection closes (as Kafka's does);
-    /// clients ask ApiVersions first and never send one.
+    /// An API key Kafka does not define, or a version of it no Kafka release has: there is no
+    /// response to give, so the connection closes (as Kafka's does).
     UnknownKey {
         /// The key as sent.
         api_key: i16,
         /// The correlation id to log.
         correlation_id: i32,
     },
-    /// A served key at a version outside its range: ApiVersions gets its v0 error answer with
-    /// the supported ranges (so the client retries), other keys an `UNSUPPORTED_VERSION` body.
+    /// A key Kafka defines, at a version the crate encodes, that the listener does not serve (the
+    /// key, or this version of it): ApiVersions gets its v0 error answer with the supported
+    /// ranges (so the client retries), other keys their response with `UNSUPPORTED_VERSION`
+    /// (`unsupported`).
     UnsupportedVersion {
         /// The key.
         api_key: ApiKey,
@@ -126,12 +127,18 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, FrameError> {
     let Ok(api_key) = ApiKey::try_from(key) else {
         return Err(FrameError::UnknownKey { api_key: key, correlation_id });
     };
-    let Some((min, max)) = supported_versions(api_key) else {
-        return Err(FrameError::UnknownKey { api_key: key, correlation_id });
-    };
-    if version < min || version > max {
+    let served = supported_versions(api_key);
+    let Some((min, max)) = served.filter(|(min, max)| (*min..=*max).contains(&version)) else {
+        // Kafka defines the key: answer it at the request's version if the crate encodes that.
+        let known = api_key.valid_versions();
+        // ApiVersions is the exception: a newer client asks at a version no broker knows yet,
+        // and gets the v0 answer (KIP-511).
+        if api_key != ApiKey::ApiVersions && (version < known.min || version > known.max) {
+            return Err(FrameError::UnknownKey { api_key: key, correlation_id });
+        }
         return Err(FrameError::UnsupportedVersion { api_key, version, correlation_id });
-    }
+    };
+    debug_assert!(min <= version && version <= max);
     let malformed = |reason: String| FrameError::Malformed { api_key, version, correlation_id, reason };
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(|e| malformed(format!("request header: {e:#}")))?;
@@ -217,8 +224,19 @@ mod tests {
         );
         bytes[0..2].copy_from_slice(&31_000_i16.to_be_bytes());
         assert_eq!(
-            decode_request(Bytes::from(bytes)).unwrap_err(),
+            decode_request(Bytes::from(bytes.clone())).unwrap_err(),
             FrameError::UnknownKey { api_key: 31_000, correlation_id: 9 }
+        );
+        // DescribeConfigs (32) v1: defined by Kafka, not served.
+        bytes[0..2].copy_from_slice(&32_i16.to_be_bytes());
+        bytes[2..4].copy_from_slice(&1_i16.to_be_bytes());
+        assert_eq!(
+            decode_request(Bytes::from(bytes)).unwrap_err(),
+            FrameError::UnsupportedVersion {
+                api_key: ApiKey::DescribeConfigs,
+                version: 1,
+                correlation_id: 9
+            }
         );
         assert_eq!(decode_request(Bytes::from_static(&[0, 3, 0])).unwrap_err(), FrameError::Truncated);
     }

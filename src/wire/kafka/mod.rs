@@ -18,5 +18,6 @@ mod produce;
 pub mod records;
 mod sasl;
 mod state;
+mod unsupported;
 
 pub use connection::serve_tcp;

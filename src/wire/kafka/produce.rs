@@ -29,10 +29,11 @@ use super::errors::{code_of, CORRUPT_MESSAGE, UNKNOWN_TOPIC_OR_PARTITION};
 use super::records::{self, ProduceLimits};
 use super::state::Conn;
 use crate::protocol::messages::{
-    AccessMode, Empty, Kind, ProducerDeclare, ProducerDeclared, ProducerHeartbeat, Status,
+    AccessMode, BatchAck, Empty, Kind, ProducerDeclare, ProducerDeclared, ProducerHeartbeat, ProducerRef,
+    ProducerSequenceInfo, Status,
 };
 use crate::server::frame_pool::FrameBuf;
-use crate::shard::error::BrokerError;
+use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::mesh::PartitionKey;
 use crate::wire::native_call as call;
 
@@ -50,6 +51,10 @@ struct Ready {
     batches: FrameBuf,
     length: usize,
     count: u32,
+    /// What a retry after a fence needs: the topic, the Kafka producer id and the records.
+    topic: String,
+    kafka_id: Option<i64>,
+    records: Bytes,
 }
 
 /// A produce request converted in the reader.
@@ -98,26 +103,36 @@ async fn convert(
     let partition = u32::try_from(index).ok().filter(|p| *p < found.partitions).ok_or_else(unknown)?;
     let key = PartitionKey { stream_id: stream.id, topic_id: found.id, partition };
     drop(catalog);
-    let producer = match peek_producer(&records) {
-        Some((kafka_id, _)) => {
-            Some(declared(conn, topic, kafka_id).await.map_err(|e| (code_of(&e), e.message))?)
-        }
+    let kafka_id = peek_producer(&records).map(|(id, _)| id);
+    let producer = match kafka_id {
+        Some(kafka_id) => Some(declared(conn, topic, kafka_id).await.map_err(|e| (code_of(&e), e.message))?),
         None => None,
     };
+    let (batches, length, count) = build(conn, &records, producer, limits)?;
+    Ok(Ready { key, batches, length, count, topic: topic.to_string(), kafka_id, records })
+}
+
+/// Converts `records` into our batches, in a pooled frame buffer for the produce path.
+fn build(
+    conn: &Conn,
+    records: &Bytes,
+    producer: Option<(u64, u32)>,
+    limits: &ProduceLimits,
+) -> Result<(FrameBuf, usize, u32), (i16, String)> {
     let mut out = std::mem::take(&mut *conn.scratch.borrow_mut());
     out.clear();
-    let converted = records::produce_batches(&records, producer, &mut out, limits);
-    let ready = match converted {
+    let converted = records::produce_batches(records, producer, &mut out, limits);
+    let built = match converted {
         Ok(produced) if produced.batches > 0 => {
             let mut batches = FrameBuf::take(out.len());
             batches.copy_from_slice(&out);
-            Ok(Ready { key, batches, length: out.len(), count: produced.batches })
+            Ok((batches, out.len(), produced.batches))
         }
         Ok(_) => Err((CORRUPT_MESSAGE, "no record batch in the partition's records".to_string())),
         Err(error) => Err((error.kafka_code(), error.to_string())),
     };
     *conn.scratch.borrow_mut() = out;
-    ready
+    built
 }
 
 /// Our producer id and epoch for Kafka producer `kafka_id` on `topic`, declaring `kafka-<id>`
@@ -128,6 +143,23 @@ async fn declared(conn: &Conn, topic: &str, kafka_id: i64) -> Result<(u64, u32),
         return Ok(*found);
     }
     let context = conn.context()?;
+    // Another connection of the same Kafka producer (one per broker it writes to) may have
+    // declared it: join that declaration rather than fence it with a new epoch.
+    let current = ProducerRef {
+        stream: conn.broker_stream().to_string(),
+        topic: topic.to_string(),
+        partition: 0,
+        name: producer_name(kafka_id),
+    };
+    match call::<_, ProducerSequenceInfo>(&context, Kind::ProducerSequence, &current).await {
+        Ok(info) => {
+            let ours = (info.producer_id, info.epoch);
+            conn.producers.borrow_mut().insert(pair, ours);
+            return Ok(ours);
+        }
+        Err(error) if error.status == Status::UnknownProducer => {}
+        Err(error) => return Err(error),
+    }
     let request = ProducerDeclare {
         stream: conn.broker_stream().to_string(),
         topic: topic.to_string(),
@@ -159,14 +191,7 @@ pub(crate) async fn finish(conn: &Conn, version: i16, prepared: Prepared) -> Opt
             }
             match part.outcome {
                 Ok(ready) => {
-                    let appended = crate::server::data::produce_on_owner(
-                        &conn.shard,
-                        ready.key,
-                        ready.batches,
-                        0..ready.length,
-                        ready.count,
-                    )
-                    .await;
+                    let appended = append(conn, ready).await;
                     match appended {
                         Ok(acks) => {
                             if let Some(first) = acks.first().filter(|a| a.has_offsets()) {
@@ -199,6 +224,23 @@ pub(crate) async fn finish(conn: &Conn, version: i16, prepared: Prepared) -> Opt
         );
     }
     (prepared.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// Appends on the owner. A batch fenced because another connection of the same Kafka producer
+/// declared it after this one did is rebuilt once with the current epoch and sent again.
+async fn append(conn: &Conn, ready: Ready) -> BrokerResult<Vec<BatchAck>> {
+    let Ready { key, batches, length, count, topic, kafka_id, records } = ready;
+    let first = crate::server::data::produce_on_owner(&conn.shard, key, batches, 0..length, count).await;
+    let (Err(error), Some(kafka_id)) = (&first, kafka_id) else { return first };
+    if error.status != Status::ProducerFenced {
+        return first;
+    }
+    conn.producers.borrow_mut().remove(&(kafka_id, topic.clone()));
+    let producer = declared(conn, &topic, kafka_id).await?;
+    let limits = ProduceLimits { max_inflated_bytes: conn.shard.config.max_frame_bytes.saturating_mul(4) };
+    let (batches, length, count) = build(conn, &records, Some(producer), &limits)
+        .map_err(|(_, message)| BrokerError::new(Status::InvalidBatch, message))?;
+    crate::server::data::produce_on_owner(&conn.shard, key, batches, 0..length, count).await
 }
 
 /// InitProducerId for idempotent producers: a fresh Kafka producer id, epoch 0. Transactional
