@@ -178,6 +178,19 @@ impl Group {
         } else {
             return Outcome::Now(Joined::error(UNKNOWN_MEMBER_ID, &args.member_id));
         };
+        if let Some(member) = self.members.iter_mut().find(|m| m.id == member_id) {
+            // A member rejoining unchanged (it may have missed the answer) gets the current
+            // generation back instead of a new rebalance, unless it leads a stable group (a
+            // leader rejoins to have the assignment redone).
+            let unchanged = member.protocols == args.protocols;
+            let leads = self.leader.as_deref() == Some(member_id.as_str());
+            if unchanged
+                && (self.phase == Phase::CompletingRebalance || (self.phase == Phase::Stable && !leads))
+            {
+                member.last_heard = now;
+                return Outcome::Now(self.current(&member_id));
+            }
+        }
         if self.members.is_empty() {
             self.protocol_type = Some(args.protocol_type.clone());
         }
@@ -254,33 +267,46 @@ impl Group {
             self.leader = None;
             return;
         }
-        let protocol = self.choose_protocol();
+        self.protocol = Some(self.choose_protocol());
         if self.leader.as_ref().is_none_or(|leader| self.position(leader).is_none()) {
             self.leader = self.members.first().map(|m| m.id.clone());
         }
-        let leader = self.leader.clone().unwrap_or_default();
-        let everyone: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .iter()
-            .map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&protocol)))
-            .collect();
         self.phase = Phase::CompletingRebalance;
+        let mut answers = Vec::with_capacity(self.members.len());
         for member in &mut self.members {
             member.assignment = Bytes::new();
             member.last_heard = now;
-            let Some(waiter) = member.join_waiter.take() else { continue };
-            let answer = Joined {
-                error: 0,
-                generation: self.generation,
-                protocol_type: self.protocol_type.clone(),
-                protocol_name: Some(protocol.clone()),
-                leader: leader.clone(),
-                member_id: member.id.clone(),
-                members: if member.id == leader { everyone.clone() } else { Vec::new() },
-            };
-            let _ = waiter.send(answer);
+            if let Some(waiter) = member.join_waiter.take() {
+                answers.push((waiter, member.id.clone()));
+            }
         }
-        self.protocol = Some(protocol);
+        for (waiter, member_id) in answers {
+            let _ = waiter.send(self.current(&member_id));
+        }
+    }
+
+    /// The JoinGroup answer of the current generation for `member_id`: the leader gets every
+    /// member's metadata for the chosen assignor, followers none.
+    fn current(&self, member_id: &str) -> Joined {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let leader = self.leader.clone().unwrap_or_default();
+        let members = if member_id == leader {
+            self.members
+                .iter()
+                .map(|m| (m.id.clone(), m.instance_id.clone(), m.metadata(&protocol)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Joined {
+            error: 0,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: Some(protocol),
+            leader,
+            member_id: member_id.to_string(),
+            members,
+        }
     }
 
     /// The assignor every member supports that most members prefer (the first member's

@@ -285,3 +285,33 @@ fn leaving_while_waiting_answers_the_wait() {
     assert_eq!(ready(&mut rejoin_a).map(|j| j.members.len()), Some(2));
     assert!(ready(&mut join_c).is_some());
 }
+
+#[test]
+fn an_unchanged_follower_rejoining_gets_the_current_generation() {
+    let now = Instant::now();
+    let mut group = Group::default();
+    let (a, b) = stable_pair(&mut group, now);
+    let mut again = group.join(range(&b), || unreachable!(), now);
+    let joined = ready(&mut again).expect("answered at once");
+    assert_eq!((joined.error, joined.generation, joined.leader.as_str()), (0, 2, a.as_str()));
+    assert!(joined.members.is_empty());
+    assert_eq!(group.phase(), Phase::Stable, "no new rebalance");
+    let mut sync = group.sync(&b, 2, (None, None), Vec::new(), now);
+    assert_eq!(ready(&mut sync).map(|s| s.assignment), Some(Bytes::from_static(b"p2p3")));
+    // Changed metadata, or the leader rejoining, starts a rebalance.
+    let mut changed = group.join(args(&b, &[("range", "new")]), || unreachable!(), now);
+    pending(&mut changed);
+    assert_eq!(group.phase(), Phase::PreparingRebalance);
+    let mut leader = group.join(range(&a), || unreachable!(), now);
+    assert_eq!(ready(&mut leader).map(|j| j.generation), Some(3));
+    assert_eq!(ready(&mut changed).map(|j| j.generation), Some(3));
+    // In CompletingRebalance an unchanged rejoin (a lost answer) gets the same generation.
+    let mut lost = group.join(range(&a), || unreachable!(), now);
+    let joined = ready(&mut lost).expect("answered at once");
+    assert_eq!((joined.generation, joined.members.len()), (3, 2));
+    assert_eq!(group.phase(), Phase::CompletingRebalance);
+    let mut leader_in_stable = group.sync(&a, 3, (None, None), Vec::new(), now);
+    assert!(ready(&mut leader_in_stable).is_some());
+    let mut rebalance = group.join(range(&a), || unreachable!(), now);
+    pending(&mut rebalance);
+}
