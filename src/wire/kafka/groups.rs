@@ -53,6 +53,12 @@ use state::Group;
 /// Groups one shard coordinates at most (a JoinGroup for one more is answered
 /// COORDINATOR_NOT_AVAILABLE).
 pub(crate) const GROUPS_PER_SHARD_MAX: usize = 10_000;
+/// Members (and ids handed out) one shard's groups hold at most: a JoinGroup of a new member
+/// beyond it is answered GROUP_MAX_SIZE_REACHED.
+pub(crate) const MEMBERS_PER_SHARD_MAX: usize = 100_000;
+/// Bytes of member ids, metadata and assignments one shard's groups hold at most: a JoinGroup
+/// or SyncGroup that would pass it is answered GROUP_MAX_SIZE_REACHED.
+pub(crate) const GROUP_BYTES_PER_SHARD_MAX: usize = 256 << 20;
 /// How often the timer task expires sessions and overdue rebalances.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -64,19 +70,37 @@ pub(crate) struct Coordinator {
     ticking: Cell<bool>,
     /// Member ids handed out by this shard.
     members_created: Cell<u64>,
+    /// The sum of the groups' footprints (`Group::footprint`).
+    held: Cell<(usize, usize)>,
 }
 
 impl Coordinator {
     /// Runs `f` on group `name`'s state, creating it when `create` (and room is left).
     fn with<T>(&self, name: &str, create: bool, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
         let mut groups = self.groups.borrow_mut();
-        if let Some(group) = groups.get_mut(name) {
-            return Some(f(group));
-        }
-        if !create || groups.len() >= GROUPS_PER_SHARD_MAX {
+        if !groups.contains_key(name) && (!create || groups.len() >= GROUPS_PER_SHARD_MAX) {
             return None;
         }
-        Some(f(groups.entry(name.to_string()).or_default()))
+        let group = groups.entry(name.to_string()).or_default();
+        let before = group.footprint();
+        let answer = f(group);
+        self.account(before, group.footprint());
+        Some(answer)
+    }
+
+    /// Moves the shard's total from a group's footprint `before` to `after`.
+    fn account(&self, before: (usize, usize), after: (usize, usize)) {
+        let (count, bytes) = self.held.get();
+        let count = count.saturating_sub(before.0).saturating_add(after.0);
+        let bytes = bytes.saturating_sub(before.1).saturating_add(after.1);
+        self.held.set((count, bytes));
+    }
+
+    /// Whether `members` more members with `bytes` more bytes fit the shard's bounds.
+    fn has_room(&self, members: usize, bytes: usize) -> bool {
+        let (count, held) = self.held.get();
+        count.saturating_add(members) <= MEMBERS_PER_SHARD_MAX
+            && held.saturating_add(bytes) <= GROUP_BYTES_PER_SHARD_MAX
     }
 
     /// A member id unique over the broker's shards and restarts: `<client id>-<uuid-like>`.
@@ -109,7 +133,9 @@ impl Coordinator {
                 let mut groups = coordinator.groups.borrow_mut();
                 let now = Instant::now();
                 for group in groups.values_mut() {
+                    let before = group.footprint();
                     group.tick(now);
+                    coordinator.account(before, group.footprint());
                 }
                 groups.retain(|_, group| !group.is_idle());
                 if groups.is_empty() || shard.shutting_down() {

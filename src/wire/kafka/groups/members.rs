@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::super::errors::{COORDINATOR_NOT_AVAILABLE, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID};
-use super::state::{JoinArgs, Joined, Outcome, Synced};
+use super::state::{JoinArgs, Joined, Outcome, Synced, GROUP_MAX_SIZE_REACHED};
 use super::{Coordinator, TICK};
 use crate::shard::Shard;
 
@@ -137,6 +137,13 @@ pub(crate) async fn join(shard: &Rc<Shard>, version: i16, request: JoinGroupRequ
         require_known_member_id: version >= 4,
     };
     let coordinator: &Coordinator = &shard.kafka_groups;
+    let incoming = args
+        .protocols
+        .iter()
+        .fold(member_id.len(), |sum, (n, m)| sum.saturating_add(n.len()).saturating_add(m.len()));
+    if !coordinator.has_room(usize::from(member_id.is_empty()), incoming) {
+        return join_failed(version, GROUP_MAX_SIZE_REACHED);
+    }
     let new_id = || coordinator.new_member_id(shard.id, "");
     let outcome = coordinator.with(&group, true, |state| state.join(args, new_id, Instant::now()));
     Coordinator::start_ticking(shard);
@@ -165,6 +172,10 @@ pub(crate) async fn sync(shard: &Rc<Shard>, version: i16, request: SyncGroupRequ
         .map(|a| (a.member_id.to_string(), Bytes::copy_from_slice(&a.assignment)))
         .collect();
     let coordinator: &Coordinator = &shard.kafka_groups;
+    let incoming = assignments.iter().fold(0_usize, |sum, (_, a)| sum.saturating_add(a.len()));
+    if !coordinator.has_room(0, incoming) {
+        return synced_response(version, Synced::error(GROUP_MAX_SIZE_REACHED));
+    }
     let (outcome, bound) = coordinator
         .with(&group, false, |state| {
             let bound = state.rebalance_timeout_of(&member_id);

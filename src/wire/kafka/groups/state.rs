@@ -120,6 +120,20 @@ impl Group {
         self.members.iter().map(|m| m.id.as_str()).collect()
     }
 
+    /// What the group holds: members plus ids handed out, and the bytes of their ids,
+    /// metadata and assignments.
+    pub(crate) fn footprint(&self) -> (usize, usize) {
+        let bytes = self.members.iter().fold(0_usize, |sum, m| {
+            let metadata = m
+                .protocols
+                .iter()
+                .fold(0_usize, |s, (n, d)| s.saturating_add(n.len()).saturating_add(d.len()));
+            sum.saturating_add(m.id.len()).saturating_add(metadata).saturating_add(m.assignment.len())
+        });
+        let pending = self.pending.iter().fold(0_usize, |sum, (id, _)| sum.saturating_add(id.len()));
+        (self.members.len().saturating_add(self.pending.len()), bytes.saturating_add(pending))
+    }
+
     /// No members and no ids handed out: the group may be dropped.
     pub(crate) fn is_idle(&self) -> bool {
         self.members.is_empty() && self.pending.is_empty() && self.phase == Phase::Empty
