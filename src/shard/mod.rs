@@ -88,6 +88,8 @@ pub struct Shard {
     pub mesh: Mesh,
     /// Counters shared by all shards.
     pub counters: Arc<SharedCounters>,
+    /// This shard's own metrics (written only here; the metrics endpoint reads them).
+    pub metrics: Arc<crate::metrics::ShardMetrics>,
     /// The partitions this shard owns.
     pub partitions: PartitionManager,
     /// Shard 0 only.
@@ -120,6 +122,7 @@ impl Shard {
             config,
             mesh,
             counters,
+            metrics: partitions.metrics().clone(),
             partitions,
             controller,
             leases,
@@ -201,6 +204,20 @@ impl Shard {
             Some(controller) => controller.group(op),
             None => self.mesh.ask(0, |reply| ShardMessage::Group { op, reply }).await,
         }
+    }
+}
+
+/// Publishes this shard's partition figures for the metrics endpoint every
+/// `--metrics-publish-interval`, until shutdown; returns at once when `--metrics-listen` is off.
+pub async fn publish_metrics(shard: Rc<Shard>) {
+    if shard.config.metrics_listen.is_none() {
+        return;
+    }
+    let every = shard.config.metrics_publish_interval.max(std::time::Duration::from_millis(10));
+    while !shard.shutting_down() {
+        let figures = shard.partitions.figures(&shard.catalog(), &shard.metrics.figures());
+        shard.metrics.publish(figures);
+        glommio::timer::sleep(every).await;
     }
 }
 
