@@ -98,6 +98,8 @@ pub struct Shard {
     pub leases: leases::Leases,
     /// Single-active-consumer groups of the topics this shard coordinates.
     pub sac: sac::SacGroups,
+    /// Kafka consumer groups this shard coordinates (`crate::wire::kafka::groups`).
+    pub(crate) kafka_groups: crate::wire::kafka::groups::Coordinator,
     catalog: RefCell<Arc<Catalog>>,
     catalog_installed: event_listener::Event,
     install_lock: async_lock::Mutex<()>,
@@ -125,6 +127,7 @@ impl Shard {
             controller,
             leases,
             sac: sac::SacGroups::default(),
+            kafka_groups: Default::default(),
             catalog: RefCell::new(Arc::new(Catalog::default())),
             catalog_installed: event_listener::Event::new(),
             install_lock: async_lock::Mutex::new(()),
@@ -303,6 +306,10 @@ async fn serve(shard: &Rc<Shard>, message: ShardMessage) {
         }
         ShardMessage::SacMember { update, reply } => {
             let _ = reply.send(crate::server::subscriptions::member_update(update).await);
+        }
+        ShardMessage::KafkaGroup { version, user, request, reply } => {
+            let response = crate::wire::kafka::groups::forwarded(shard, version, user, *request).await;
+            let _ = reply.send(Ok(response));
         }
         ShardMessage::Catalog { .. } | ShardMessage::Shutdown { .. } => {}
     }
