@@ -385,15 +385,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
 }
 
 /// Writes responses as they complete; small ones (and small payload parts) are gathered into one
-/// write, large payload parts are written straight from their read buffers.
-pub(crate) async fn write_responses<W: AsyncWrite + Unpin>(
-    writer: W,
-    receiver: mpsc::UnboundedReceiver<Response>,
-) {
-    write_counted(writer, receiver, None).await;
-}
-
-/// [`write_responses`], counting the bytes written into `wire`'s `sent_bytes`.
+/// write, large payload parts are written straight from their read buffers. Counts the bytes
+/// written into `wire`'s `sent_bytes` when given.
 pub(crate) async fn write_counted<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut receiver: mpsc::UnboundedReceiver<Response>,
