@@ -15,7 +15,8 @@ use super::inflate::inflate;
 use super::{KafkaProducer, ProduceLimits, Produced, RecordsError};
 use crate::constants::BATCH_BYTES_MAX;
 use crate::model::TimestampUs;
-use crate::protocol::batch::{BatchBuilder, BatchError, Compression, Message};
+use crate::protocol::batch::BATCH_HEADER_BYTES as BATCH_HEADER_BYTES_OURS;
+use crate::protocol::batch::{BatchBuilder, BatchError, Compression, Message, RECORD_HEADER_BYTES};
 
 /// Bytes before a batch's length counts: the base offset and the length itself.
 const LOG_OVERHEAD_BYTES: usize = 12;
@@ -85,7 +86,7 @@ fn produce_into(
     let budget = Cell::new(limits.max_inflated_bytes);
     let start = out.len();
     let mut writer = Writer {
-        builder: BatchBuilder::with_capacity(0, 0, records.len().saturating_mul(2)),
+        builder: None,
         out,
         start,
         max_output_bytes: limits.max_inflated_bytes,
@@ -266,7 +267,8 @@ fn account(produced: &mut Produced, header: &KafkaHeader) -> Result<(), RecordsE
 
 /// Our batches being written for one call.
 struct Writer<'o> {
-    builder: BatchBuilder,
+    /// Made for the first Kafka batch, with room for exactly its records; reused after.
+    builder: Option<BatchBuilder>,
     out: &'o mut Vec<u8>,
     /// `out`'s length before the call.
     start: usize,
@@ -280,13 +282,16 @@ impl Writer<'_> {
     /// Writes one Kafka batch's records as one of our batches, or several where our limits
     /// (size, count, timestamp window) force a split.
     fn convert(&mut self, header: &KafkaHeader, records: &[KafkaRecord]) -> Result<(), RecordsError> {
+        let builder = self.builder.get_or_insert_with(|| {
+            BatchBuilder::with_capacity(0, 0, BATCH_HEADER_BYTES_OURS.saturating_add(stored_size(records)))
+        });
         let idempotent = header.producer_id >= 0;
         let kafka = (header.producer_id as u64, header.producer_epoch as u32);
         let (id, epoch) = if idempotent { self.producer.unwrap_or(kafka) } else { (0, 0) };
-        self.builder.set_producer(id, epoch);
-        self.builder.reset(if idempotent { header.base_sequence as u64 } else { 0 });
+        builder.set_producer(id, epoch);
+        builder.reset(if idempotent { header.base_sequence as u64 } else { 0 });
         let compressed = header.attributes & ATTRIBUTE_CODEC_MASK != 0;
-        self.builder.set_compression(if compressed { Compression::Lz4 } else { Compression::None });
+        builder.set_compression(if compressed { Compression::Lz4 } else { Compression::None });
         let log_append = header.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0;
         let mut headers: Vec<(&[u8], &[u8])> = Vec::new();
         for record in records {
@@ -301,38 +306,59 @@ impl Writer<'_> {
                 payload: record.value.as_deref().unwrap_or(&[]),
                 timestamp_us: if log_append { None } else { timestamp_us(record.timestamp) },
             };
-            match self.builder.push(&message) {
+            match builder.push(&message) {
                 Ok(()) => {}
                 Err(BatchError::TooLarge { .. } | BatchError::TooManyRecords { .. })
                 | Err(BatchError::TimestampOutOfRange { .. })
-                    if !self.builder.is_empty() =>
+                    if !builder.is_empty() =>
                 {
-                    self.flush()?;
-                    self.builder.push(&message).map_err(refused)?;
+                    flush(builder, self.out, self.start, self.max_output_bytes)?;
+                    self.batches = self.batches.saturating_add(1);
+                    builder.push(&message).map_err(refused)?;
                 }
                 Err(error) => return Err(refused(error)),
             }
         }
-        self.flush()
-    }
-
-    /// Appends the batch being built to `out` and empties the builder for the next part.
-    fn flush(&mut self) -> Result<(), RecordsError> {
-        let next_sequence = self.builder.next_sequence();
-        let batch = self.builder.finish_in_place().map_err(refused)?;
-        let written = self.out.len() - self.start;
-        if written.saturating_add(batch.len()) > self.max_output_bytes {
-            return Err(RecordsError::TooLarge(format!(
-                "the batches would take more than {} bytes",
-                self.max_output_bytes
-            )));
-        }
-        debug_assert!(crate::protocol::batch::validate(batch).is_ok());
-        self.out.extend_from_slice(batch);
+        flush(builder, self.out, self.start, self.max_output_bytes)?;
         self.batches = self.batches.saturating_add(1);
-        self.builder.reset(next_sequence);
         Ok(())
     }
+}
+
+/// Appends the batch `builder` holds to `out` (which held `start` bytes before the call, and may
+/// grow by `max_output_bytes`) and empties the builder for the next part.
+fn flush(
+    builder: &mut BatchBuilder,
+    out: &mut Vec<u8>,
+    start: usize,
+    max_output_bytes: usize,
+) -> Result<(), RecordsError> {
+    let next_sequence = builder.next_sequence();
+    let batch = builder.finish_in_place().map_err(refused)?;
+    let written = out.len() - start;
+    if written.saturating_add(batch.len()) > max_output_bytes {
+        return Err(RecordsError::TooLarge(format!(
+            "the batches would take more than {max_output_bytes} bytes"
+        )));
+    }
+    debug_assert!(crate::protocol::batch::validate(batch).is_ok());
+    out.extend_from_slice(batch);
+    builder.reset(next_sequence);
+    Ok(())
+}
+
+/// The bytes `records` take as our records (exactly, when none is refused).
+fn stored_size(records: &[KafkaRecord]) -> usize {
+    records
+        .iter()
+        .map(|record| {
+            let key = record.key.as_ref().map_or(0, |key| 2 + key.len());
+            let headers = record.headers.iter().map(|(k, v)| 5 + k.len() + v.as_ref().map_or(0, Bytes::len));
+            let headers = headers.fold(0usize, usize::saturating_add);
+            let value = record.value.as_ref().map_or(0, Bytes::len);
+            (RECORD_HEADER_BYTES + key).saturating_add(headers).saturating_add(value)
+        })
+        .fold(0usize, usize::saturating_add)
 }
 
 /// A Kafka timestamp (ms) as ours (µs); a negative one (-1: none) means the append time.
