@@ -181,10 +181,13 @@ impl Reply {
     /// Encodes `response` at the request's version into the request's slot.
     pub(crate) fn send(self, response: ResponseKind) {
         self.shard.metrics.request(WIRE_KAFKA, kind_name(self.api_key), !has_error(&response));
-        let mut out = BytesMut::new();
+        // Sized up front: a fetch answer is mostly its record bytes, and growing a megabyte
+        // buffer by doubling would copy it several times.
+        let mut out = BytesMut::with_capacity(RESPONSE_OVERHEAD_BYTES + records_bytes(&response));
         match frame::encode_response(&mut out, self.correlation_id, self.api_key, self.version, &response) {
             Ok(()) => {
-                let _ = self.answer.send(Some(out.to_vec()));
+                // The buffer becomes the frame without a copy (it is its only owner).
+                let _ = self.answer.send(Some(Vec::from(out)));
             }
             Err(error) => {
                 tracing::warn!(%error, "kafka response not encodable; closing the connection");
@@ -246,5 +249,21 @@ fn has_error(response: &ResponseKind) -> bool {
             r.responses.iter().any(|t| t.partition_responses.iter().any(|p| p.error_code != 0))
         }
         _ => false,
+    }
+}
+
+/// Room for a response's fields besides its record bytes.
+const RESPONSE_OVERHEAD_BYTES: usize = 4096;
+
+/// The record bytes a response carries (Fetch), to size its buffer.
+fn records_bytes(response: &ResponseKind) -> usize {
+    match response {
+        ResponseKind::Fetch(fetch) => fetch
+            .responses
+            .iter()
+            .flat_map(|topic| topic.partitions.iter())
+            .map(|partition| partition.records.as_ref().map_or(0, |r| r.len()) + 64)
+            .sum(),
+        _ => 0,
     }
 }
