@@ -4,12 +4,13 @@
 //! Runs on the connection's shard. [`prepare`] runs in the reader, so a connection's appends
 //! leave in the order its requests came; [`finish`] runs as the request's task. The mapping of
 //! idempotence (docs/architecture.md): InitProducerId hands out a Kafka producer id `P`
-//! (microsecond clock and shard, unique over restarts); the first batch of `P` for topic `T` on
-//! a connection declares our named producer `kafka-P` on `T` (shared access), and every batch of
-//! `P` is then written with that producer's id and epoch and Kafka's sequence numbers, so the
-//! owner's producer table drops retried batches across connections and restarts, and answers
-//! them with the original offsets. The connection renews the leases of the producers it
-//! declared while it lives.
+//! (microsecond clock and shard, unique over restarts); the first batch of `P` at Kafka epoch `E`
+//! for topic `T` on a connection joins (or, when none exists, declares) our named producer
+//! `kafka-P-E` on `T` (shared access), and every such batch is then written with that producer's
+//! id and epoch and Kafka's sequence numbers, so the owner's producer table drops retried batches
+//! across connections and restarts, and answers them with the original offsets. A Kafka epoch
+//! bump restarts sequences at 0, which a new name gives. The connection renews the leases of
+//! the producers it declared while it lives.
 //!
 //! Invariants: an answer reports success for a partition only once the owner appended (or
 //! recognised as duplicate) every batch of it under the fsync policy; a partition whose records
@@ -53,7 +54,7 @@ struct Ready {
     count: u32,
     /// What a retry after a fence needs: the topic, the Kafka producer id and the records.
     topic: String,
-    kafka_id: Option<i64>,
+    kafka_id: Option<KafkaId>,
     records: Bytes,
 }
 
@@ -103,9 +104,11 @@ async fn convert(
     let partition = u32::try_from(index).ok().filter(|p| *p < found.partitions).ok_or_else(unknown)?;
     let key = PartitionKey { stream_id: stream.id, topic_id: found.id, partition };
     drop(catalog);
-    let kafka_id = peek_producer(&records).map(|(id, _)| id);
+    let kafka_id = peek_producer(&records);
     let producer = match kafka_id {
-        Some(kafka_id) => Some(declared(conn, topic, kafka_id).await.map_err(|e| (code_of(&e), e.message))?),
+        Some(kafka_id) => {
+            Some(declared(conn, topic, partition, kafka_id).await.map_err(|e| (code_of(&e), e.message))?)
+        }
         None => None,
     };
     let (batches, length, count) = build(conn, &records, producer, limits)?;
@@ -135,9 +138,14 @@ fn build(
     built
 }
 
-/// Our producer id and epoch for Kafka producer `kafka_id` on `topic`, declaring `kafka-<id>`
+/// Our producer id and epoch for Kafka producer `kafka_id` on `topic`, declaring `kafka-<id>-<epoch>`
 /// there the first time this connection sees the pair.
-async fn declared(conn: &Conn, topic: &str, kafka_id: i64) -> Result<(u64, u32), BrokerError> {
+async fn declared(
+    conn: &Conn,
+    topic: &str,
+    partition: u32,
+    kafka_id: KafkaId,
+) -> Result<(u64, u32), BrokerError> {
     let pair = (kafka_id, topic.to_string());
     if let Some(found) = conn.producers.borrow().get(&pair) {
         return Ok(*found);
@@ -148,7 +156,7 @@ async fn declared(conn: &Conn, topic: &str, kafka_id: i64) -> Result<(u64, u32),
     let current = ProducerRef {
         stream: conn.broker_stream().to_string(),
         topic: topic.to_string(),
-        partition: 0,
+        partition,
         name: producer_name(kafka_id),
     };
     match call::<_, ProducerSequenceInfo>(&context, Kind::ProducerSequence, &current).await {
@@ -173,8 +181,8 @@ async fn declared(conn: &Conn, topic: &str, kafka_id: i64) -> Result<(u64, u32),
 }
 
 /// Our producer name for Kafka producer `id`.
-fn producer_name(id: i64) -> String {
-    format!("kafka-{id}")
+fn producer_name((id, epoch): KafkaId) -> String {
+    format!("kafka-{id}-{epoch}")
 }
 
 /// Appends the prepared batches on their owners and builds the answer (`None` for acks=0).
@@ -199,10 +207,6 @@ pub(crate) async fn finish(conn: &Conn, version: i16, prepared: Prepared) -> Opt
                             }
                         }
                         Err(error) => {
-                            if error.status == Status::UnknownProducer {
-                                // Expired or deleted: declare again on the next batch.
-                                conn.producers.borrow_mut().retain(|(_, topic), _| topic != name.0.as_str());
-                            }
                             response.error_code = code_of(&error);
                             if version >= 8 {
                                 response.error_message = Some(StrBytes::from_string(error.message));
@@ -227,16 +231,17 @@ pub(crate) async fn finish(conn: &Conn, version: i16, prepared: Prepared) -> Opt
 }
 
 /// Appends on the owner. A batch fenced because another connection of the same Kafka producer
-/// declared it after this one did is rebuilt once with the current epoch and sent again.
+/// declared it after this one did, or refused because the declaration lapsed (its lease holder
+/// went away), is rebuilt once with the current declaration and sent again.
 async fn append(conn: &Conn, ready: Ready) -> BrokerResult<Vec<BatchAck>> {
     let Ready { key, batches, length, count, topic, kafka_id, records } = ready;
     let first = crate::server::data::produce_on_owner(&conn.shard, key, batches, 0..length, count).await;
     let (Err(error), Some(kafka_id)) = (&first, kafka_id) else { return first };
-    if error.status != Status::ProducerFenced {
+    if !matches!(error.status, Status::ProducerFenced | Status::UnknownProducer) {
         return first;
     }
     conn.producers.borrow_mut().remove(&(kafka_id, topic.clone()));
-    let producer = declared(conn, &topic, kafka_id).await?;
+    let producer = declared(conn, &topic, key.partition, kafka_id).await?;
     let limits = ProduceLimits { max_inflated_bytes: conn.shard.config.max_frame_bytes.saturating_mul(4) };
     let (batches, length, count) = build(conn, &records, Some(producer), &limits)
         .map_err(|(_, message)| BrokerError::new(Status::InvalidBatch, message))?;
@@ -286,7 +291,7 @@ pub(crate) async fn keep_alive(
     let lease = (conn.shard.config.producer_session_timeout / 3).max(Duration::from_millis(100));
     while !closed.closed.get() {
         glommio::timer::sleep(lease).await;
-        let declared: Vec<(i64, String)> = conn.producers.borrow().keys().cloned().collect();
+        let declared: Vec<(KafkaId, String)> = conn.producers.borrow().keys().cloned().collect();
         let Ok(context) = conn.context() else { continue };
         for (kafka_id, topic) in declared {
             let request = ProducerHeartbeat {
@@ -302,4 +307,7 @@ pub(crate) async fn keep_alive(
 }
 
 /// The declared producers of a connection: (Kafka id, topic) → our (id, epoch).
-pub(crate) type Declared = HashMap<(i64, String), (u64, u32)>;
+pub(crate) type Declared = HashMap<(KafkaId, String), (u64, u32)>;
+
+/// A Kafka producer id and epoch.
+pub(crate) type KafkaId = (i64, i16);
