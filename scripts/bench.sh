@@ -30,6 +30,9 @@
 #                            not tmpfs: O_DIRECT)
 #   BENCH_SKIP_BUILD=1       use the existing target/release binaries
 #   BENCH_ONLY=REGEX         run only the suite entries whose name matches (grep -E)
+#   METRICS_SCRAPE=1         start every broker with --metrics-listen and scrape GET /metrics
+#                            with curl every second during each entry (the metrics-on side of
+#                            an A/B against a default run; the count of scrapes is recorded)
 # Units: 1 KB message = 1000 bytes; MB/s = 10^6 bytes per second, as ringbench reports them.
 # Exit status: 0 if every entry ran, 1 if any failed, 2 if ringbench is missing (ceilings and the
 # broker start/stop are still exercised and recorded).
@@ -87,6 +90,15 @@ client_args=()
 [[ -n ${BENCH_BATCH:-} ]] && client_args+=(--batch "$BENCH_BATCH")
 user=ringbroker
 password=ringbroker
+metrics_scrape=${METRICS_SCRAPE:-0}
+if [[ $metrics_scrape != 0 && $metrics_scrape != 1 ]]; then
+    echo "METRICS_SCRAPE must be 0 or 1" >&2
+    exit 64
+fi
+if ((metrics_scrape)) && ! command -v curl >/dev/null 2>&1; then
+    echo "METRICS_SCRAPE=1 needs curl" >&2
+    exit 64
+fi
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p results
@@ -104,11 +116,13 @@ entries=$work/entries.jsonl
 
 broker_pid=
 sampler_pid=
+scraper_pid=
 bench_pid=
 cleanup() {
     local status=$?
     if [[ -n $bench_pid ]]; then kill -TERM "$bench_pid" 2>/dev/null || true; fi
     if [[ -n $sampler_pid ]]; then kill "$sampler_pid" 2>/dev/null || true; fi
+    if [[ -n $scraper_pid ]]; then kill "$scraper_pid" 2>/dev/null || true; fi
     if [[ -n $broker_pid ]] && kill -0 "$broker_pid" 2>/dev/null; then
         kill -TERM "$broker_pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
@@ -193,12 +207,18 @@ broker_data=
 reuse_data= # set: the next start_broker opens this data directory instead of a fresh one
 keep_data= # set: the next stop_broker leaves the data directory
 rabbitmq_port= # the RabbitMQ Streams listener's port an entry may name as @rabbitmq_port@
+metrics_port= # the metrics endpoint's port (METRICS_SCRAPE=1)
 start_broker() { # $1 = name, $2 = fsync policy, rest = extra broker flags
-    # The native listener and its shard ports, then room for a RabbitMQ listener and its shards.
-    broker_port=$(free_port_block "$((2 * shards + 1))") || { log "no free ports"; return 1; }
+    # The native listener and its shard ports, then room for a RabbitMQ listener and its shards,
+    # then (METRICS_SCRAPE=1) the metrics endpoint.
+    broker_port=$(free_port_block "$((2 * shards + 1 + metrics_scrape))") || { log "no free ports"; return 1; }
     rabbitmq_port=$((broker_port + shards + 1))
     local extra=("${@:3}")
     extra=("${extra[@]//@rabbitmq_port@/$rabbitmq_port}")
+    if ((metrics_scrape)); then
+        metrics_port=$((broker_port + 2 * shards + 1))
+        extra+=(--metrics-listen "127.0.0.1:$metrics_port")
+    fi
     if [[ -n $reuse_data ]]; then
         broker_data=$reuse_data
         reuse_data=
@@ -247,6 +267,27 @@ proc_io() { # "<read_bytes> <write_bytes>" of process $1 (empty if unreadable)
     awk '/^read_bytes/ { r = $2 } /^write_bytes/ { w = $2 } END { if (r != "" && w != "") print r, w }' "/proc/$1/io" 2>/dev/null || true
 }
 stop_sampler() { kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=; }
+
+start_scraper() { # METRICS_SCRAPE=1: GET /metrics every second; "<ok> <failed>" into $1
+    local file=$1 pid=$broker_pid url="http://127.0.0.1:$metrics_port/metrics"
+    echo "0 0" >"$file"
+    ((metrics_scrape)) || return 0
+    (
+        ok=0 failed=0
+        while kill -0 "$pid" 2>/dev/null; do
+            if curl -fsS -m 2 -o /dev/null "$url" 2>/dev/null; then ok=$((ok + 1)); else failed=$((failed + 1)); fi
+            echo "$ok $failed" >"$file"
+            sleep 1
+        done
+    ) &
+    scraper_pid=$!
+}
+stop_scraper() {
+    [[ -n $scraper_pid ]] || return 0
+    kill "$scraper_pid" 2>/dev/null || true
+    wait "$scraper_pid" 2>/dev/null || true
+    scraper_pid=
+}
 
 run_ringbench() { # $1 = json file, $2 = log file, rest = workload and its flags
     local json=$1 logfile=$2
@@ -384,6 +425,7 @@ for spec in "${suite[@]}"; do
     fi
     args=("${args[@]//@rabbitmq_port@/$rabbitmq_port}")
     start_sampler "$rss_file"
+    start_scraper "$work/$name.scrapes"
     io_before=$(proc_io "$broker_pid")
     if ((!have_ringbench)); then
         sleep 1
@@ -413,6 +455,13 @@ for spec in "${suite[@]}"; do
         fi
     fi
     stop_sampler
+    stop_scraper
+    scrapes=null
+    if ((metrics_scrape)); then
+        read -r scrapes_ok scrapes_failed <"$work/$name.scrapes"
+        scrapes="{\"ok\": ${scrapes_ok:-0}, \"failed\": ${scrapes_failed:-0}}"
+        log "   metrics: ${scrapes_ok:-0} scrapes answered, ${scrapes_failed:-0} failed"
+    fi
     # The broker's block-device traffic during the entry (/proc/PID/io; O_DIRECT counts): reads
     # show consumers served from disk rather than from the batch cache.
     read -r r0 w0 <<<"$io_before"
@@ -442,12 +491,12 @@ for spec in "${suite[@]}"; do
     jq -nc --arg name "$name" --arg status "$status" --arg fsync "$fsync" --arg kind "$kind" \
         --arg note "$note" --arg stop "$stopped" --argjson rss "${max_rss:-0}" --argjson cache "$cache_bytes" \
         --arg cores "$broker_cores" --argjson shards "$shards" --argjson wall "$elapsed" \
-        --arg bflags "${broker_flags:-}" \
+        --arg bflags "${broker_flags:-}" --argjson scrapes "$scrapes" \
         --argjson data "$data_bytes" --argjson dread "$disk_read" --argjson dwritten "$disk_written" \
         --arg cmd "ringbench ${args[*]} ${client_args[*]} --fsync-hint fsync=$fsync" --argjson result "$res" \
         '{name: $name, status: $status, fsync: $fsync, ceiling: $kind, note: $note,
           broker: {cores: $cores, shards: $shards, flags: $bflags, stop: $stop, max_rss_kib: $rss, cache_bytes: $cache, data_bytes: $data,
-                   disk_read_bytes: $dread, disk_written_bytes: $dwritten},
+                   disk_read_bytes: $dread, disk_written_bytes: $dwritten, metrics_scrapes: $scrapes},
           command: $cmd, wall_s: $wall, result: $result}' >>"$entries"
 done
 
@@ -461,8 +510,8 @@ jq -n --slurpfile entries "$entries" --arg stamp "$stamp" \
     --argjson lat "$lat4k_us" --argjson latd "$lat4k_dsync_us" \
     --argjson nproc "$ncpu" --argjson mem "$mem_kib" --arg kernel "$(uname -r)" --arg cpu "$cpu_model" \
     --arg fs "$fs_type" --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-    --argjson seconds "$seconds" --argjson warmup "$warmup" \
-    '{timestamp: $stamp, commit: $commit, seconds: $seconds, warmup_s: $warmup,
+    --argjson seconds "$seconds" --argjson warmup "$warmup" --argjson scrape "$metrics_scrape" \
+    '{timestamp: $stamp, commit: $commit, seconds: $seconds, warmup_s: $warmup, metrics_scrape: ($scrape == 1),
       machine: {nproc: $nproc, memory_kib: $mem, kernel: $kernel, cpu_model: $cpu, data_fs: $fs},
       ceilings: {o_direct_write_mb_per_s: $write, o_direct_read_mb_per_s: $read,
                  write_4k_o_direct_us: $lat, write_4k_o_dsync_us: $latd, loopback_tcp_mb_per_s: $loop},
@@ -476,7 +525,7 @@ jq -r '
   .ceilings as $c |
   "# ringbroker benchmark \(.timestamp) (commit \(.commit))",
   "",
-  "\(.machine.nproc) cores, \(.machine.memory_kib / 1048576 | floor) GiB, kernel \(.machine.kernel), \(.machine.cpu_model), data on \(.machine.data_fs); \(.seconds) s per run after \(.warmup_s) s warm-up. MB/s = 10^6 B/s.",
+  "\(.machine.nproc) cores, \(.machine.memory_kib / 1048576 | floor) GiB, kernel \(.machine.kernel), \(.machine.cpu_model), data on \(.machine.data_fs); \(.seconds) s per run after \(.warmup_s) s warm-up. MB/s = 10^6 B/s.\(if .metrics_scrape then " Metrics on: every broker ran with --metrics-listen and was scraped every second (METRICS_SCRAPE=1)." else "" end)",
   "",
   "Ceilings: O_DIRECT write \(num($c.o_direct_write_mb_per_s; 1)) MB/s, O_DIRECT read \(num($c.o_direct_read_mb_per_s; 1)) MB/s, loopback TCP \(num($c.loopback_tcp_mb_per_s; 1)) MB/s, 4 KiB O_DIRECT write \(num($c.write_4k_o_direct_us; 1)) µs (with O_DSYNC \(num($c.write_4k_o_dsync_us; 1)) µs). The disk ceilings are dd at queue depth 1 (1 MiB blocks), a lower bound of what the device does with deeper queues.",
   "Producers and end-to-end are read against O_DIRECT write, consumers against O_DIRECT read; all against loopback TCP (ringbench loopback, one sender/receiver pair).",

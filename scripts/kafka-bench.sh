@@ -144,7 +144,7 @@ for run in $(seq "$runs"); do
     phase "run$run" kcat-consume $((messages * 1000)) kcat -b "127.0.0.1:$kafka_port" -t bench -p 0 -C -e \
         -o beginning -q -f '%s\n' || failed=1
     phase "run$run" native-consume json "$bench_bin" --server "127.0.0.1:$listen_port" pinned-consumer --json "$out/logs/run$run.native-consume.json" \
-        --producers 1 --consumers 1 --streams 1 --partitions 1 --message-size 1000 \
+        --producers 1 --consumers 1 --streams 1 --partitions 1 --message-size 1000 --warmup 0 \
         --batches "$consumer_batches" || failed=1
     stop_broker
     rm -rf "$tmp/data-run$run"

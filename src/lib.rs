@@ -15,6 +15,7 @@ pub mod client;
 pub mod constants;
 pub mod io;
 pub mod metadata;
+pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod server;

@@ -56,6 +56,7 @@ fn main() {
         let direct = if direct.is_empty() { "off".to_string() } else { direct.join(", ") };
         format!("kafka on {listen} (per shard: {direct}; broker stream \"{}\")", config.kafka_stream)
     });
+    let publish_every = config.metrics_publish_interval;
     let running = match server::start(config) {
         Ok(running) => running,
         Err(error) => fail(&error),
@@ -74,6 +75,12 @@ fn main() {
     }
     if let Some(kafka) = kafka {
         println!("{kafka}");
+    }
+    if let Some(endpoint) = &running.metrics {
+        println!(
+            "metrics on http://{}/metrics (partition figures every {publish_every:?})",
+            endpoint.address()
+        );
     }
     println!("memory: {memory}");
     if let Some(signal) = signals.forever().next() {

@@ -35,6 +35,7 @@ use super::frame_pool::FrameBuf;
 use super::handlers;
 use super::subscriptions::{Push, Release};
 use super::tls::Acceptor;
+use crate::metrics::{WireMetrics, WIRE_NATIVE};
 use crate::protocol::frame::{encode_frame, FrameError, FrameHeader, FRAME_HEADER_BYTES};
 use crate::protocol::messages::{self, ErrorBody, Status};
 use crate::shard::partitions::PayloadPart;
@@ -117,6 +118,7 @@ impl Response {
 pub async fn serve_tcp(shard: Rc<Shard>, stream: TcpStream, tls: Option<Acceptor>) {
     let counters = shard.counters.clone();
     let open = counters.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let _open = shard.metrics.wire(WIRE_NATIVE).connection();
     let over_limit = open as usize > shard.config.max_connections;
     let peer = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
@@ -143,7 +145,8 @@ where
     let watchdog = start_watchdog(&shard, &flow);
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
-    let writing = glommio::spawn_local(write_responses(writer, receiver));
+    let writing =
+        glommio::spawn_local(write_counted(writer, receiver, Some(shard.metrics.wire(WIRE_NATIVE))));
     let id = session_id(shard.id);
     let push = Push::new(shard.clone(), id, sender.clone());
     let session = Rc::new(Session {
@@ -328,6 +331,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
 ) -> Result<(), String> {
     let in_flight = std::sync::Arc::new(Semaphore::new(shard.config.max_in_flight));
     let memory_limit = shard.config.max_connection_memory;
+    let wire = shard.metrics.wire(WIRE_NATIVE);
     let mut head = [0_u8; FRAME_HEADER_BYTES];
     loop {
         if shard.shutting_down() {
@@ -360,16 +364,18 @@ async fn read_requests<R: AsyncRead + Unpin>(
             return Err(format!("read body: {error}"));
         }
         flow.reading_body.set(false);
+        wire.bytes_in(length as u64);
         flow.frames_read.set(flow.frames_read.get() + 1);
         let permit = flow.unless_killed(in_flight.acquire_arc()).await?;
         flow.outstanding_requests.set(flow.outstanding_requests.get() + 1);
         let (shard, session, sender, flow) = (shard.clone(), session.clone(), sender.clone(), flow.clone());
         glommio::spawn_local(async move {
+            let in_flight = shard.metrics.in_flight();
             if let Some(response) = handlers::handle(&shard, &session, header, frame).await {
                 let _ = sender.unbounded_send(response);
             }
             flow.answered(length);
-            drop(permit);
+            drop((permit, in_flight));
             if session.close_after_reply.get() {
                 flow.kill("the request's handler closed the connection".to_string());
             }
@@ -379,11 +385,18 @@ async fn read_requests<R: AsyncRead + Unpin>(
 }
 
 /// Writes responses as they complete; small ones (and small payload parts) are gathered into one
-/// write, large payload parts are written straight from their read buffers.
-pub(crate) async fn write_responses<W: AsyncWrite + Unpin>(
+/// write, large payload parts are written straight from their read buffers. Counts the bytes
+/// written into `wire`'s `sent_bytes` when given.
+pub(crate) async fn write_counted<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut receiver: mpsc::UnboundedReceiver<Response>,
+    wire: Option<WireMetrics>,
 ) {
+    let sent = |bytes: usize| {
+        if let Some(wire) = &wire {
+            wire.bytes_out(bytes as u64);
+        }
+    };
     let mut buffer: Vec<u8> = Vec::with_capacity(COALESCE_BYTES_MAX);
     while let Some(first) = receiver.next().await {
         let mut next = Some(first);
@@ -400,6 +413,7 @@ pub(crate) async fn write_responses<W: AsyncWrite + Unpin>(
                 {
                     return;
                 }
+                sent(buffer.len() + bytes.len());
                 buffer.clear();
             }
             drop(response);
@@ -412,6 +426,7 @@ pub(crate) async fn write_responses<W: AsyncWrite + Unpin>(
             if writer.write_all(&buffer).await.is_err() {
                 return;
             }
+            sent(buffer.len());
             buffer.clear();
         }
         if writer.flush().await.is_err() {

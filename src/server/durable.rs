@@ -196,6 +196,7 @@ pub(crate) async fn run(shard: &Shard, key: PartitionKey, op: DurableOp) -> Brok
         return ops::run(shard, key, op).await;
     }
     shard.counters.forwarded_requests.fetch_add(1, Ordering::Relaxed);
+    shard.metrics.forwarded();
     let sent = shard.mesh.ask(owner, |reply| ShardMessage::Durable { key, op, reply }).await?;
     Ok(sent.into_local())
 }

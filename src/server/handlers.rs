@@ -16,6 +16,7 @@ use super::connection::{Response, Session};
 use super::{admin, data, subscriptions};
 use crate::metadata::auth::{self, Right};
 use crate::metadata::catalog::User;
+use crate::metrics::{native_kind_name, WIRE_NATIVE};
 use crate::protocol::frame::{encode_head, FrameHeader};
 use crate::protocol::messages::{self, Kind, Status};
 use crate::server::frame_pool::FrameBuf;
@@ -39,6 +40,7 @@ pub async fn handle(
         None => Err(BrokerError::new(Status::UnknownKind, format!("unknown request kind {}", header.kind))),
         Some(kind) => dispatch(shard, session, kind, header, frame).await,
     };
+    shard.metrics.request(WIRE_NATIVE, native_kind_name(kind), result.is_ok());
     match result {
         Ok(_) if matches!(kind, Some(Kind::Credit | Kind::ConsumerUpdate)) => None,
         Ok((body, payload)) => {

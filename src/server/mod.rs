@@ -50,6 +50,8 @@ pub struct RunningServer {
     pub listen: SocketAddr,
     /// Each shard's direct address, when per-shard listeners are on.
     pub shard_addresses: Vec<Option<SocketAddr>>,
+    /// The metrics endpoint (`--metrics-listen`), stopped at shutdown.
+    pub metrics: Option<crate::metrics::Endpoint>,
 }
 
 /// Starts every shard and returns once all serve (or the first start-up error).
@@ -69,12 +71,15 @@ pub fn start(mut config: ServerConfig) -> Result<RunningServer, String> {
     let config = Arc::new(config);
     let (mesh_handle, receivers) = mesh(shards);
     let counters = Arc::new(SharedCounters::default());
+    let metrics = crate::metrics::Metrics::new(shards);
+    let endpoint = start_metrics(&config, &metrics, &counters, shards)?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<u16, String>>();
     let mut threads = Vec::with_capacity(shards);
     for (id, (receiver, core)) in receivers.into_iter().zip(placement).enumerate() {
         let placement = core.map_or(Placement::Unbound, Placement::Fixed);
         let (config, mesh, counters, ready, acceptor) =
             (config.clone(), mesh_handle.clone(), counters.clone(), ready_tx.clone(), acceptor.clone());
+        let shard_metrics = metrics.shard(id as u16);
         let builder = LocalExecutorBuilder::new(placement)
             .name(&format!("ringbroker-shard-{id}"))
             .io_memory(plan.io_memory_per_shard_bytes)
@@ -83,7 +88,7 @@ pub fn start(mut config: ServerConfig) -> Result<RunningServer, String> {
         let handle = builder
             .spawn(move || async move {
                 let id = id as u16;
-                match boot(id, config, mesh, counters).await {
+                match boot(id, config, mesh, counters, shard_metrics).await {
                     Ok((shard, listeners)) => serve(shard, listeners, acceptor, receiver, ready).await,
                     Err(error) => {
                         let _ = ready.send(Err(format!("shard {id}: {error}")));
@@ -102,12 +107,34 @@ pub fn start(mut config: ServerConfig) -> Result<RunningServer, String> {
         }
     }
     let shard_addresses = (0..shards as u16).map(|s| config.shard_address(s)).collect();
-    Ok(RunningServer { mesh: mesh_handle, threads, listen: config.listen, shard_addresses })
+    Ok(RunningServer {
+        mesh: mesh_handle,
+        threads,
+        listen: config.listen,
+        shard_addresses,
+        metrics: endpoint,
+    })
+}
+
+/// Starts the metrics endpoint when `--metrics-listen` is given.
+fn start_metrics(
+    config: &ServerConfig,
+    metrics: &crate::metrics::Metrics,
+    counters: &Arc<SharedCounters>,
+    shards: usize,
+) -> Result<Option<crate::metrics::Endpoint>, String> {
+    let Some(listen) = config.metrics_listen else { return Ok(None) };
+    let counters = counters.clone();
+    let broker: crate::metrics::BrokerCounters = Box::new(move || counters.snapshot(shards as u16));
+    let endpoint =
+        metrics.serve(listen, Some(broker)).map_err(|e| format!("binding --metrics-listen {listen}: {e}"))?;
+    Ok(Some(endpoint))
 }
 
 impl RunningServer {
     /// Asks every shard to stop (flush, fsync, close) and waits for all of them.
     pub fn shutdown(self) {
+        drop(self.metrics);
         let mut acks = Vec::new();
         for shard in 0..self.mesh.shards() as u16 {
             let (ack, done) = oneshot::channel();
@@ -138,9 +165,10 @@ async fn boot(
     config: Arc<ServerConfig>,
     mesh: Mesh,
     counters: Arc<SharedCounters>,
+    metrics: Arc<crate::metrics::ShardMetrics>,
 ) -> Result<(Rc<Shard>, Listeners), String> {
     let io = DmaIo::new(&config.data_dir).await.map_err(|e| e.to_string())?;
-    let partitions = PartitionManager::new(id, io.clone(), config.clone());
+    let partitions = PartitionManager::new(id, io.clone(), config.clone(), metrics);
     let controller = if id == 0 {
         Some(Controller::open(io, &config, mesh.clone()).await.map_err(|e| e.to_string())?)
     } else {
@@ -214,6 +242,7 @@ async fn serve(
         glommio::spawn_local(accept(shard.clone(), listener, acceptor.clone(), Wire::Kafka)).detach();
     }
     glommio::spawn_local(maintain(shard.clone())).detach();
+    glommio::spawn_local(crate::shard::publish_metrics(shard.clone())).detach();
     let _ = ready.send(Ok(shard.id));
     tracing::info!(shard = shard.id, "serving");
     mesh_loop.await;

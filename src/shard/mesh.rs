@@ -351,6 +351,19 @@ pub enum ShardMessage {
         /// The answer.
         reply: oneshot::Sender<BrokerResult<()>>,
     },
+    /// To a Kafka group's coordinator shard: a group request of the Kafka listener (JoinGroup,
+    /// SyncGroup, Heartbeat, LeaveGroup, OffsetCommit or OffsetFetch) from a connection on
+    /// another shard, answered with its response.
+    KafkaGroup {
+        /// The request's version.
+        version: i16,
+        /// The user the connection runs as.
+        user: String,
+        /// The decoded request.
+        request: Box<kafka_protocol::messages::RequestKind>,
+        /// The answer.
+        reply: oneshot::Sender<BrokerResult<kafka_protocol::messages::ResponseKind>>,
+    },
     /// From the controller: a new catalog; open and close partitions to match, then ack.
     Catalog {
         /// The catalog.

@@ -88,6 +88,8 @@ pub struct Shard {
     pub mesh: Mesh,
     /// Counters shared by all shards.
     pub counters: Arc<SharedCounters>,
+    /// This shard's own metrics (written only here; the metrics endpoint reads them).
+    pub metrics: Arc<crate::metrics::ShardMetrics>,
     /// The partitions this shard owns.
     pub partitions: PartitionManager,
     /// Shard 0 only.
@@ -96,6 +98,8 @@ pub struct Shard {
     pub leases: leases::Leases,
     /// Single-active-consumer groups of the topics this shard coordinates.
     pub sac: sac::SacGroups,
+    /// Kafka consumer groups this shard coordinates (`crate::wire::kafka::groups`).
+    pub(crate) kafka_groups: crate::wire::kafka::groups::Coordinator,
     catalog: RefCell<Arc<Catalog>>,
     catalog_installed: event_listener::Event,
     install_lock: async_lock::Mutex<()>,
@@ -118,10 +122,12 @@ impl Shard {
             config,
             mesh,
             counters,
+            metrics: partitions.metrics().clone(),
             partitions,
             controller,
             leases,
             sac: sac::SacGroups::default(),
+            kafka_groups: Default::default(),
             catalog: RefCell::new(Arc::new(Catalog::default())),
             catalog_installed: event_listener::Event::new(),
             install_lock: async_lock::Mutex::new(()),
@@ -198,6 +204,20 @@ impl Shard {
             Some(controller) => controller.group(op),
             None => self.mesh.ask(0, |reply| ShardMessage::Group { op, reply }).await,
         }
+    }
+}
+
+/// Publishes this shard's partition figures for the metrics endpoint every
+/// `--metrics-publish-interval`, until shutdown; returns at once when `--metrics-listen` is off.
+pub async fn publish_metrics(shard: Rc<Shard>) {
+    if shard.config.metrics_listen.is_none() {
+        return;
+    }
+    let every = shard.config.metrics_publish_interval.max(std::time::Duration::from_millis(10));
+    while !shard.shutting_down() {
+        let figures = shard.partitions.figures(&shard.catalog(), &shard.metrics.figures());
+        shard.metrics.publish(figures);
+        glommio::timer::sleep(every).await;
     }
 }
 
@@ -286,6 +306,10 @@ async fn serve(shard: &Rc<Shard>, message: ShardMessage) {
         }
         ShardMessage::SacMember { update, reply } => {
             let _ = reply.send(crate::server::subscriptions::member_update(update).await);
+        }
+        ShardMessage::KafkaGroup { version, user, request, reply } => {
+            let response = crate::wire::kafka::groups::forwarded(shard, version, user, *request).await;
+            let _ = reply.send(Ok(response));
         }
         ShardMessage::Catalog { .. } | ShardMessage::Shutdown { .. } => {}
     }

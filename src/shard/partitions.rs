@@ -36,6 +36,7 @@ use super::producers::{NamedBatch, ProducerTable};
 use crate::storage::acks::AckLog;
 use crate::storage::producers::ProducerLog;
 
+mod figures;
 mod filtered;
 mod named;
 mod read;
@@ -111,13 +112,25 @@ pub struct PartitionManager {
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     /// This shard's batch cache (`--cache-bytes` over the shards).
     cache: Rc<BatchCache>,
+    /// This shard's metrics (the logs observe fsyncs into them; [`figures`] publishes into them).
+    metrics: Arc<crate::metrics::ShardMetrics>,
 }
 
 impl PartitionManager {
-    /// An empty manager for `shard`.
-    pub fn new(shard: u16, io: DmaIo, config: Arc<ServerConfig>) -> Self {
+    /// An empty manager for `shard`, counting into `metrics`.
+    pub fn new(
+        shard: u16,
+        io: DmaIo,
+        config: Arc<ServerConfig>,
+        metrics: Arc<crate::metrics::ShardMetrics>,
+    ) -> Self {
         let cache = BatchCache::growing(config.cache_bytes_per_shard(), config.cache_growth_per_shard());
-        Self { shard, io, config, partitions: RefCell::new(HashMap::new()), cache }
+        Self { shard, io, config, partitions: RefCell::new(HashMap::new()), cache, metrics }
+    }
+
+    /// This shard's metrics.
+    pub fn metrics(&self) -> &Arc<crate::metrics::ShardMetrics> {
+        &self.metrics
     }
 
     /// How far reads run ahead of sequential readers.
@@ -171,6 +184,7 @@ impl PartitionManager {
             if !repairs.is_empty() {
                 tracing::warn!(shard = self.shard, dir = %dir.display(), repairs = repairs.len(), "partition recovered");
             }
+            log.observe_fsyncs(self.metrics.fsync.clone());
             let offsets = OffsetStore::open(self.io.clone(), &dir, self.config.fsync)
                 .await
                 .map_err(|e| BrokerError::storage(&what, e))?;

@@ -132,6 +132,8 @@ pub struct PartitionLog<I: Io> {
     turn_changed: Event,
     /// Fired when write-behind appends leave bytes to write, and on close.
     dirty: Event,
+    /// Where append-path fdatasync latencies go (`--metrics-listen`), once attached.
+    fsync_latency: std::cell::OnceCell<std::sync::Arc<crate::metrics::Histogram>>,
 }
 
 /// An appender's turn to buffer; passes the turn on when dropped.
@@ -204,6 +206,7 @@ impl<I: Io> PartitionLog<I> {
             serving: Cell::new(0),
             turn_changed: Event::new(),
             dirty: Event::new(),
+            fsync_latency: std::cell::OnceCell::new(),
         };
         Ok((log, repairs))
     }
@@ -483,7 +486,12 @@ impl<I: Io> PartitionLog<I> {
             Some(active) => active.stable,
             None => return Ok(()),
         };
-        if let Err(error) = file.sync().await {
+        let started = Instant::now();
+        let synced = file.sync().await;
+        if let Some(histogram) = self.fsync_latency.get() {
+            histogram.observe(started.elapsed());
+        }
+        if let Err(error) = synced {
             let reason = error.to_string();
             tracing::error!(dir = %self.dir.display(), %reason, "fdatasync failed: partition poisoned");
             self.state.borrow_mut().poisoned = Some(reason.clone());
@@ -676,6 +684,17 @@ impl<I: Io> PartitionLog<I> {
     pub fn size(&self) -> (u64, usize) {
         let state = self.state.borrow();
         (state.segments.iter().map(|s| s.len()).sum(), state.segments.len())
+    }
+
+    /// Sends the latency of every append-path fdatasync to `histogram` from now on (the first
+    /// histogram attached stays).
+    pub fn observe_fsyncs(&self, histogram: std::sync::Arc<crate::metrics::Histogram>) {
+        let _ = self.fsync_latency.set(histogram);
+    }
+
+    /// Bytes appended (and, under `--fsync never`, acknowledged) but not yet written.
+    pub fn write_behind_bytes(&self) -> u64 {
+        self.dirty_bytes(&self.state.borrow())
     }
 
     /// Why the log refuses writes, if it does.

@@ -28,8 +28,9 @@ use glommio::net::TcpStream;
 
 use super::frame::{self, FrameError};
 use super::state::Conn;
+use crate::metrics::WIRE_KAFKA;
 use crate::server::connection::{
-    end_session, session_id, start_watchdog, write_responses, Flow, Response, Session,
+    end_session, session_id, start_watchdog, write_counted, Flow, Response, Session,
 };
 use crate::server::tls::Acceptor;
 use crate::shard::Shard;
@@ -67,11 +68,13 @@ where
         let _ = stream.close().await;
         return;
     }
+    let wire = shard.metrics.wire(WIRE_KAFKA);
+    let _open = wire.connection();
     let flow = Rc::new(Flow::default());
     let watchdog = start_watchdog(&shard, &flow);
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
-    let writing = glommio::spawn_local(write_responses(writer, receiver));
+    let writing = glommio::spawn_local(write_counted(writer, receiver, Some(wire.clone())));
     let (slots, queue) = mpsc::unbounded::<Slot>();
     let answering = glommio::spawn_local(answer_in_order(queue, sender, flow.clone()));
     let id = session_id(shard.id);
@@ -90,7 +93,7 @@ where
         scratch: Default::default(),
     });
     let renewing = glommio::spawn_local(super::produce::keep_alive(conn.clone(), flow.clone()));
-    if let Err(reason) = read_frames(&conn, &flow, reader, slots).await {
+    if let Err(reason) = read_frames(&conn, &flow, reader, slots, &wire).await {
         tracing::debug!(shard = shard.id, ?peer, %reason, "kafka connection closed");
     }
     end_session(&shard, &session, None).await;
@@ -146,6 +149,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     flow: &Rc<Flow>,
     mut reader: R,
     slots: mpsc::UnboundedSender<Slot>,
+    wire: &crate::metrics::WireMetrics,
 ) -> Result<(), String> {
     let shard = &conn.shard;
     let in_flight = std::sync::Arc::new(Semaphore::new(shard.config.max_in_flight));
@@ -170,6 +174,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             return Err(format!("read body: {error}"));
         }
         flow.reading_body.set(false);
+        wire.bytes_in((length + frame::LENGTH_BYTES) as u64);
         flow.frames_read.set(flow.frames_read.get() + 1);
         flow.outstanding_requests.set(flow.outstanding_requests.get() + 1);
         let body: Bytes = body.freeze();
@@ -182,7 +187,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
         match frame::decode_request(body) {
             Ok(request) => super::dispatch::request(conn, &in_flight, request, answer).await?,
             Err(error) => {
-                let closing = super::dispatch::refused(&error, answer);
+                let closing = super::dispatch::refused(&conn.shard, &error, answer);
                 if closing {
                     return Err(describe(&error));
                 }

@@ -21,6 +21,8 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use super::connection::Answer;
 use super::frame::{self, FrameError, Request};
 use super::state::Conn;
+use crate::metrics::WIRE_KAFKA;
+use crate::shard::Shard;
 
 /// Runs one request; `Err` closes the connection (after the answers before it).
 pub(crate) async fn request(
@@ -31,7 +33,7 @@ pub(crate) async fn request(
 ) -> Result<(), String> {
     let Request { api_key, version, header, body } = request;
     let correlation_id = header.correlation_id;
-    let reply = Reply { answer, correlation_id, api_key, version };
+    let reply = Reply { answer, correlation_id, api_key, version, shard: conn.shard.clone() };
     if !conn.authenticated.get()
         && !matches!(api_key, ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
     {
@@ -56,6 +58,7 @@ pub(crate) async fn request(
             let permit = in_flight.acquire_arc().await;
             let conn = conn.clone();
             glommio::spawn_local(async move {
+                let _in_flight = conn.shard.metrics.in_flight();
                 let response = super::produce::finish(&conn, version, prepared).await;
                 if let Some(response) = response {
                     reply.send(ResponseKind::Produce(response));
@@ -71,6 +74,7 @@ pub(crate) async fn request(
             let permit = in_flight.acquire_arc().await;
             let conn = conn.clone();
             glommio::spawn_local(async move {
+                let _in_flight = conn.shard.metrics.in_flight();
                 match run(&conn, version, body).await {
                     Some(response) => reply.send(response),
                     None => reply.close(),
@@ -124,12 +128,18 @@ async fn run(conn: &Conn, version: i16, body: RequestKind) -> Option<ResponseKin
 }
 
 /// A frame that did not decode into a served request. Returns whether the connection closes.
-pub(crate) fn refused(error: &FrameError, answer: Answer) -> bool {
+pub(crate) fn refused(shard: &Rc<Shard>, error: &FrameError, answer: Answer) -> bool {
+    shard.metrics.request(WIRE_KAFKA, "unsupported", false);
     match error {
         FrameError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. } => {
             // KIP-511: answer at v0 with the served ranges; the client retries at one of them.
-            let reply =
-                Reply { answer, correlation_id: *correlation_id, api_key: ApiKey::ApiVersions, version: 0 };
+            let reply = Reply {
+                answer,
+                correlation_id: *correlation_id,
+                api_key: ApiKey::ApiVersions,
+                version: 0,
+                shard: shard.clone(),
+            };
             reply.send(ResponseKind::ApiVersions(super::meta::api_versions(frame::UNSUPPORTED_VERSION)));
             false
         }
@@ -163,15 +173,21 @@ pub(crate) struct Reply {
     correlation_id: i32,
     api_key: ApiKey,
     version: i16,
+    /// Counts the request (`ringbroker_requests_total{wire="kafka"}`) when answered.
+    shard: Rc<Shard>,
 }
 
 impl Reply {
     /// Encodes `response` at the request's version into the request's slot.
     pub(crate) fn send(self, response: ResponseKind) {
-        let mut out = BytesMut::new();
+        self.shard.metrics.request(WIRE_KAFKA, kind_name(self.api_key), !has_error(&response));
+        // Sized up front: a fetch answer is mostly its record bytes, and growing a megabyte
+        // buffer by doubling would copy it several times.
+        let mut out = BytesMut::with_capacity(RESPONSE_OVERHEAD_BYTES + records_bytes(&response));
         match frame::encode_response(&mut out, self.correlation_id, self.api_key, self.version, &response) {
             Ok(()) => {
-                let _ = self.answer.send(Some(out.to_vec()));
+                // The buffer becomes the frame without a copy (it is its only owner).
+                let _ = self.answer.send(Some(Vec::from(out)));
             }
             Err(error) => {
                 tracing::warn!(%error, "kafka response not encodable; closing the connection");
@@ -182,11 +198,72 @@ impl Reply {
 
     /// No answer for this request (Produce with acks=0), and the connection goes on.
     pub(crate) fn skip(self) {
+        self.shard.metrics.request(WIRE_KAFKA, kind_name(self.api_key), true);
         let _ = self.answer.send(Some(Vec::new()));
     }
 
     /// Closes the connection at this request.
     pub(crate) fn close(self) {
+        self.shard.metrics.request(WIRE_KAFKA, kind_name(self.api_key), false);
         let _ = self.answer.send(None);
+    }
+}
+
+/// The request kind label of a served API (`unsupported` for the rest).
+fn kind_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "produce",
+        ApiKey::Fetch => "fetch",
+        ApiKey::ListOffsets => "list_offsets",
+        ApiKey::Metadata => "metadata",
+        ApiKey::OffsetCommit => "offset_commit",
+        ApiKey::OffsetFetch => "offset_fetch",
+        ApiKey::FindCoordinator => "find_coordinator",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::SyncGroup => "sync_group",
+        ApiKey::SaslHandshake => "sasl_handshake",
+        ApiKey::ApiVersions => "api_versions",
+        ApiKey::CreateTopics => "create_topics",
+        ApiKey::DeleteTopics => "delete_topics",
+        ApiKey::InitProducerId => "init_producer_id",
+        ApiKey::SaslAuthenticate => "sasl_authenticate",
+        _ => "unsupported",
+    }
+}
+
+/// Whether an answer carries a top-level error (per-partition errors count as answered).
+fn has_error(response: &ResponseKind) -> bool {
+    match response {
+        ResponseKind::ApiVersions(r) => r.error_code != 0,
+        ResponseKind::SaslHandshake(r) => r.error_code != 0,
+        ResponseKind::SaslAuthenticate(r) => r.error_code != 0,
+        ResponseKind::FindCoordinator(r) => r.error_code != 0,
+        ResponseKind::JoinGroup(r) => r.error_code != 0,
+        ResponseKind::SyncGroup(r) => r.error_code != 0,
+        ResponseKind::Heartbeat(r) => r.error_code != 0,
+        ResponseKind::LeaveGroup(r) => r.error_code != 0,
+        ResponseKind::InitProducerId(r) => r.error_code != 0,
+        ResponseKind::Produce(r) => {
+            r.responses.iter().any(|t| t.partition_responses.iter().any(|p| p.error_code != 0))
+        }
+        _ => false,
+    }
+}
+
+/// Room for a response's fields besides its record bytes.
+const RESPONSE_OVERHEAD_BYTES: usize = 4096;
+
+/// The record bytes a response carries (Fetch), to size its buffer.
+fn records_bytes(response: &ResponseKind) -> usize {
+    match response {
+        ResponseKind::Fetch(fetch) => fetch
+            .responses
+            .iter()
+            .flat_map(|topic| topic.partitions.iter())
+            .map(|partition| partition.records.as_ref().map_or(0, |r| r.len()) + 64)
+            .sum(),
+        _ => 0,
     }
 }

@@ -22,20 +22,16 @@ pub(crate) const INVALID_TOPIC: i16 = 17;
 /// `RECORD_LIST_TOO_LARGE`.
 pub(crate) const RECORD_LIST_TOO_LARGE: i16 = 18;
 /// `ILLEGAL_GENERATION`.
-#[allow(dead_code)] // until the group coordinator lands
 pub(crate) const ILLEGAL_GENERATION: i16 = 22;
 /// `INCONSISTENT_GROUP_PROTOCOL`.
-#[allow(dead_code)] // until the group coordinator lands
 pub(crate) const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 /// `UNKNOWN_MEMBER_ID`.
 pub(crate) const UNKNOWN_MEMBER_ID: i16 = 25;
 /// `REBALANCE_IN_PROGRESS`.
-#[allow(dead_code)] // until the group coordinator lands
 pub(crate) const REBALANCE_IN_PROGRESS: i16 = 27;
 /// `TOPIC_AUTHORIZATION_FAILED`.
 pub(crate) const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
 /// `GROUP_AUTHORIZATION_FAILED`.
-#[allow(dead_code)] // until the group coordinator lands
 pub(crate) const GROUP_AUTHORIZATION_FAILED: i16 = 30;
 /// `UNSUPPORTED_SASL_MECHANISM`.
 pub(crate) const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
@@ -56,7 +52,6 @@ pub(crate) const UNKNOWN_PRODUCER_ID: i16 = 59;
 /// `GROUP_ID_NOT_FOUND`.
 pub(crate) const GROUP_ID_NOT_FOUND: i16 = 69;
 /// `MEMBER_ID_REQUIRED`.
-#[allow(dead_code)] // until the group coordinator lands
 pub(crate) const MEMBER_ID_REQUIRED: i16 = 79;
 /// `INVALID_RECORD`.
 pub(crate) const INVALID_RECORD: i16 = 87;

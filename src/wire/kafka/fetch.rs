@@ -96,6 +96,7 @@ pub(crate) async fn fetch(conn: &Conn, version: i16, request: FetchRequest) -> F
             topic.partitions.push(data);
         }
     }
+    conn.shard.metrics.polled(started.elapsed());
     FetchResponse::default().with_responses(topics)
 }
 
@@ -212,8 +213,9 @@ async fn wait_for_data(conn: &Conn, asked: &[Asked], wait: Duration) -> bool {
     arrived
 }
 
-/// ListOffsets: -2 earliest, -1 latest, else the first offset at or after that time (ms; by
-/// append time, the time our batches carry), -1 when there is none.
+/// ListOffsets: -2 earliest, -1 latest, else the first offset whose record timestamp (the
+/// producer's create time, as Kafka's time index has it) is at or after that time (ms), with
+/// that record's timestamp; -1 when there is none.
 pub(crate) async fn list_offsets(
     conn: &Conn,
     version: i16,
@@ -231,7 +233,10 @@ pub(crate) async fn list_offsets(
                 answer.leader_epoch = 0;
             }
             match offset_for(conn, &topic.name, partition.partition_index, partition.timestamp).await {
-                Ok(offset) => answer.offset = offset,
+                Ok((offset, timestamp)) => {
+                    answer.offset = offset;
+                    answer.timestamp = timestamp;
+                }
                 Err(error) => answer.error_code = code_of(&error),
             }
             partitions.push(answer);
@@ -241,7 +246,12 @@ pub(crate) async fn list_offsets(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-async fn offset_for(conn: &Conn, topic: &TopicName, partition: i32, timestamp: i64) -> BrokerResult<i64> {
+async fn offset_for(
+    conn: &Conn,
+    topic: &TopicName,
+    partition: i32,
+    timestamp: i64,
+) -> BrokerResult<(i64, i64)> {
     let key = {
         let catalog = conn.shard.catalog();
         let (stream, found) = catalog.topic(conn.broker_stream(), topic.0.as_str())?;
@@ -250,23 +260,59 @@ async fn offset_for(conn: &Conn, topic: &TopicName, partition: i32, timestamp: i
         })?;
         PartitionKey { stream_id: stream.id, topic_id: found.id, partition }
     };
-    let strategy = match timestamp {
-        -2 => PollStrategy::First,
-        -1 => PollStrategy::Last,
-        t if t >= 0 => PollStrategy::Timestamp((t as u64).saturating_mul(1000)),
-        _ => PollStrategy::Last,
-    };
-    let polled = poll_partition(&conn.shard, key, spec(strategy, 1, Duration::ZERO)).await?;
-    let end = polled.partition.high_watermark as i64;
-    Ok(match timestamp {
-        -1 => end,
-        _ if polled.parts.is_empty() => {
-            if timestamp == -2 {
-                end
-            } else {
-                -1
+    match timestamp {
+        -2 => {
+            let polled =
+                poll_partition(&conn.shard, key, spec(PollStrategy::First, 1, Duration::ZERO)).await?;
+            let end = polled.partition.high_watermark as i64;
+            Ok((if polled.parts.is_empty() { end } else { polled.partition.start_offset as i64 }, -1))
+        }
+        t if t >= 0 => by_time(conn, key, (t as u64).saturating_mul(1000)).await,
+        _ => {
+            let polled =
+                poll_partition(&conn.shard, key, spec(PollStrategy::Last, 1, Duration::ZERO)).await?;
+            Ok((polled.partition.high_watermark as i64, -1))
+        }
+    }
+}
+
+/// How much of a partition a by-time lookup reads at most, in polls of [`SCAN_POLL_BYTES`].
+const SCAN_POLLS_MAX: usize = 4096;
+/// Bytes per poll of a by-time lookup.
+const SCAN_POLL_BYTES: usize = 1 << 20;
+
+/// The first record at or after `target_us`: batches whose newest record is older are skipped by
+/// their header (the batch header keeps the maximum timestamp); the first batch that may hold
+/// one is opened (inflated when compressed).
+async fn by_time(conn: &Conn, key: PartitionKey, target_us: u64) -> BrokerResult<(i64, i64)> {
+    use crate::protocol::batch::{batches, inflate, validated_view};
+    let mut strategy = PollStrategy::First;
+    for _ in 0..SCAN_POLLS_MAX {
+        let polled =
+            poll_partition(&conn.shard, key, spec(strategy, SCAN_POLL_BYTES, Duration::ZERO)).await?;
+        if polled.parts.is_empty() {
+            break;
+        }
+        for part in &polled.parts {
+            for batch in batches(part.bytes()) {
+                let Ok(batch) = batch else { break };
+                let header = *batch.header();
+                if header.max_timestamp_us < target_us {
+                    continue;
+                }
+                let fallback = (header.base_offset as i64, (header.max_timestamp_us / 1000) as i64);
+                let Ok(plain) = inflate(batch.as_bytes(), crate::constants::BATCH_BYTES_MAX * 64) else {
+                    return Ok(fallback);
+                };
+                let Ok(view) = validated_view(&plain) else { return Ok(fallback) };
+                let found = view.records().find(|r| r.timestamp_us >= target_us);
+                return Ok(found.map_or(fallback, |r| (r.offset as i64, (r.timestamp_us / 1000) as i64)));
             }
         }
-        _ => polled.partition.start_offset as i64,
-    })
+        if polled.partition.next_offset >= polled.partition.high_watermark {
+            break;
+        }
+        strategy = PollStrategy::Offset(polled.partition.next_offset);
+    }
+    Ok((-1, -1))
 }

@@ -169,9 +169,22 @@ pub(crate) async fn create(conn: &Conn, name: &str, partitions: u32) -> BrokerRe
         policy: Default::default(),
         if_missing: false,
     };
-    let _: TopicInfo = call(&context, Kind::TopicCreate, &request).await?;
-    Ok(())
+    let created: BrokerResult<TopicInfo> = call(&context, Kind::TopicCreate, &request).await;
+    // The controller answers once the topic is committed; this shard installs the new catalog a
+    // moment later. Wait for it (bounded), so the Metadata or produce that follows sees the topic.
+    for _ in 0..CATALOG_WAIT_STEPS {
+        if exists(conn, name) {
+            break;
+        }
+        glommio::timer::sleep(CATALOG_WAIT_STEP).await;
+    }
+    created.map(|_| ())
 }
+
+/// How long [`create`] waits for this shard's catalog to show a new topic, in steps.
+const CATALOG_WAIT_STEPS: u32 = 400;
+/// One step of that wait.
+const CATALOG_WAIT_STEP: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// CreateTopics: each topic with its partition count (-1: the auto-create count). Replication
 /// factors other than -1 and 1 are refused (one machine), manual assignments are ignored.

@@ -12,7 +12,7 @@ mod dispatch;
 mod errors;
 mod fetch;
 pub mod frame;
-mod groups;
+pub(crate) mod groups;
 mod meta;
 mod produce;
 pub mod records;

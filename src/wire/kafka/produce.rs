@@ -4,12 +4,13 @@
 //! Runs on the connection's shard. [`prepare`] runs in the reader, so a connection's appends
 //! leave in the order its requests came; [`finish`] runs as the request's task. The mapping of
 //! idempotence (docs/architecture.md): InitProducerId hands out a Kafka producer id `P`
-//! (microsecond clock and shard, unique over restarts); the first batch of `P` for topic `T` on
-//! a connection declares our named producer `kafka-P` on `T` (shared access), and every batch of
-//! `P` is then written with that producer's id and epoch and Kafka's sequence numbers, so the
-//! owner's producer table drops retried batches across connections and restarts, and answers
-//! them with the original offsets. The connection renews the leases of the producers it
-//! declared while it lives.
+//! (microsecond clock and shard, unique over restarts); the first batch of `P` at Kafka epoch `E`
+//! for topic `T` on a connection joins (or, when none exists, declares) our named producer
+//! `kafka-P-E` on `T` (shared access), and every such batch is then written with that producer's
+//! id and epoch and Kafka's sequence numbers, so the owner's producer table drops retried batches
+//! across connections and restarts, and answers them with the original offsets. A Kafka epoch
+//! bump restarts sequences at 0, which a new name gives. The connection renews the leases of
+//! the producers it declared while it lives.
 //!
 //! Invariants: an answer reports success for a partition only once the owner appended (or
 //! recognised as duplicate) every batch of it under the fsync policy; a partition whose records
@@ -29,10 +30,11 @@ use super::errors::{code_of, CORRUPT_MESSAGE, UNKNOWN_TOPIC_OR_PARTITION};
 use super::records::{self, ProduceLimits};
 use super::state::Conn;
 use crate::protocol::messages::{
-    AccessMode, Empty, Kind, ProducerDeclare, ProducerDeclared, ProducerHeartbeat, Status,
+    AccessMode, BatchAck, Empty, Kind, ProducerDeclare, ProducerDeclared, ProducerHeartbeat, ProducerRef,
+    ProducerSequenceInfo, Status,
 };
 use crate::server::frame_pool::FrameBuf;
-use crate::shard::error::BrokerError;
+use crate::shard::error::{BrokerError, BrokerResult};
 use crate::shard::mesh::PartitionKey;
 use crate::wire::native_call as call;
 
@@ -50,6 +52,10 @@ struct Ready {
     batches: FrameBuf,
     length: usize,
     count: u32,
+    /// What a retry after a fence needs: the topic, the Kafka producer id and the records.
+    topic: String,
+    kafka_id: Option<KafkaId>,
+    records: Bytes,
 }
 
 /// A produce request converted in the reader.
@@ -98,36 +104,70 @@ async fn convert(
     let partition = u32::try_from(index).ok().filter(|p| *p < found.partitions).ok_or_else(unknown)?;
     let key = PartitionKey { stream_id: stream.id, topic_id: found.id, partition };
     drop(catalog);
-    let producer = match peek_producer(&records) {
-        Some((kafka_id, _)) => {
-            Some(declared(conn, topic, kafka_id).await.map_err(|e| (code_of(&e), e.message))?)
+    let kafka_id = peek_producer(&records);
+    let producer = match kafka_id {
+        Some(kafka_id) => {
+            Some(declared(conn, topic, partition, kafka_id).await.map_err(|e| (code_of(&e), e.message))?)
         }
         None => None,
     };
+    let (batches, length, count) = build(conn, &records, producer, limits)?;
+    Ok(Ready { key, batches, length, count, topic: topic.to_string(), kafka_id, records })
+}
+
+/// Converts `records` into our batches, in a pooled frame buffer for the produce path.
+fn build(
+    conn: &Conn,
+    records: &Bytes,
+    producer: Option<(u64, u32)>,
+    limits: &ProduceLimits,
+) -> Result<(FrameBuf, usize, u32), (i16, String)> {
     let mut out = std::mem::take(&mut *conn.scratch.borrow_mut());
     out.clear();
-    let converted = records::produce_batches(&records, producer, &mut out, limits);
-    let ready = match converted {
+    let converted = records::produce_batches(records, producer, &mut out, limits);
+    let built = match converted {
         Ok(produced) if produced.batches > 0 => {
             let mut batches = FrameBuf::take(out.len());
             batches.copy_from_slice(&out);
-            Ok(Ready { key, batches, length: out.len(), count: produced.batches })
+            Ok((batches, out.len(), produced.batches))
         }
         Ok(_) => Err((CORRUPT_MESSAGE, "no record batch in the partition's records".to_string())),
         Err(error) => Err((error.kafka_code(), error.to_string())),
     };
     *conn.scratch.borrow_mut() = out;
-    ready
+    built
 }
 
-/// Our producer id and epoch for Kafka producer `kafka_id` on `topic`, declaring `kafka-<id>`
+/// Our producer id and epoch for Kafka producer `kafka_id` on `topic`, declaring `kafka-<id>-<epoch>`
 /// there the first time this connection sees the pair.
-async fn declared(conn: &Conn, topic: &str, kafka_id: i64) -> Result<(u64, u32), BrokerError> {
+async fn declared(
+    conn: &Conn,
+    topic: &str,
+    partition: u32,
+    kafka_id: KafkaId,
+) -> Result<(u64, u32), BrokerError> {
     let pair = (kafka_id, topic.to_string());
     if let Some(found) = conn.producers.borrow().get(&pair) {
         return Ok(*found);
     }
     let context = conn.context()?;
+    // Another connection of the same Kafka producer (one per broker it writes to) may have
+    // declared it: join that declaration rather than fence it with a new epoch.
+    let current = ProducerRef {
+        stream: conn.broker_stream().to_string(),
+        topic: topic.to_string(),
+        partition,
+        name: producer_name(kafka_id),
+    };
+    match call::<_, ProducerSequenceInfo>(&context, Kind::ProducerSequence, &current).await {
+        Ok(info) => {
+            let ours = (info.producer_id, info.epoch);
+            conn.producers.borrow_mut().insert(pair, ours);
+            return Ok(ours);
+        }
+        Err(error) if error.status == Status::UnknownProducer => {}
+        Err(error) => return Err(error),
+    }
     let request = ProducerDeclare {
         stream: conn.broker_stream().to_string(),
         topic: topic.to_string(),
@@ -141,8 +181,8 @@ async fn declared(conn: &Conn, topic: &str, kafka_id: i64) -> Result<(u64, u32),
 }
 
 /// Our producer name for Kafka producer `id`.
-fn producer_name(id: i64) -> String {
-    format!("kafka-{id}")
+fn producer_name((id, epoch): KafkaId) -> String {
+    format!("kafka-{id}-{epoch}")
 }
 
 /// Appends the prepared batches on their owners and builds the answer (`None` for acks=0).
@@ -159,14 +199,7 @@ pub(crate) async fn finish(conn: &Conn, version: i16, prepared: Prepared) -> Opt
             }
             match part.outcome {
                 Ok(ready) => {
-                    let appended = crate::server::data::produce_on_owner(
-                        &conn.shard,
-                        ready.key,
-                        ready.batches,
-                        0..ready.length,
-                        ready.count,
-                    )
-                    .await;
+                    let appended = append(conn, ready).await;
                     match appended {
                         Ok(acks) => {
                             if let Some(first) = acks.first().filter(|a| a.has_offsets()) {
@@ -174,10 +207,6 @@ pub(crate) async fn finish(conn: &Conn, version: i16, prepared: Prepared) -> Opt
                             }
                         }
                         Err(error) => {
-                            if error.status == Status::UnknownProducer {
-                                // Expired or deleted: declare again on the next batch.
-                                conn.producers.borrow_mut().retain(|(_, topic), _| topic != name.0.as_str());
-                            }
                             response.error_code = code_of(&error);
                             if version >= 8 {
                                 response.error_message = Some(StrBytes::from_string(error.message));
@@ -199,6 +228,24 @@ pub(crate) async fn finish(conn: &Conn, version: i16, prepared: Prepared) -> Opt
         );
     }
     (prepared.acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// Appends on the owner. A batch fenced because another connection of the same Kafka producer
+/// declared it after this one did, or refused because the declaration lapsed (its lease holder
+/// went away), is rebuilt once with the current declaration and sent again.
+async fn append(conn: &Conn, ready: Ready) -> BrokerResult<Vec<BatchAck>> {
+    let Ready { key, batches, length, count, topic, kafka_id, records } = ready;
+    let first = crate::server::data::produce_on_owner(&conn.shard, key, batches, 0..length, count).await;
+    let (Err(error), Some(kafka_id)) = (&first, kafka_id) else { return first };
+    if !matches!(error.status, Status::ProducerFenced | Status::UnknownProducer) {
+        return first;
+    }
+    conn.producers.borrow_mut().remove(&(kafka_id, topic.clone()));
+    let producer = declared(conn, &topic, key.partition, kafka_id).await?;
+    let limits = ProduceLimits { max_inflated_bytes: conn.shard.config.max_frame_bytes.saturating_mul(4) };
+    let (batches, length, count) = build(conn, &records, Some(producer), &limits)
+        .map_err(|(_, message)| BrokerError::new(Status::InvalidBatch, message))?;
+    crate::server::data::produce_on_owner(&conn.shard, key, batches, 0..length, count).await
 }
 
 /// InitProducerId for idempotent producers: a fresh Kafka producer id, epoch 0. Transactional
@@ -244,7 +291,7 @@ pub(crate) async fn keep_alive(
     let lease = (conn.shard.config.producer_session_timeout / 3).max(Duration::from_millis(100));
     while !closed.closed.get() {
         glommio::timer::sleep(lease).await;
-        let declared: Vec<(i64, String)> = conn.producers.borrow().keys().cloned().collect();
+        let declared: Vec<(KafkaId, String)> = conn.producers.borrow().keys().cloned().collect();
         let Ok(context) = conn.context() else { continue };
         for (kafka_id, topic) in declared {
             let request = ProducerHeartbeat {
@@ -260,4 +307,7 @@ pub(crate) async fn keep_alive(
 }
 
 /// The declared producers of a connection: (Kafka id, topic) → our (id, epoch).
-pub(crate) type Declared = HashMap<(i64, String), (u64, u32)>;
+pub(crate) type Declared = HashMap<(KafkaId, String), (u64, u32)>;
+
+/// A Kafka producer id and epoch.
+pub(crate) type KafkaId = (i64, i16);

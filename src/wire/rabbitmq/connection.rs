@@ -27,8 +27,9 @@ use super::codec::codes;
 use super::encode;
 use super::push::RabbitFrames;
 use super::state::{Conn, Shared};
+use crate::metrics::WIRE_RABBITMQ;
 use crate::server::connection::{
-    end_session, session_id, start_watchdog, write_responses, Flow, Response, Session,
+    end_session, session_id, start_watchdog, write_counted, Flow, Response, Session,
 };
 use crate::server::frame_pool::FrameBuf;
 use crate::server::subscriptions::Push;
@@ -70,12 +71,14 @@ async fn serve<S>(
         let _ = stream.close().await;
         return;
     }
+    let wire = shard.metrics.wire(WIRE_RABBITMQ);
+    let _open = wire.connection();
     let flow = Rc::new(Flow::default());
     let config = &shard.config;
     let watchdog = start_watchdog(&shard, &flow);
     let (reader, writer) = futures::AsyncReadExt::split(stream);
     let (sender, receiver) = mpsc::unbounded::<Response>();
-    let writing = glommio::spawn_local(write_responses(writer, receiver));
+    let writing = glommio::spawn_local(write_counted(writer, receiver, Some(wire.clone())));
     let id = session_id(shard.id);
     let shared =
         Rc::new(Shared { deliver_version: std::cell::Cell::new(1), subscriptions: Default::default() });
@@ -102,7 +105,7 @@ async fn serve<S>(
         local_port,
     });
     let beating = glommio::spawn_local(super::publish::keep_alive(conn.clone(), flow.clone()));
-    if let Err(reason) = read_frames(&conn, &flow, reader).await {
+    if let Err(reason) = read_frames(&conn, &flow, reader, &wire).await {
         tracing::debug!(shard = shard.id, ?peer, %reason, "rabbitmq connection closed");
     }
     end_session(&shard, &session, Some(&push)).await;
@@ -120,6 +123,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     conn: &Rc<Conn>,
     flow: &Rc<Flow>,
     mut reader: R,
+    wire: &crate::metrics::WireMetrics,
 ) -> Result<(), String> {
     let shard = &conn.shard;
     let in_flight = std::sync::Arc::new(Semaphore::new(shard.config.max_in_flight));
@@ -148,6 +152,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             return Err(format!("read body: {error}"));
         }
         flow.reading_body.set(false);
+        wire.bytes_in(length as u64 + 4);
         flow.frames_read.set(flow.frames_read.get() + 1);
         flow.outstanding_requests.set(flow.outstanding_requests.get() + 1);
         super::dispatch::frame(conn, flow, &in_flight, frame, length).await?;

@@ -7,6 +7,7 @@
 //! publish task for a Publish; an undecodable frame closes the connection with a Close frame
 //! carrying the protocol's code and a message.
 
+use crate::metrics::WIRE_RABBITMQ;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,11 +31,14 @@ pub(super) async fn frame(
         Ok(decoded) => decoded,
         Err(error) => {
             flow.answered(length);
+            conn.shard.metrics.request(WIRE_RABBITMQ, codec::keys::name(error.key), false);
             let reason = format!("bad frame (command key {}): {error}", error.key);
             conn.send(encode::close(0, error.response_code(), &reason));
             return Err(reason);
         }
     };
+    // Counted when read: a command's outcome travels in its own response code.
+    conn.shard.metrics.request(WIRE_RABBITMQ, codec::keys::name(decoded.key), true);
     if let Command::Publish { publisher_id, entries } = &decoded.command {
         if !conn.opened.get() {
             flow.answered(length);
