@@ -50,7 +50,10 @@ pub(crate) async fn request(
             let (response, ok) = super::sasl::authenticate(conn, version, request).await;
             reply.send(ResponseKind::SaslAuthenticate(response));
             if !ok {
-                return Err("SASL authentication failed".to_string());
+                // The answer carries the failure; the connection stays open and unauthenticated
+                // (anything but SASL closes it) so that closing cannot reset the answer away
+                // before the client reads it. Clients close it themselves.
+                conn.handshaken.set(false);
             }
         }
         RequestKind::Produce(request) => {

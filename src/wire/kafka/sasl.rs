@@ -4,7 +4,8 @@
 //!
 //! Runs on the connection's shard, in the reader (no other request runs before it succeeds).
 //! Invariants: `authenticated` is set only by a verified login; a failed authentication answers
-//! Kafka's `SASL_AUTHENTICATION_FAILED` and the connection closes, as Kafka's does.
+//! Kafka's `SASL_AUTHENTICATION_FAILED`, after which only a new handshake is accepted (any other
+//! request closes the connection).
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
