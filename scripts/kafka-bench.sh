@@ -11,7 +11,8 @@
 #                   delivery report: all messages acknowledged)
 #   kcat-consume    kcat -C -e -o beginning of that topic, output to /dev/null
 #   native-consume  ringbench pinned-consumer --producers 1 --consumers 1 --partitions 1
-# MB/s = 10^6 bytes of message payload per second; broker CPU from /proc/PID/stat over each phase.
+# MB/s = 10^6 bytes of message payload per second; broker CPU from /proc/PID/stat over each phase,
+# client CPU (kcat or ringbench, user + system) from /usr/bin/time.
 # Runs are interleaved and repeated KAFKA_BENCH_RUNS times; medians and per-run ratios are printed
 # as a Markdown table and written to results/kafka-<UTC timestamp>/.
 #
@@ -113,7 +114,8 @@ phase() { # $1 = run, $2 = name, $3 = bytes (or "json"), rest = command
     local cpu0 t0 t1 cpu1
     cpu0=$(cpu_seconds "$broker_pid")
     t0=$(date +%s.%N)
-    if ! timeout 600 "$@" >"$out/logs/$run.$name.out" 2>"$out/logs/$run.$name.err"; then
+    if ! /usr/bin/time -f "%U %S" -o "$out/logs/$run.$name.time" timeout 600 "$@" \
+        >"$out/logs/$run.$name.out" 2>"$out/logs/$run.$name.err"; then
         log "   $name FAILED (see $out/logs/$run.$name.err)"
         return 1
     fi
@@ -125,11 +127,13 @@ phase() { # $1 = run, $2 = name, $3 = bytes (or "json"), rest = command
     else
         mbps=$(awk -v b="$bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.1f", b / (z - a) / 1e6 }')
     fi
-    local cpu
+    local cpu client
     cpu=$(awk -v a="$cpu0" -v z="$cpu1" 'BEGIN { printf "%.2f", z - a }')
-    log "   $name: $mbps MB/s, broker CPU $cpu s"
+    client=$(awk '{ printf "%.2f", $1 + $2 }' "$out/logs/$run.$name.time" 2>/dev/null || echo 0)
+    log "   $name: $mbps MB/s, broker CPU $cpu s, client CPU $client s"
     jq -nc --arg run "$run" --arg phase "$name" --argjson mbps "${mbps:-0}" --argjson cpu "$cpu" \
-        '{run: $run, phase: $phase, mb_per_s: $mbps, broker_cpu_s: $cpu}' >>"$out/phases.jsonl"
+        --argjson client "${client:-0}" \
+        '{run: $run, phase: $phase, mb_per_s: $mbps, broker_cpu_s: $cpu, client_cpu_s: $client}' >>"$out/phases.jsonl"
 }
 
 failed=0
@@ -151,12 +155,13 @@ for run in $(seq "$runs"); do
 done
 
 {
-    echo "| phase | MB/s (median) | runs | broker CPU s (median) |"
-    echo "| --- | --- | --- | --- |"
+    echo "| phase | MB/s (median) | runs | broker CPU s (median) | client CPU s (median) |"
+    echo "| --- | --- | --- | --- | --- |"
     for p in native-produce kcat-produce kcat-consume native-consume; do
         jq -rs --arg p "$p" '[.[] | select(.phase == $p)] as $r
             | ($r | map(.mb_per_s) | sort) as $m | ($r | map(.broker_cpu_s) | sort) as $c
-            | "| \($p) | \($m[($m | length) / 2 | floor] // "-") | \($r | map(.mb_per_s) | join(", ")) | \($c[($c | length) / 2 | floor] // "-") |"' \
+            | ($r | map(.client_cpu_s) | sort) as $k
+            | "| \($p) | \($m[($m | length) / 2 | floor] // "-") | \($r | map(.mb_per_s) | join(", ")) | \($c[($c | length) / 2 | floor] // "-") | \($k[($k | length) / 2 | floor] // "-") |"' \
             "$out/phases.jsonl"
     done
     echo
